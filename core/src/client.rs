@@ -1,0 +1,421 @@
+//! The base [`Client`]: configuration, the shared retry budget, default headers, user agent,
+//! authentication and correlation, over the runtime pieces a backend supplies.
+//!
+//! A client is built once at start-up and cloned wherever it is needed (clones share the
+//! connection pool and the retry budget). It can only be built with all of its runtime pieces, so
+//! there is no "no timer configured" failure at call time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError, Policy};
+use crate::drive::drive;
+use crate::error::Error;
+use crate::exchange::Exchange;
+use crate::ids::{CorrelationId, IdempotencyKey};
+use crate::request::{KeyChoice, Request};
+use crate::response::Response;
+use crate::retry::Classifier;
+use crate::rt::{Clock, Entropy, Sleeper, Transport};
+
+/// Reads the correlation ID of the ambient scope (a backend's task-local), if any.
+pub type AmbientCorrelation = Arc<dyn Fn() -> Option<CorrelationId> + Send + Sync>;
+
+/// The runtime pieces a client needs; every one is required.
+#[derive(Clone)]
+pub struct Runtime {
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+    entropy: Arc<dyn Entropy>,
+    ambient: Option<AmbientCorrelation>,
+}
+
+impl Runtime {
+    /// Bundles a backend's transport, clock, sleeper and entropy.
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+        sleeper: Arc<dyn Sleeper>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Self {
+        Self {
+            transport,
+            clock,
+            sleeper,
+            entropy,
+            ambient: None,
+        }
+    }
+
+    /// Sets where the ambient correlation ID is read from when a request carries none.
+    pub fn with_ambient_correlation(mut self, ambient: AmbientCorrelation) -> Self {
+        self.ambient = Some(ambient);
+        self
+    }
+
+    fn random<const N: usize>(&self) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        self.entropy.fill(&mut bytes);
+        bytes
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("transport", &self.transport)
+            .field("clock", &self.clock)
+            .field("sleeper", &self.sleeper)
+            .field("ambient_correlation", &self.ambient.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds credentials to every request of a client. Implementations must mark the values they
+/// add as sensitive ([`HeaderValue::set_sensitive`]) so that they never appear in `Debug`.
+pub trait Auth: fmt::Debug + Send + Sync {
+    /// Adds the credentials to the request's headers.
+    fn apply(&self, headers: &mut HeaderMap) -> Result<(), Error>;
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue, Error> {
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| Error::invalid_request("a credential is not a valid header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// `Authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct BearerToken(SecretString);
+
+impl BearerToken {
+    /// Wraps a token.
+    pub fn new(token: SecretString) -> Self {
+        Self(token)
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken([REDACTED])")
+    }
+}
+
+impl Auth for BearerToken {
+    fn apply(&self, headers: &mut HeaderMap) -> Result<(), Error> {
+        let value = sensitive(&format!("Bearer {}", self.0.expose_secret()))?;
+        headers.insert(AUTHORIZATION, value);
+        Ok(())
+    }
+}
+
+/// An API key in a header of the vendor's choosing (such as `X-Api-Key`).
+#[derive(Clone)]
+pub struct ApiKeyHeader {
+    name: HeaderName,
+    key: SecretString,
+}
+
+impl ApiKeyHeader {
+    /// An API key sent in header `name`.
+    pub fn new(name: &str, key: SecretString) -> Result<Self, ConfigError> {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                "auth.header",
+                format!("{name:?} is not a valid header name"),
+            )
+        })?;
+        Ok(Self { name, key })
+    }
+}
+
+impl fmt::Debug for ApiKeyHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKeyHeader({}: [REDACTED])", self.name)
+    }
+}
+
+impl Auth for ApiKeyHeader {
+    fn apply(&self, headers: &mut HeaderMap) -> Result<(), Error> {
+        headers.insert(self.name.clone(), sensitive(self.key.expose_secret())?);
+        Ok(())
+    }
+}
+
+struct Inner {
+    policy: Policy,
+    runtime: Runtime,
+    default_headers: HeaderMap,
+    auth: Option<Arc<dyn Auth>>,
+}
+
+/// The base client. Cheap to clone; build it once at start-up. See the [module docs](self).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("policy", &self.inner.policy)
+            .field("runtime", &self.inner.runtime)
+            .field("default_headers", &self.inner.default_headers)
+            .field("auth", &self.inner.auth)
+            .finish()
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    config: Config,
+    runtime: Runtime,
+    default_headers: HeaderMap,
+    auth: Option<Arc<dyn Auth>>,
+}
+
+impl ClientBuilder {
+    /// Adds a header sent with every request (unless the request sets it).
+    pub fn with_default_header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                "default_headers",
+                format!("{name:?} is not a valid header name"),
+            )
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            ConfigError::new("default_headers", format!("invalid value for {name}"))
+        })?;
+        self.default_headers.append(name, value);
+        Ok(self)
+    }
+
+    /// Sets the authentication hook.
+    pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer_token(self, token: SecretString) -> Self {
+        self.with_auth(Arc::new(BearerToken::new(token)))
+    }
+
+    /// Validates the configuration and builds the client.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        let policy = self.config.build()?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                policy,
+                runtime: self.runtime,
+                default_headers: self.default_headers,
+                auth: self.auth,
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// A builder over a backend's runtime pieces.
+    pub fn builder(config: Config, runtime: Runtime) -> ClientBuilder {
+        ClientBuilder {
+            config,
+            runtime,
+            default_headers: HeaderMap::new(),
+            auth: None,
+        }
+    }
+
+    /// A client with no default headers and no authentication.
+    pub fn new(config: Config, runtime: Runtime) -> Result<Self, ConfigError> {
+        Self::builder(config, runtime).build()
+    }
+
+    /// The validated policy (configuration and shared retry budget).
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// A request with any method. `path` is joined onto the base URL (it cannot leave the base's
+    /// origin); without a base URL it must be an absolute URL.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = match self.inner.policy.base_url() {
+            Some(base) => crate::url::join(base, path)
+                .map_err(|e| Error::invalid_request(e.to_string()))
+                .and_then(|url| Request::from_url(method, url)),
+            None => Request::new(method, path),
+        };
+        RequestBuilder {
+            client: self.clone(),
+            request,
+        }
+    }
+
+    /// A `GET` request.
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    /// A `POST` request.
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    /// A `PUT` request.
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    /// A `PATCH` request.
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PATCH, path)
+    }
+
+    /// A `DELETE` request.
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// Sends a prepared request: default headers and authentication are added, a correlation ID
+    /// (ambient, else minted) and a requested idempotency key are fixed for every attempt, then
+    /// the exchange is driven to its end.
+    ///
+    /// Dropping the returned future cancels the attempt in flight and schedules nothing more;
+    /// only the retry budget's bookkeeping of attempts already made survives.
+    pub async fn send(&self, mut request: Request) -> Result<Response, Error> {
+        let inner = &*self.inner;
+        let rt = &inner.runtime;
+        for (name, value) in &inner.default_headers {
+            if !request.headers.contains_key(name) {
+                request.headers.append(name, value.clone());
+            }
+        }
+        if let Some(auth) = &inner.auth {
+            auth.apply(&mut request.headers)?;
+        }
+        let o = &mut request.overrides;
+        if o.correlation_id.is_none() {
+            let ambient = rt.ambient.as_ref().and_then(|read| read());
+            o.correlation_id =
+                Some(ambient.unwrap_or_else(|| CorrelationId::from_random_bytes(rt.random())));
+        }
+        if o.idempotency_key == KeyChoice::Mint {
+            o.idempotency_key = KeyChoice::Given(IdempotencyKey::from_random_bytes(rt.random()));
+        }
+        let seed = u64::from_le_bytes(rt.random());
+        let exchange = Exchange::new(request, &inner.policy, rt.clock.now(), seed);
+        drive(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
+    }
+}
+
+/// A request being built. Errors (a bad header, a path that leaves the base URL) are kept and
+/// returned by [`send`](Self::send), so the builder chains without `?` at every step.
+#[derive(Debug)]
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder {
+    client: Client,
+    request: Result<Request, Error>,
+}
+
+impl RequestBuilder {
+    fn map(mut self, f: impl FnOnce(Request) -> Result<Request, Error>) -> Self {
+        self.request = self.request.and_then(f);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(self, name: &str, value: &str) -> Self {
+        self.map(|r| r.with_header(name, value))
+    }
+
+    /// Sends `Authorization: Bearer <token>`, marked sensitive.
+    pub fn bearer_auth(self, token: &SecretString) -> Self {
+        self.map(|mut r| {
+            BearerToken::new(token.clone()).apply(&mut r.headers)?;
+            Ok(r)
+        })
+    }
+
+    /// Sets a JSON body (and `Content-Type: application/json`, `Accept: application/json`).
+    pub fn json<T: Serialize + ?Sized>(self, value: &T) -> Self {
+        self.map(|mut r| {
+            let body = serde_json::to_vec(value).map_err(|e| {
+                Error::invalid_request(format!("the json body cannot be serialized: {e}"))
+            })?;
+            r.headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers
+                .entry(ACCEPT)
+                .or_insert(HeaderValue::from_static("application/json"));
+            r.body = Bytes::from(body);
+            Ok(r)
+        })
+    }
+
+    /// Sets a raw body.
+    pub fn body(self, body: impl Into<Bytes>) -> Self {
+        self.map(|r| Ok(r.with_body(body)))
+    }
+
+    /// Sends this idempotency key on every attempt (and allows re-sending after a failure that
+    /// may have reached the server).
+    pub fn idempotency_key(self, key: IdempotencyKey) -> Self {
+        self.map(|r| Ok(r.with_idempotency_key(KeyChoice::Given(key))))
+    }
+
+    /// Mints an idempotency key for this call, the same on every attempt.
+    pub fn with_new_idempotency_key(self) -> Self {
+        self.map(|r| Ok(r.with_idempotency_key(KeyChoice::Mint)))
+    }
+
+    /// Marks the request as safe (or not) to re-send after it may have been processed.
+    pub fn idempotent(self, idempotent: bool) -> Self {
+        self.map(|r| Ok(r.with_idempotent(idempotent)))
+    }
+
+    /// Sets the correlation ID (otherwise the ambient one, otherwise a new one).
+    pub fn correlation_id(self, id: CorrelationId) -> Self {
+        self.map(|r| Ok(r.with_correlation_id(id)))
+    }
+
+    /// Sets the attempts for this call.
+    pub fn max_attempts(self, n: u32) -> Self {
+        self.map(|r| Ok(r.with_max_attempts(n)))
+    }
+
+    /// Sets the whole-call deadline for this call.
+    pub fn deadline(self, deadline: Duration) -> Self {
+        self.map(|r| Ok(r.with_deadline(deadline)))
+    }
+
+    /// Sets the per-attempt timeout for this call.
+    pub fn attempt_timeout(self, timeout: Duration) -> Self {
+        self.map(|r| Ok(r.with_attempt_timeout(timeout)))
+    }
+
+    /// Replaces the default classifier for this call.
+    pub fn classifier(self, classifier: Arc<dyn Classifier>) -> Self {
+        self.map(|r| Ok(r.with_classifier(classifier)))
+    }
+
+    /// The request as built so far.
+    pub fn build(self) -> Result<Request, Error> {
+        self.request
+    }
+
+    /// Sends the request. See [`Client::send`].
+    pub async fn send(self) -> Result<Response, Error> {
+        let request = self.request?;
+        self.client.send(request).await
+    }
+}

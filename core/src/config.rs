@@ -1,0 +1,510 @@
+//! Configuration: a plain serde struct with the defaults of DESIGN 2.2, consuming `with_*`
+//! setters, and one validating [`Config::build`] that turns it into a [`Policy`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use egress_core::{Config, RetryPolicy};
+//!
+//! // From a file (durations as human strings; every field optional):
+//! let config: Config = serde_json::from_str(r#"{
+//!     "base_url": "https://api.example.com/v1",
+//!     "timeouts": { "connect": "1s", "attempt": "2s", "deadline": "5s" },
+//!     "retry": { "max_attempts": 4, "backoff": { "jitter": "equal", "initial": "50ms" } }
+//! }"#).unwrap();
+//! let policy = config.build().unwrap();
+//! assert_eq!(policy.config().retry.max_attempts, 4);
+//!
+//! // Or in code:
+//! let policy = Config::default()
+//!     .with_retry(RetryPolicy::standard().with_max_attempts(5))
+//!     .with_deadline(Duration::from_secs(20))
+//!     .build()
+//!     .unwrap();
+//!
+//! // Nonsense is rejected with the field's name:
+//! let err = Config::default().with_retry(RetryPolicy::standard().with_max_attempts(0)).build();
+//! assert_eq!(err.unwrap_err().field(), "retry.max_attempts");
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::{Deserialize, Serialize};
+
+use crate::retry::{BudgetConfig, RetryBudget, RetryPolicy};
+use crate::url::Url;
+
+/// Per-phase time limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// Establishing a connection, TCP and TLS.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Waiting for the response head, and between two body chunks.
+    #[serde(with = "humantime_serde")]
+    pub read: Duration,
+    /// Writing the request.
+    #[serde(with = "humantime_serde")]
+    pub write: Duration,
+    /// Waiting for a connection from the pool.
+    #[serde(with = "humantime_serde")]
+    pub pool: Duration,
+    /// One attempt, from the moment it is sent to the last body byte.
+    #[serde(with = "humantime_serde")]
+    pub attempt: Duration,
+    /// The whole call, every attempt and wait included.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(10),
+            write: Duration::from_secs(10),
+            pool: Duration::from_secs(3),
+            attempt: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connection pool settings, used by the backends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// How long an idle connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The most idle connections kept per host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 32,
+        }
+    }
+}
+
+/// Everything a client is configured with. All fields are optional in a file; missing ones take
+/// the defaults of DESIGN 2.2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The base URL request paths are joined onto. Without one, requests need absolute URLs.
+    pub base_url: Option<String>,
+    /// Per-phase time limits.
+    pub timeouts: Timeouts,
+    /// The retry policy.
+    pub retry: RetryPolicy,
+    /// The retry budget.
+    pub budget: BudgetConfig,
+    /// The largest response body accepted, in bytes (default 10 MiB).
+    pub max_response_body: u64,
+    /// The `User-Agent` sent with every request.
+    pub user_agent: String,
+    /// The header carrying the idempotency key.
+    pub idempotency_key_header: String,
+    /// The header carrying the correlation ID.
+    pub correlation_id_header: String,
+    /// The connection pool.
+    pub pool: PoolConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::standard(),
+            budget: BudgetConfig::default(),
+            max_response_body: 10 * 1024 * 1024,
+            user_agent: concat!("egress/", env!("CARGO_PKG_VERSION")).to_owned(),
+            idempotency_key_header: "idempotency-key".to_owned(),
+            correlation_id_header: "x-correlation-id".to_owned(),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident, $($field:ident).+ : $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$($field).+ = value.into();
+            self
+        }
+    };
+}
+
+impl Config {
+    /// Sets the base URL request paths are joined onto.
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+    setter!(/// Sets all per-phase time limits.
+        with_timeouts, timeouts: Timeouts);
+    setter!(/// Sets the connect timeout.
+        with_connect_timeout, timeouts.connect: Duration);
+    setter!(/// Sets the read timeout (to the head, and between body chunks).
+        with_read_timeout, timeouts.read: Duration);
+    setter!(/// Sets the write timeout.
+        with_write_timeout, timeouts.write: Duration);
+    setter!(/// Sets the pool-acquire timeout.
+        with_pool_timeout, timeouts.pool: Duration);
+    setter!(/// Sets the per-attempt timeout.
+        with_attempt_timeout, timeouts.attempt: Duration);
+    setter!(/// Sets the whole-call deadline.
+        with_deadline, timeouts.deadline: Duration);
+    setter!(/// Sets the retry policy.
+        with_retry, retry: RetryPolicy);
+    setter!(/// Sets the retry budget.
+        with_budget, budget: BudgetConfig);
+    setter!(/// Sets the largest response body accepted, in bytes.
+        with_max_response_body, max_response_body: u64);
+    setter!(/// Sets the `User-Agent`.
+        with_user_agent, user_agent: String);
+    setter!(/// Sets the idempotency-key header name.
+        with_idempotency_key_header, idempotency_key_header: String);
+    setter!(/// Sets the correlation-ID header name.
+        with_correlation_id_header, correlation_id_header: String);
+    setter!(/// Sets the connection pool settings.
+        with_pool, pool: PoolConfig);
+
+    /// Validates the configuration and builds the [`Policy`] exchanges run under, with a fresh
+    /// retry budget.
+    pub fn build(self) -> Result<Policy, ConfigError> {
+        let t = &self.timeouts;
+        for (field, value) in [
+            ("timeouts.connect", t.connect),
+            ("timeouts.read", t.read),
+            ("timeouts.write", t.write),
+            ("timeouts.pool", t.pool),
+            ("timeouts.attempt", t.attempt),
+            ("timeouts.deadline", t.deadline),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(field, "must be greater than zero"));
+            }
+        }
+        if t.deadline < t.attempt {
+            return Err(ConfigError::new(
+                "timeouts.deadline",
+                format!(
+                    "{:?} is shorter than timeouts.attempt ({:?})",
+                    t.deadline, t.attempt
+                ),
+            ));
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 {
+            return Err(ConfigError::new(
+                "retry.max_attempts",
+                "must be at least 1 (the first attempt)",
+            ));
+        }
+        if r.max_attempts > 100 {
+            return Err(ConfigError::new(
+                "retry.max_attempts",
+                "more than 100 attempts is not a retry policy",
+            ));
+        }
+        if r.backoff.max < r.backoff.initial {
+            return Err(ConfigError::new(
+                "retry.backoff.max",
+                format!(
+                    "{:?} is smaller than retry.backoff.initial ({:?})",
+                    r.backoff.max, r.backoff.initial
+                ),
+            ));
+        }
+        for (field, statuses) in [
+            ("retry.retryable_statuses", &r.retryable_statuses),
+            ("retry.throttling_statuses", &r.throttling_statuses),
+        ] {
+            if let Some(bad) = statuses.iter().find(|s| !(100..=599).contains(*s)) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{bad} is not an HTTP status"),
+                ));
+            }
+            if let Some(ok) = statuses.iter().find(|s| (200..=299).contains(*s)) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{ok} is a success; it cannot be retried"),
+                ));
+            }
+        }
+        let b = &self.budget;
+        if !b.retry_ratio.is_finite() || b.retry_ratio < 0.0 || b.retry_ratio > 1000.0 {
+            return Err(ConfigError::new(
+                "budget.retry_ratio",
+                "must be a number between 0 and 1000",
+            ));
+        }
+        if b.window < Duration::from_millis(10) {
+            return Err(ConfigError::new("budget.window", "must be at least 10ms"));
+        }
+        if self.max_response_body == 0 {
+            return Err(ConfigError::new(
+                "max_response_body",
+                "must be greater than zero",
+            ));
+        }
+        let base_url = match &self.base_url {
+            Some(s) => Some(
+                crate::url::parse_base(s)
+                    .map_err(|e| ConfigError::new("base_url", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let idempotency_header =
+            header_name("idempotency_key_header", &self.idempotency_key_header)?;
+        let correlation_header = header_name("correlation_id_header", &self.correlation_id_header)?;
+        let user_agent = http::HeaderValue::from_str(&self.user_agent)
+            .map_err(|_| ConfigError::new("user_agent", "is not a valid header value"))?;
+        let budget = Arc::new(RetryBudget::new(self.budget.clone()));
+        Ok(Policy {
+            inner: Arc::new(PolicyInner {
+                base_url,
+                idempotency_header,
+                correlation_header,
+                user_agent,
+                budget,
+                config: self,
+            }),
+        })
+    }
+}
+
+fn header_name(field: &'static str, value: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(value.as_bytes())
+        .map_err(|_| ConfigError::new(field, format!("{value:?} is not a valid header name")))
+}
+
+/// A configuration that was rejected, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    field: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The dotted path of the offending field, such as `retry.max_attempts`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// A validated configuration plus the state every exchange of one client shares (the retry
+/// budget). Cheap to clone; clones share the budget.
+#[derive(Clone)]
+pub struct Policy {
+    inner: Arc<PolicyInner>,
+}
+
+struct PolicyInner {
+    config: Config,
+    base_url: Option<Url>,
+    idempotency_header: HeaderName,
+    correlation_header: HeaderName,
+    user_agent: http::HeaderValue,
+    budget: Arc<RetryBudget>,
+}
+
+impl Policy {
+    /// The configuration it was built from.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The parsed base URL.
+    pub fn base_url(&self) -> Option<&Url> {
+        self.inner.base_url.as_ref()
+    }
+
+    /// The shared retry budget.
+    pub fn budget(&self) -> &RetryBudget {
+        &self.inner.budget
+    }
+
+    pub(crate) fn idempotency_header(&self) -> &HeaderName {
+        &self.inner.idempotency_header
+    }
+
+    pub(crate) fn correlation_header(&self) -> &HeaderName {
+        &self.inner.correlation_header
+    }
+
+    pub(crate) fn user_agent(&self) -> &http::HeaderValue {
+        &self.inner.user_agent
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::Backoff;
+
+    #[test]
+    fn defaults_match_the_design_table() {
+        let c = Config::default();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            (
+                c.timeouts.connect,
+                c.timeouts.read,
+                c.timeouts.write,
+                c.timeouts.pool
+            ),
+            (ms(3_000), ms(10_000), ms(10_000), ms(3_000))
+        );
+        assert_eq!(
+            (c.timeouts.attempt, c.timeouts.deadline),
+            (ms(10_000), ms(30_000))
+        );
+        assert_eq!(c.retry.max_attempts, 3);
+        assert_eq!(c.retry.backoff, Backoff::default());
+        assert_eq!(
+            (c.retry.backoff.initial, c.retry.backoff.max),
+            (ms(100), ms(10_000))
+        );
+        assert_eq!(c.retry.retryable_statuses, [408, 500, 502, 503, 504]);
+        assert_eq!(c.retry.throttling_statuses, [429]);
+        assert_eq!(c.retry.retry_after_cap, ms(30_000));
+        assert_eq!(
+            (
+                c.budget.window,
+                c.budget.retry_ratio,
+                c.budget.min_retries_per_sec
+            ),
+            (ms(10_000), 0.2, 10)
+        );
+        assert_eq!(c.max_response_body, 10 * 1024 * 1024);
+        assert!(c.build().is_ok());
+    }
+
+    #[test]
+    fn durations_deserialize_from_human_strings_and_missing_fields_default() {
+        let c: Config = serde_json::from_str(
+            r#"{"timeouts": {"connect": "250ms", "deadline": "1m"}, "retry": {"retry_after_cap": "5s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.timeouts.connect, Duration::from_millis(250));
+        assert_eq!(c.timeouts.deadline, Duration::from_secs(60));
+        assert_eq!(c.timeouts.read, Duration::from_secs(10));
+        assert_eq!(c.retry.retry_after_cap, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_fields_and_malformed_durations_are_rejected_when_deserializing() {
+        assert!(serde_json::from_str::<Config>(r#"{"timeout": {}}"#).is_err());
+        assert!(serde_json::from_str::<Config>(r#"{"timeouts": {"connect": "fast"}}"#).is_err());
+    }
+
+    fn field_of(config: Config) -> &'static str {
+        config.build().unwrap_err().field()
+    }
+
+    #[test]
+    fn nonsense_configurations_are_rejected_naming_the_field() {
+        let d = Config::default;
+        assert_eq!(
+            field_of(d().with_retry(RetryPolicy::standard().with_max_attempts(0))),
+            "retry.max_attempts"
+        );
+        let inverted = Backoff::default()
+            .with_initial(Duration::from_secs(5))
+            .with_max(Duration::from_secs(1));
+        assert_eq!(
+            field_of(d().with_retry(RetryPolicy::standard().with_backoff(inverted))),
+            "retry.backoff.max"
+        );
+        assert_eq!(
+            field_of(d().with_deadline(Duration::from_secs(5))),
+            "timeouts.deadline"
+        );
+        assert_eq!(
+            field_of(d().with_connect_timeout(Duration::ZERO)),
+            "timeouts.connect"
+        );
+        assert_eq!(
+            field_of(d().with_budget(BudgetConfig::default().with_retry_ratio(f64::NAN))),
+            "budget.retry_ratio"
+        );
+        assert_eq!(
+            field_of(d().with_budget(BudgetConfig::default().with_window(Duration::ZERO))),
+            "budget.window"
+        );
+        assert_eq!(field_of(d().with_max_response_body(0)), "max_response_body");
+        assert_eq!(field_of(d().with_base_url("ftp://x")), "base_url");
+        assert_eq!(
+            field_of(d().with_correlation_id_header("bad header".into())),
+            "correlation_id_header"
+        );
+        assert_eq!(field_of(d().with_user_agent("a\nb".into())), "user_agent");
+        assert_eq!(
+            field_of(d().with_retry(RetryPolicy::standard().with_retryable_statuses([200]))),
+            "retry.retryable_statuses"
+        );
+        assert_eq!(
+            field_of(d().with_retry(RetryPolicy::standard().with_throttling_statuses([1000]))),
+            "retry.throttling_statuses"
+        );
+    }
+
+    #[test]
+    fn the_error_message_names_the_field_and_the_reason() {
+        let e = Config::default()
+            .with_deadline(Duration::from_secs(5))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: timeouts.deadline: 5s is shorter than timeouts.attempt (10s)"
+        );
+    }
+
+    #[test]
+    fn the_disabled_preset_makes_one_attempt() {
+        assert_eq!(RetryPolicy::disabled().max_attempts, 1);
+        assert!(
+            Config::default()
+                .with_retry(RetryPolicy::disabled())
+                .build()
+                .is_ok()
+        );
+    }
+}

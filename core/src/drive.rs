@@ -1,0 +1,105 @@
+//! [`drive`]: runs an [`Exchange`] to completion with a clock, a sleeper and a transport. It
+//! executes outputs and decides nothing.
+
+use std::future::poll_fn;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::{Error, TransportError};
+use crate::exchange::Exchange;
+use crate::io::{AttemptRequest, Input, Output};
+use crate::response::Response;
+use crate::rt::{BoxFuture, Clock, Sleeper, Transport};
+
+type Attempt<'a> = (
+    u32,
+    BoxFuture<'a, Result<http::Response<Bytes>, TransportError>>,
+);
+
+/// Drives `exchange` until it is done.
+///
+/// While an attempt is in flight the driver races it against the attempt's deadline; when the
+/// deadline wins, the attempt's future is dropped (cancelling it) and the exchange decides what
+/// follows. Dropping the future returned here cancels the attempt in flight and schedules
+/// nothing more.
+pub async fn drive(
+    mut exchange: Exchange,
+    clock: &dyn Clock,
+    sleeper: &dyn Sleeper,
+    transport: &dyn Transport,
+) -> Result<Response, Error> {
+    let mut in_flight: Option<Attempt<'_>> = None;
+    loop {
+        match exchange.poll_output(clock.now()) {
+            Output::Done(result) => return result,
+            Output::Send(attempt) => in_flight = Some(send(transport, attempt)),
+            Output::Wait { until, .. } => match in_flight.take() {
+                Some(attempt) => {
+                    in_flight = race(&mut exchange, attempt, until, clock, sleeper).await
+                }
+                None => sleep(&mut exchange, until, clock, sleeper).await,
+            },
+        }
+    }
+}
+
+fn send(transport: &dyn Transport, attempt: AttemptRequest) -> Attempt<'_> {
+    (attempt.attempt, transport.send(attempt))
+}
+
+/// Waits for the attempt or its deadline, whichever comes first, and feeds the exchange.
+/// Returns the attempt when it is still in flight (the timer fired early).
+async fn race<'a>(
+    exchange: &mut Exchange,
+    (number, mut response): Attempt<'a>,
+    until: Instant,
+    clock: &dyn Clock,
+    sleeper: &dyn Sleeper,
+) -> Option<Attempt<'a>> {
+    let mut timer = sleeper.sleep_until(until);
+    let finished = poll_fn(|cx| {
+        if let Poll::Ready(result) = response.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    let at = clock.now();
+    match finished {
+        Some(Ok(response)) => {
+            let wall = clock.wall();
+            exchange.handle_input(Input::Response {
+                attempt: number,
+                at,
+                wall,
+                response,
+            });
+            None
+        }
+        Some(Err(error)) => {
+            exchange.handle_input(Input::Failed {
+                attempt: number,
+                at,
+                error,
+            });
+            None
+        }
+        None => {
+            exchange.handle_input(Input::Timer { at });
+            // Keep the attempt only if the timer was early and the exchange still waits for it.
+            (exchange.in_flight() == Some(number)).then_some((number, response))
+        }
+    }
+}
+
+async fn sleep(exchange: &mut Exchange, until: Instant, clock: &dyn Clock, sleeper: &dyn Sleeper) {
+    if clock.now() < until {
+        sleeper.sleep_until(until).await;
+    }
+    exchange.handle_input(Input::Timer { at: clock.now() });
+}

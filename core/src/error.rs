@@ -1,0 +1,552 @@
+//! Every error type of the core, sorted by the phase of the call in which it happens.
+//!
+//! [`Error`] is what a call returns. Its predicates ([`Error::is_timeout`],
+//! [`Error::is_retryable`], [`Error::may_have_been_sent`], [`Error::status`]) are the stable
+//! contract; the `Display` text is for humans and may change in any release.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::ids::CorrelationId;
+
+pub use crate::config::ConfigError;
+pub use crate::retry_after::RetryAfterError;
+pub use crate::url::InvalidUrl;
+
+/// What every [`Error`] knows about the call that produced it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallMeta {
+    /// How many attempts were started (the first one included); 0 when nothing was sent.
+    pub attempts: u32,
+    /// Time from the start of the exchange to the moment it ended, in the exchange's own time.
+    pub elapsed: Duration,
+    /// The correlation ID sent on every attempt, if the call got that far.
+    pub correlation_id: Option<CorrelationId>,
+    /// Why the exchange stopped retrying, when it stopped on a failure.
+    pub stop: Option<StopReason>,
+}
+
+/// Why an exchange stopped on a failure instead of trying again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The classifier said the failure must not be retried.
+    NotRetryable,
+    /// The classifier allowed a retry, but the request may have been processed and is not
+    /// idempotent, so it was not re-sent.
+    NotIdempotent,
+    /// Every allowed attempt was used.
+    AttemptsExhausted,
+    /// The next attempt could not start before the whole-call deadline.
+    Deadline,
+    /// The retry budget refused the retry.
+    Budget,
+    /// The server asked for a wait longer than the cap or past the deadline.
+    RateLimited,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotRetryable => "not retryable",
+            Self::NotIdempotent => "not idempotent",
+            Self::AttemptsExhausted => "attempts exhausted",
+            Self::Deadline => "deadline reached",
+            Self::Budget => "retry budget exhausted",
+            Self::RateLimited => "rate limited",
+        })
+    }
+}
+
+/// Which time limit expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// Establishing the connection (TCP and TLS). Never sent.
+    Connect,
+    /// Waiting for a pooled connection. Never sent.
+    Pool,
+    /// Writing the request. May have been sent.
+    Write,
+    /// Waiting for the response head, or for the next body chunk. May have been sent.
+    Read,
+    /// The per-attempt timeout. May have been sent.
+    Attempt,
+    /// The whole-call deadline. May have been sent.
+    Deadline,
+}
+
+impl TimeoutKind {
+    /// Whether the request may have reached the server when this limit expired.
+    pub fn may_have_been_sent(self) -> bool {
+        !matches!(self, Self::Connect | Self::Pool)
+    }
+
+    /// A short stable name, as used in the `error.type` telemetry field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect_timeout",
+            Self::Pool => "pool_timeout",
+            Self::Write => "write_timeout",
+            Self::Read => "read_timeout",
+            Self::Attempt => "attempt_timeout",
+            Self::Deadline => "deadline",
+        }
+    }
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a transport failure. Backends map their native errors into these, so that
+/// classification is identical on every backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The host name did not resolve. Never sent.
+    Dns,
+    /// The peer refused the connection. Never sent.
+    ConnectRefused,
+    /// Any other failure while connecting (unreachable, reset during connect). Never sent.
+    Connect,
+    /// Connecting took longer than the connect timeout. Never sent.
+    ConnectTimeout,
+    /// No pooled connection became available in time. Never sent.
+    PoolTimeout,
+    /// The TLS handshake failed (untrusted certificate, bad name, protocol). Never sent, never retried.
+    Tls,
+    /// Writing the request took longer than the write timeout. May have been sent.
+    WriteTimeout,
+    /// The response head, or the next body chunk, did not arrive in time. May have been sent.
+    ReadTimeout,
+    /// The connection was reset or closed before the response head arrived. May have been sent.
+    ClosedBeforeResponse,
+    /// The connection was reset or closed while the body was being read. May have been sent.
+    ClosedDuringBody,
+    /// The peer broke the HTTP protocol (malformed head, bad chunk, wrong length). May have been sent.
+    Protocol,
+    /// The response body exceeded the size limit. The request was sent.
+    BodyTooLarge,
+    /// Anything else. Treated as "may have been sent".
+    Other,
+}
+
+impl TransportErrorKind {
+    /// Whether the request may have reached the server when this failure happened.
+    pub fn may_have_been_sent(self) -> bool {
+        !matches!(
+            self,
+            Self::Dns
+                | Self::ConnectRefused
+                | Self::Connect
+                | Self::ConnectTimeout
+                | Self::PoolTimeout
+                | Self::Tls
+        )
+    }
+
+    /// The timeout this failure stands for, if it is one.
+    pub fn timeout_kind(self) -> Option<TimeoutKind> {
+        match self {
+            Self::ConnectTimeout => Some(TimeoutKind::Connect),
+            Self::PoolTimeout => Some(TimeoutKind::Pool),
+            Self::WriteTimeout => Some(TimeoutKind::Write),
+            Self::ReadTimeout => Some(TimeoutKind::Read),
+            _ => None,
+        }
+    }
+
+    /// A short stable name, as used in the `error.type` telemetry field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::ConnectRefused => "connect_refused",
+            Self::Connect => "connect",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::PoolTimeout => "pool_timeout",
+            Self::Tls => "tls",
+            Self::WriteTimeout => "write_timeout",
+            Self::ReadTimeout => "read_timeout",
+            Self::ClosedBeforeResponse => "closed_before_response",
+            Self::ClosedDuringBody => "closed_during_body",
+            Self::Protocol => "protocol",
+            Self::BodyTooLarge => "body_too_large",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for TransportErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure of one attempt below HTTP: connecting, TLS, writing or reading.
+///
+/// Backends build it with [`TransportError::new`] and keep the native error as its source.
+#[derive(Clone)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl TransportError {
+    /// A failure of the given kind, with the backend's native error as its source.
+    pub fn new(
+        kind: TransportErrorKind,
+        source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            kind,
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// A failure of the given kind with no underlying error.
+    pub fn from_kind(kind: TransportErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// Whether the request may have reached the server.
+    pub fn may_have_been_sent(&self) -> bool {
+        self.kind.may_have_been_sent()
+    }
+}
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TransportError");
+        d.field("kind", &self.kind);
+        if let Some(source) = &self.source {
+            d.field("source", &format_args!("{source}"));
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            TransportErrorKind::Dns => "dns lookup failed",
+            TransportErrorKind::ConnectRefused => "connection refused",
+            TransportErrorKind::Connect => "connect failed",
+            TransportErrorKind::ConnectTimeout => "connect timed out",
+            TransportErrorKind::PoolTimeout => "timed out waiting for a pooled connection",
+            TransportErrorKind::Tls => "tls handshake failed",
+            TransportErrorKind::WriteTimeout => "write timed out",
+            TransportErrorKind::ReadTimeout => "read timed out",
+            TransportErrorKind::ClosedBeforeResponse => "connection closed before the response",
+            TransportErrorKind::ClosedDuringBody => "connection closed during the response body",
+            TransportErrorKind::Protocol => "http protocol error",
+            TransportErrorKind::BodyTooLarge => "response body too large",
+            TransportErrorKind::Other => "transport error",
+        };
+        f.write_str(what)
+    }
+}
+
+impl StdError for TransportError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// The response of an unexpected status, as carried by [`Error::Status`].
+///
+/// The body is kept whole (it is already within the size limit) so that a vendor can decode its
+/// own error type from it with [`StatusError::body`]; `Debug` and `Display` show only a short
+/// excerpt.
+#[derive(Clone)]
+pub struct StatusError {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl StatusError {
+    /// Builds a status error from a response's parts.
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers. Sensitive values are marked sensitive.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The whole response body (within the size limit).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// A short excerpt of the body for messages: at most [`EXCERPT_LEN`] bytes, lossy UTF-8.
+    pub fn body_excerpt(&self) -> String {
+        excerpt(&self.body)
+    }
+}
+
+/// How many bytes of a body an error message shows at most.
+pub const EXCERPT_LEN: usize = 256;
+
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(EXCERPT_LEN)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > EXCERPT_LEN {
+        s.push('…');
+    }
+    s
+}
+
+impl fmt::Debug for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatusError")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .field("body_excerpt", &self.body_excerpt())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdError for StatusError {}
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unexpected status {}", self.status)
+    }
+}
+
+/// The error of a call, sorted by phase.
+///
+/// Every variant documents whether the request may have reached the server; ask
+/// [`Error::may_have_been_sent`] rather than matching when that is all you need. Every variant
+/// carries a [`CallMeta`] (attempts, elapsed time, correlation ID, why retrying stopped).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request could not be built (bad URL, bad header, bad override). Never sent.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong with it.
+        reason: String,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+    /// A time limit expired. Sent or not depending on [`TimeoutKind::may_have_been_sent`].
+    #[error("timed out ({kind}) after {} attempt(s)", meta.attempts)]
+    Timeout {
+        /// Which limit expired.
+        kind: TimeoutKind,
+        /// The transport failure behind it, when the transport reported it.
+        #[source]
+        source: Option<TransportError>,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+    /// The transport failed. Sent or not depending on [`TransportErrorKind::may_have_been_sent`].
+    #[error("transport failed: {source} after {} attempt(s)", meta.attempts)]
+    Transport {
+        /// The failure, with the backend's native error as its source.
+        #[source]
+        source: TransportError,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+    /// The server answered with a status that is not a success. Sent.
+    #[error("{source} after {} attempt(s)", meta.attempts)]
+    Status {
+        /// The response.
+        source: StatusError,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+    /// The server asked to wait longer than the Retry-After cap or past the deadline, so the
+    /// call ended at once instead of sleeping for nothing. Sent.
+    #[error("rate limited until {}", httpdate::fmt_http_date(*retry_at))]
+    RateLimited {
+        /// When the server said a retry may succeed (wall-clock time).
+        retry_at: SystemTime,
+        /// The throttled attempt's failure (usually [`Error::Status`] with 429 or 503).
+        last: Box<Error>,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+    /// The retry budget refused a retry. The attempt before it was sent.
+    #[error("retry budget exhausted; last attempt: {last}")]
+    RetryBudgetExhausted {
+        /// The failure the exchange wanted to retry.
+        last: Box<Error>,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+    /// The response body was larger than the limit. Sent.
+    #[error("response body exceeds the {limit}-byte limit")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+}
+
+impl Error {
+    /// The call's metadata.
+    pub fn meta(&self) -> &CallMeta {
+        match self {
+            Self::InvalidRequest { meta, .. }
+            | Self::Timeout { meta, .. }
+            | Self::Transport { meta, .. }
+            | Self::Status { meta, .. }
+            | Self::RateLimited { meta, .. }
+            | Self::RetryBudgetExhausted { meta, .. }
+            | Self::BodyTooLarge { meta, .. } => meta,
+        }
+    }
+
+    pub(crate) fn meta_mut(&mut self) -> &mut CallMeta {
+        match self {
+            Self::InvalidRequest { meta, .. }
+            | Self::Timeout { meta, .. }
+            | Self::Transport { meta, .. }
+            | Self::Status { meta, .. }
+            | Self::RateLimited { meta, .. }
+            | Self::RetryBudgetExhausted { meta, .. }
+            | Self::BodyTooLarge { meta, .. } => meta,
+        }
+    }
+
+    pub(crate) fn invalid_request(reason: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            reason: reason.into(),
+            meta: CallMeta::default(),
+        }
+    }
+
+    /// How many attempts were started.
+    pub fn attempts(&self) -> u32 {
+        self.meta().attempts
+    }
+
+    /// Time from the start of the call to its end.
+    pub fn elapsed(&self) -> Duration {
+        self.meta().elapsed
+    }
+
+    /// The correlation ID of the call.
+    pub fn correlation_id(&self) -> Option<&CorrelationId> {
+        self.meta().correlation_id.as_ref()
+    }
+
+    /// Why retrying stopped, if the exchange stopped on a failure.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.meta().stop
+    }
+
+    /// Whether a time limit expired.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::RetryBudgetExhausted { last, .. } => last.is_timeout(),
+            _ => false,
+        }
+    }
+
+    /// Whether the failure itself was of a retryable kind (a transient status, a throttle, a
+    /// transport failure that may pass), regardless of whether attempts, deadline or budget
+    /// allowed one more try. A caller that retries at a higher level asks this.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::InvalidRequest { .. } | Self::BodyTooLarge { .. } => false,
+            Self::RateLimited { .. } | Self::RetryBudgetExhausted { .. } => true,
+            Self::Timeout { .. } => true,
+            Self::Transport { source, .. } => !matches!(
+                source.kind(),
+                TransportErrorKind::Tls
+                    | TransportErrorKind::Protocol
+                    | TransportErrorKind::BodyTooLarge
+            ),
+            Self::Status { source, .. } => matches!(source.status.as_u16(), 408 | 429 | 500..=599),
+        }
+    }
+
+    /// Whether the request may have reached the server (and so may have had effects).
+    pub fn may_have_been_sent(&self) -> bool {
+        match self {
+            Self::InvalidRequest { meta, .. } => meta.attempts > 0,
+            Self::Timeout { kind, meta, .. } => kind.may_have_been_sent() || meta.attempts > 1,
+            Self::Transport { source, meta } => source.may_have_been_sent() || meta.attempts > 1,
+            Self::Status { .. }
+            | Self::RateLimited { .. }
+            | Self::RetryBudgetExhausted { .. }
+            | Self::BodyTooLarge { .. } => true,
+        }
+    }
+
+    /// The status of the last response, if the call got one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { source, .. } => Some(source.status),
+            Self::RateLimited { last, .. } | Self::RetryBudgetExhausted { last, .. } => {
+                last.status()
+            }
+            _ => None,
+        }
+    }
+
+    /// The response of an unexpected status, to decode a vendor's error body from.
+    pub fn status_error(&self) -> Option<&StatusError> {
+        match self {
+            Self::Status { source, .. } => Some(source),
+            Self::RateLimited { last, .. } | Self::RetryBudgetExhausted { last, .. } => {
+                last.status_error()
+            }
+            _ => None,
+        }
+    }
+
+    /// When the server said a retry may succeed, for [`Error::RateLimited`].
+    pub fn retry_at(&self) -> Option<SystemTime> {
+        match self {
+            Self::RateLimited { retry_at, .. } => Some(*retry_at),
+            _ => None,
+        }
+    }
+
+    /// A short stable name for the `error.type` telemetry field.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::Timeout { kind, .. } => kind.as_str(),
+            Self::Transport { source, .. } => source.kind().as_str(),
+            Self::Status { .. } => "status",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
+            Self::BodyTooLarge { .. } => "body_too_large",
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! [`Exchange`]: the state machine of one logical call, every attempt and wait included.
+//!
+//! ```text
+//!              new()
+//!                |
+//!                v
+//!   +------> [Ready] --poll_output--> Send(attempt n) --> [InFlight n]
+//!   |                                                        |   poll_output -> Wait(attempt deadline)
+//!   |                                                        |
+//!   |        Response / Failed / Timer past the deadline     |
+//!   |        (stale attempts and early timers are ignored)   v
+//!   |                                                   classify + schedule
+//!   |                                                    /           \
+//!   |      retry allowed (attempts, deadline, budget)   /             \  success or final failure
+//!   |                                                  v               v
+//!   +---- poll_output at/after until <-- [Waiting until]            [Done] -- poll_output --> Done(result), forever
+//! ```
+//!
+//! The exchange reads no clock and draws no randomness: the caller passes `now` to
+//! [`Exchange::poll_output`], the time of every [`Input`], and a jitter seed to [`Exchange::new`].
+//! The same seed and the same inputs always give the same outputs.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::USER_AGENT;
+use http::{HeaderMap, Method, Uri};
+
+use crate::config::Policy;
+use crate::error::{
+    CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
+};
+use crate::ids::{CorrelationId, IdempotencyKey};
+use crate::io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
+use crate::request::{KeyChoice, Request};
+use crate::response::Response;
+use crate::retry::{
+    ClassifyContext, Jitter, Outcome, RetryAction, SeededJitter, backoff, is_idempotent_method,
+};
+use crate::retry_after::{resolve, response_date};
+
+#[derive(Debug)]
+enum State {
+    Ready,
+    InFlight { until: Instant, kind: TimeoutKind },
+    Waiting { until: Instant, reason: WaitReason },
+    Done(Result<Response, Error>),
+}
+
+/// The state machine of one logical call. See the [module docs](self) and the crate docs for
+/// the drive loop.
+#[derive(Debug)]
+pub struct Exchange {
+    policy: Policy,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    budget_key: String,
+    classifier: Option<std::sync::Arc<dyn crate::retry::Classifier>>,
+    idempotent: bool,
+    correlation_id: CorrelationId,
+    idempotency_key: Option<IdempotencyKey>,
+    max_attempts: u32,
+    attempt_timeout: Duration,
+    start: Instant,
+    deadline: Instant,
+    last_now: Instant,
+    jitter: SeededJitter,
+    attempts: u32,
+    previous_delay: Duration,
+    state: State,
+}
+
+/// Salt for the ID stream, so that minting IDs does not shift the jitter sequence.
+const ID_STREAM: u64 = 0x6567_7265_7373_4944; // "egressID"
+
+impl Exchange {
+    /// Starts an exchange for `request` under `policy` at `now`, drawing jitter from `seed`.
+    ///
+    /// A request the policy cannot send (a bad override, a URL that is not a valid URI) gives an
+    /// exchange that is already done with [`Error::InvalidRequest`].
+    pub fn new(request: Request, policy: &Policy, now: Instant, seed: u64) -> Self {
+        let mut ids = SeededJitter::new(seed ^ ID_STREAM);
+        let mut mint = || {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&ids.next_u64().to_le_bytes());
+            bytes[8..].copy_from_slice(&ids.next_u64().to_le_bytes());
+            bytes
+        };
+        let o = &request.overrides;
+        let correlation_id = o
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| CorrelationId::from_random_bytes(mint()));
+        let idempotency_key = match &o.idempotency_key {
+            KeyChoice::None => None,
+            KeyChoice::Mint => Some(IdempotencyKey::from_random_bytes(mint())),
+            KeyChoice::Given(key) => Some(key.clone()),
+        };
+        let config = policy.config();
+        let has_key =
+            idempotency_key.is_some() || request.headers.contains_key(policy.idempotency_header());
+        let idempotent = o
+            .idempotent
+            .unwrap_or(is_idempotent_method(&request.method) || has_key);
+        let max_attempts = o.max_attempts.unwrap_or(config.retry.max_attempts);
+        let attempt_timeout = o.attempt_timeout.unwrap_or(config.timeouts.attempt);
+        let deadline_after = o.deadline.unwrap_or(config.timeouts.deadline);
+
+        let budget_key = request.budget_key();
+        let mut headers = request.headers;
+        if !headers.contains_key(USER_AGENT) {
+            headers.insert(USER_AGENT, policy.user_agent().clone());
+        }
+        headers.insert(
+            policy.correlation_header().clone(),
+            correlation_id.header_value(),
+        );
+        if let Some(key) = &idempotency_key {
+            headers.insert(policy.idempotency_header().clone(), key.header_value());
+        }
+
+        let mut exchange = Self {
+            policy: policy.clone(),
+            budget_key,
+            method: request.method,
+            uri: Uri::default(),
+            headers,
+            body: request.body,
+            classifier: o.classifier.clone(),
+            idempotent,
+            correlation_id,
+            idempotency_key,
+            max_attempts,
+            attempt_timeout,
+            start: now,
+            deadline: now.checked_add(deadline_after).unwrap_or(now),
+            last_now: now,
+            jitter: SeededJitter::new(seed),
+            attempts: 0,
+            previous_delay: Duration::ZERO,
+            state: State::Ready,
+        };
+        let problem = if max_attempts == 0 {
+            Some("max_attempts override must be at least 1".to_owned())
+        } else if deadline_after.is_zero() || attempt_timeout.is_zero() {
+            Some("deadline and attempt timeout overrides must be greater than zero".to_owned())
+        } else {
+            match request.url.as_str().parse::<Uri>() {
+                Ok(uri) => {
+                    exchange.uri = uri;
+                    None
+                }
+                Err(e) => Some(format!("the url is not a valid http uri: {e}")),
+            }
+        };
+        if let Some(reason) = problem {
+            let mut error = Error::invalid_request(reason);
+            *error.meta_mut() = exchange.meta(now, None);
+            exchange.state = State::Done(Err(error));
+        }
+        exchange
+    }
+
+    /// Feeds one input. Inputs for an attempt that is not the one in flight, and timers that fire
+    /// before anything is due, are ignored.
+    pub fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Timer { at } => {
+                let at = self.observe(at);
+                self.check_expiry(at);
+            }
+            Input::Response {
+                attempt,
+                at,
+                wall,
+                response,
+            } => {
+                if !self.is_in_flight(attempt) {
+                    return;
+                }
+                let at = self.observe(at);
+                self.on_response(at, wall, response);
+            }
+            Input::Failed { attempt, at, error } => {
+                if !self.is_in_flight(attempt) {
+                    return;
+                }
+                let at = self.observe(at);
+                self.on_failure(at, error);
+            }
+        }
+    }
+
+    /// Returns what to do next. Call it after every [`handle_input`](Self::handle_input) until it
+    /// returns [`Output::Wait`] or [`Output::Done`].
+    pub fn poll_output(&mut self, now: Instant) -> Output {
+        let now = self.observe(now);
+        loop {
+            match &self.state {
+                State::Done(result) => return Output::Done(result.clone()),
+                State::Ready => {
+                    if now >= self.deadline {
+                        self.fail(
+                            now,
+                            StopReason::Deadline,
+                            Error::Timeout {
+                                kind: TimeoutKind::Deadline,
+                                source: None,
+                                meta: CallMeta::default(),
+                            },
+                        );
+                        continue;
+                    }
+                    return Output::Send(self.start_attempt(now));
+                }
+                State::InFlight { until, .. } => {
+                    if now >= *until {
+                        self.check_expiry(now);
+                        continue;
+                    }
+                    return Output::Wait {
+                        until: *until,
+                        reason: WaitReason::AttemptDeadline {
+                            attempt: self.attempts,
+                        },
+                    };
+                }
+                State::Waiting { until, reason } => {
+                    if now >= *until {
+                        self.state = State::Ready;
+                        continue;
+                    }
+                    return Output::Wait {
+                        until: *until,
+                        reason: *reason,
+                    };
+                }
+            }
+        }
+    }
+
+    /// How many attempts have been started.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The attempt in flight, if one is.
+    pub fn in_flight(&self) -> Option<u32> {
+        matches!(self.state, State::InFlight { .. }).then_some(self.attempts)
+    }
+
+    /// Whether the exchange has finished.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done(_))
+    }
+
+    /// The correlation ID sent on every attempt.
+    pub fn correlation_id(&self) -> &CorrelationId {
+        &self.correlation_id
+    }
+
+    /// The idempotency key sent on every attempt, if any.
+    pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
+        self.idempotency_key.as_ref()
+    }
+
+    /// The absolute whole-call deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the request counts as safe to re-send after it may have been processed.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    fn observe(&mut self, at: Instant) -> Instant {
+        self.last_now = self.last_now.max(at);
+        self.last_now
+    }
+
+    fn is_in_flight(&self, attempt: u32) -> bool {
+        matches!(self.state, State::InFlight { .. }) && attempt == self.attempts
+    }
+
+    fn meta(&self, at: Instant, stop: Option<StopReason>) -> CallMeta {
+        CallMeta {
+            attempts: self.attempts,
+            elapsed: at.saturating_duration_since(self.start),
+            correlation_id: Some(self.correlation_id.clone()),
+            stop,
+        }
+    }
+
+    fn start_attempt(&mut self, now: Instant) -> AttemptRequest {
+        self.attempts += 1;
+        if self.attempts == 1 {
+            self.policy.budget().record_request(&self.budget_key, now);
+        }
+        let own = now
+            .checked_add(self.attempt_timeout)
+            .unwrap_or(self.deadline);
+        let (until, kind) = if own < self.deadline {
+            (own, TimeoutKind::Attempt)
+        } else {
+            (self.deadline, TimeoutKind::Deadline)
+        };
+        self.state = State::InFlight { until, kind };
+        let t = &self.policy.config().timeouts;
+        let phase = |d: Duration| now.checked_add(d).map_or(until, |p| p.min(until));
+        let left = until.saturating_duration_since(now);
+        let mut request = http::Request::new(self.body.clone());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        AttemptRequest {
+            attempt: self.attempts,
+            request,
+            deadlines: AttemptDeadlines {
+                connect: phase(t.connect),
+                pool: phase(t.pool),
+                attempt: until,
+            },
+            read_timeout: t.read.min(left),
+            write_timeout: t.write.min(left),
+            body_limit: self.policy.config().max_response_body,
+        }
+    }
+
+    fn check_expiry(&mut self, at: Instant) {
+        if let State::InFlight { until, kind } = self.state {
+            if at >= until {
+                let error = Error::Timeout {
+                    kind,
+                    source: None,
+                    meta: CallMeta::default(),
+                };
+                self.decide(&Outcome::TimedOut(kind), at, None, error);
+            }
+        }
+    }
+
+    fn on_failure(&mut self, at: Instant, failure: TransportError) {
+        let limit = self.policy.config().max_response_body;
+        let meta = CallMeta::default();
+        let error = match failure.kind() {
+            TransportErrorKind::BodyTooLarge => Error::BodyTooLarge { limit, meta },
+            kind => match kind.timeout_kind() {
+                Some(kind) => Error::Timeout {
+                    kind,
+                    source: Some(failure.clone()),
+                    meta,
+                },
+                None => Error::Transport {
+                    source: failure.clone(),
+                    meta,
+                },
+            },
+        };
+        self.decide(&Outcome::Failed(&failure), at, None, error);
+    }
+
+    fn on_response(&mut self, at: Instant, wall: SystemTime, response: http::Response<Bytes>) {
+        let (parts, body) = response.into_parts();
+        let limit = self.policy.config().max_response_body;
+        if body.len() as u64 > limit {
+            let failure = TransportError::from_kind(TransportErrorKind::BodyTooLarge);
+            let error = Error::BodyTooLarge {
+                limit,
+                meta: CallMeta::default(),
+            };
+            self.decide(&Outcome::Failed(&failure), at, None, error);
+            return;
+        }
+        let outcome = Outcome::Response {
+            status: parts.status,
+            headers: &parts.headers,
+        };
+        let action = self.classify(&outcome, wall);
+        let status = parts.status;
+        if matches!(action, RetryAction::NoAction) && status.is_success() {
+            self.state = State::Done(Ok(Response {
+                status,
+                version: parts.version,
+                headers: parts.headers,
+                body,
+                attempts: self.attempts,
+                elapsed: at.saturating_duration_since(self.start),
+                correlation_id: self.correlation_id.clone(),
+            }));
+            return;
+        }
+        let date = response_date(&parts.headers);
+        let error = Error::Status {
+            source: StatusError::new(status, parts.headers, body),
+            meta: CallMeta::default(),
+        };
+        self.schedule(action, at, Some((wall, date)), error);
+    }
+
+    fn classify(&self, outcome: &Outcome<'_>, wall: SystemTime) -> RetryAction {
+        let ctx = ClassifyContext {
+            method: &self.method,
+            idempotent: self.idempotent,
+            policy: &self.policy.config().retry,
+            wall,
+        };
+        match &self.classifier {
+            Some(classifier) => classifier.classify(outcome, &ctx),
+            None => crate::retry::classify(outcome, &ctx),
+        }
+    }
+
+    fn decide(
+        &mut self,
+        outcome: &Outcome<'_>,
+        at: Instant,
+        wall: Option<SystemTime>,
+        error: Error,
+    ) {
+        // Failures carry no wall time; hints only come with responses, so UNIX_EPOCH is unused.
+        let action = self.classify(outcome, wall.unwrap_or(SystemTime::UNIX_EPOCH));
+        self.schedule(action, at, None, error);
+    }
+
+    /// Turns a classifier's verdict into the next state: done, or waiting before a retry.
+    /// `clock` is the wall time of the response and its `Date` header, for resolving hints.
+    fn schedule(
+        &mut self,
+        action: RetryAction,
+        at: Instant,
+        clock: Option<(SystemTime, Option<SystemTime>)>,
+        error: Error,
+    ) {
+        let (reason, hint) = match action {
+            RetryAction::Retry { reason, hint } => (reason, hint),
+            RetryAction::Forbidden(_) => return self.fail(at, StopReason::NotIdempotent, error),
+            _ => return self.fail(at, StopReason::NotRetryable, error),
+        };
+        if self.attempts >= self.max_attempts {
+            return self.fail(at, StopReason::AttemptsExhausted, error);
+        }
+        let retry = self.attempts;
+        let (delay, wait) = match hint {
+            Some(hint) => {
+                let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
+                let delay = resolve(hint, date, wall);
+                let cap = self.policy.config().retry.retry_after_cap;
+                if delay > cap || at.checked_add(delay).is_none_or(|t| t >= self.deadline) {
+                    let retry_at = wall.checked_add(delay).unwrap_or(wall);
+                    let limited = Error::RateLimited {
+                        retry_at,
+                        last: Box::new(error),
+                        meta: CallMeta::default(),
+                    };
+                    return self.fail(at, StopReason::RateLimited, limited);
+                }
+                (delay, WaitReason::RetryAfter { retry })
+            }
+            None => {
+                let random = self.jitter.next_u64();
+                let backoff = &self.policy.config().retry.backoff;
+                let delay = backoff::delay(retry, backoff, self.previous_delay, random);
+                (delay, WaitReason::Backoff { retry })
+            }
+        };
+        let Some(until) = at.checked_add(delay).filter(|t| *t < self.deadline) else {
+            return self.fail(at, StopReason::Deadline, error);
+        };
+        if !self.policy.budget().try_retry(&self.budget_key, at) {
+            let refused = Error::RetryBudgetExhausted {
+                last: Box::new(error),
+                meta: CallMeta::default(),
+            };
+            return self.fail(at, StopReason::Budget, refused);
+        }
+        tracing::info!(
+            retry,
+            reason = reason.as_str(),
+            delay_source = wait.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            "retrying"
+        );
+        self.previous_delay = delay;
+        self.state = State::Waiting {
+            until,
+            reason: wait,
+        };
+    }
+
+    fn fail(&mut self, at: Instant, stop: StopReason, mut error: Error) {
+        let meta = self.meta(at, Some(stop));
+        if let Error::RateLimited { last, .. } | Error::RetryBudgetExhausted { last, .. } =
+            &mut error
+        {
+            *last.meta_mut() = CallMeta {
+                stop: None,
+                ..meta.clone()
+            };
+        }
+        *error.meta_mut() = meta;
+        self.state = State::Done(Err(error));
+    }
+}

@@ -1,0 +1,124 @@
+//! The two enums an [`Exchange`](crate::Exchange) is driven with: [`Input`] in, [`Output`] out.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::error::{Error, TransportError};
+use crate::response::Response;
+
+/// Something that happened, fed to [`Exchange::handle_input`](crate::Exchange::handle_input).
+/// Every variant carries the monotonic time at which it happened; times must never go backwards
+/// (a time earlier than one already seen is treated as that one).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Input {
+    /// Attempt `attempt` got a complete response: head and body, the body already read under
+    /// the attempt's [`body_limit`](AttemptRequest::body_limit).
+    Response {
+        /// The attempt number from the [`AttemptRequest`].
+        attempt: u32,
+        /// When the last body byte arrived.
+        at: Instant,
+        /// The wall-clock time at that moment, for `Retry-After` dates.
+        wall: SystemTime,
+        /// The response.
+        response: http::Response<Bytes>,
+    },
+    /// Attempt `attempt` failed below HTTP.
+    Failed {
+        /// The attempt number from the [`AttemptRequest`].
+        attempt: u32,
+        /// When it failed.
+        at: Instant,
+        /// The classified failure.
+        error: TransportError,
+    },
+    /// A timer the driver was asked for (by [`Output::Wait`]) fired. Spurious timers are harmless.
+    Timer {
+        /// When it fired.
+        at: Instant,
+    },
+}
+
+/// What the driver must do next, from [`Exchange::poll_output`](crate::Exchange::poll_output).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send this attempt, then keep polling: the next output is the wait for its deadline.
+    Send(AttemptRequest),
+    /// Nothing to do before `until` unless an input arrives: sleep until then, then feed
+    /// [`Input::Timer`].
+    Wait {
+        /// The absolute time to wake up at.
+        until: Instant,
+        /// Why.
+        reason: WaitReason,
+    },
+    /// The call is over. Polling again returns the same result.
+    Done(Result<Response, Error>),
+}
+
+/// Why the exchange is waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitReason {
+    /// An attempt is in flight; `until` is its deadline (attempt timeout or whole-call deadline).
+    AttemptDeadline {
+        /// The attempt in flight.
+        attempt: u32,
+    },
+    /// Backing off before retry `retry` (1 for the first retry).
+    Backoff {
+        /// The retry about to be made.
+        retry: u32,
+    },
+    /// Honouring the server's `Retry-After` (or a vendor's equivalent) before retry `retry`.
+    RetryAfter {
+        /// The retry about to be made.
+        retry: u32,
+    },
+}
+
+impl WaitReason {
+    /// A short stable name for telemetry (`backoff`, `retry_after`, `attempt_deadline`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AttemptDeadline { .. } => "attempt_deadline",
+            Self::Backoff { .. } => "backoff",
+            Self::RetryAfter { .. } => "retry_after",
+        }
+    }
+}
+
+/// The absolute deadlines of one attempt. Each is already the minimum of its own phase limit
+/// and what is left of the attempt and of the whole call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptDeadlines {
+    /// Connected (TCP and TLS) by then.
+    pub connect: Instant,
+    /// A pooled connection acquired by then.
+    pub pool: Instant,
+    /// The whole attempt, last body byte included, by then.
+    pub attempt: Instant,
+}
+
+/// One attempt to send: the exact request and the limits the transport must enforce.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AttemptRequest {
+    /// The attempt number, 1 for the first; echo it back in the [`Input`].
+    pub attempt: u32,
+    /// The exact request, every header included.
+    pub request: http::Request<Bytes>,
+    /// Absolute deadlines.
+    pub deadlines: AttemptDeadlines,
+    /// Idle limit for the response head and between body chunks (never past `deadlines.attempt`).
+    pub read_timeout: Duration,
+    /// Limit on writing the request (never past `deadlines.attempt`).
+    pub write_timeout: Duration,
+    /// Stop reading and fail with [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
+    /// past this many body bytes.
+    pub body_limit: u64,
+}

@@ -1,0 +1,126 @@
+//! The sans-IO core of egress: every decision of an outbound HTTP call, as a deterministic
+//! state machine.
+//!
+//! # Scope
+//!
+//! In scope: the exact request of each attempt; timeouts and the whole-call deadline; which
+//! failures retry; how long to back off; honouring `Retry-After`; the retry budget; idempotency
+//! keys and correlation IDs; the mapping of failures to typed errors.
+//!
+//! Out of scope: sockets, TLS, timers, clocks and randomness. The backend crates (`egress-tokio`,
+//! `egress-async-std`) bring those and drive this core through [`rt`] and [`drive`]. Anyone can
+//! drive an [`Exchange`] by hand instead: a blocking loop, a third runtime, a test.
+//!
+//! # The drive loop
+//!
+//! One [`Exchange`] is one logical call, every attempt included. It is driven with two methods:
+//! [`Exchange::handle_input`] takes what happened ([`Input`]), and [`Exchange::poll_output`] says
+//! what to do next ([`Output`]). The contract:
+//!
+//! 1. Call `poll_output(now)` until it returns [`Output::Wait`] or [`Output::Done`].
+//! 2. On [`Output::Send`], send the attempt (keep polling: the next output is the wait for its
+//!    deadline).
+//! 3. On [`Output::Wait`], wait until the attempt completes or `until` passes, whichever first.
+//! 4. Feed exactly one input: the response, the failure, or [`Input::Timer`].
+//! 5. Go to 1.
+//! 6. On [`Output::Done`], the call is over; polling again returns the same result.
+//!
+//! Here is that loop by hand, with no async runtime, against a scripted upstream that fails
+//! twice with 503 and then answers 200:
+//!
+//! ```
+//! use std::time::{Duration, Instant, SystemTime};
+//! use egress_core::{Config, Exchange, Input, Output, Request, http};
+//!
+//! let policy = Config::default().build().unwrap();
+//! let request = Request::new(http::Method::GET, "https://api.example.com/entities/7").unwrap();
+//! let start = Instant::now();
+//! let mut now = start;
+//! let mut exchange = Exchange::new(request, &policy, now, /* jitter seed */ 42);
+//! let mut upstream = [503, 503, 200].into_iter();
+//!
+//! let result = loop {
+//!     match exchange.poll_output(now) {
+//!         Output::Send(attempt) => {
+//!             // A real driver sends `attempt.request` here. This one answers at once.
+//!             let status = upstream.next().unwrap();
+//!             let response = http::Response::builder().status(status).body(Default::default()).unwrap();
+//!             let wall = SystemTime::now();
+//!             exchange.handle_input(Input::Response { attempt: attempt.attempt, at: now, wall, response });
+//!         }
+//!         Output::Wait { until, .. } => {
+//!             now = until; // a real driver sleeps until then
+//!             exchange.handle_input(Input::Timer { at: now });
+//!         }
+//!         Output::Done(result) => break result,
+//!         _ => unreachable!("Output is non_exhaustive; these are all its variants today"),
+//!     }
+//! };
+//! let response = result.unwrap();
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.attempts(), 3);
+//! // Two backoffs with full jitter: each at most 100 ms and 200 ms.
+//! assert!(now - start <= Duration::from_millis(300));
+//! ```
+//!
+//! # Time and randomness
+//!
+//! The core never reads a clock and never draws randomness. Time enters as data: `now` at
+//! construction and on every poll, `at` on every input, and a wall-clock `SystemTime` with each
+//! response (only to resolve `Retry-After` dates). Input time must be monotonic; a time earlier
+//! than one already seen is treated as that one. Deadlines leave the core as absolute
+//! [`Instant`](std::time::Instant)s, never as durations from an unknown "now". Jitter comes from
+//! the seed given to [`Exchange::new`], so the same seed and inputs give the same timeline.
+//! IDs are minted from bytes the [`rt::Entropy`] of a backend supplies (see [`ids`]).
+//!
+//! # Errors and panics
+//!
+//! Every failure is a typed [`Error`], sorted by phase, with stable predicates
+//! ([`Error::is_timeout`], [`Error::is_retryable`], [`Error::may_have_been_sent`],
+//! [`Error::status`]) and the attempts, elapsed time and correlation ID of the call. Nothing a
+//! server sends, and no configuration, makes the core panic; bad configuration is a
+//! [`ConfigError`] naming the field.
+//!
+//! # Features
+//!
+//! - `test-util`: [`test_util`], the scripted transport, manual clock, instant sleeper and
+//!   scenario runner. Not for production.
+//!
+//! # MSRV
+//!
+//! The `rust-version` of the workspace manifest (Rust 1.85, for edition 2024).
+
+pub mod client;
+pub mod config;
+pub mod drive;
+pub mod error;
+pub mod exchange;
+pub mod ids;
+pub mod io;
+pub mod request;
+pub mod response;
+pub mod retry;
+pub mod retry_after;
+pub mod rt;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+pub mod url;
+
+pub use http;
+
+pub use client::{ApiKeyHeader, Auth, BearerToken, Client, ClientBuilder, RequestBuilder, Runtime};
+pub use config::{Config, ConfigError, Policy, PoolConfig, Timeouts};
+pub use drive::drive;
+pub use error::{
+    CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
+};
+pub use exchange::Exchange;
+pub use ids::{CorrelationId, IdempotencyKey};
+pub use io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
+pub use request::{KeyChoice, Overrides, Request};
+pub use response::Response;
+pub use retry::RetryPolicy;
+pub use retry_after::RetryAfter;
+
+#[cfg(test)]
+mod tests;

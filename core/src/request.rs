@@ -1,0 +1,220 @@
+//! The request model: one logical call, before any attempt, with the caller's per-request
+//! overrides.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::error::Error;
+use crate::ids::{CorrelationId, IdempotencyKey};
+use crate::retry::Classifier;
+use crate::url::{Url, check_absolute};
+
+/// Whether and how the request carries an idempotency key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyChoice {
+    /// No key.
+    #[default]
+    None,
+    /// Mint one for this exchange (a UUID v4), the same on every attempt.
+    Mint,
+    /// Use this key on every attempt.
+    Given(IdempotencyKey),
+}
+
+/// What an endpoint knows better than the client-wide policy.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Overrides {
+    /// Attempts for this call, the first one included.
+    pub max_attempts: Option<u32>,
+    /// The whole-call deadline for this call.
+    pub deadline: Option<Duration>,
+    /// The per-attempt timeout for this call.
+    pub attempt_timeout: Option<Duration>,
+    /// `Some(true)` marks a non-idempotent method safe to re-send; `Some(false)` forbids
+    /// re-sending even an idempotent method after it may have been sent.
+    pub idempotent: Option<bool>,
+    /// The idempotency key.
+    pub idempotency_key: KeyChoice,
+    /// The correlation ID; minted when absent.
+    pub correlation_id: Option<CorrelationId>,
+    /// A classifier replacing the default rules for this call.
+    pub classifier: Option<Arc<dyn Classifier>>,
+}
+
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overrides")
+            .field("max_attempts", &self.max_attempts)
+            .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("idempotent", &self.idempotent)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("correlation_id", &self.correlation_id)
+            .field("classifier", &self.classifier)
+            .finish()
+    }
+}
+
+/// One logical request: method, absolute URL, headers, body and overrides.
+///
+/// ```
+/// use egress_core::{Request, http::Method};
+/// let req = Request::new(Method::GET, "https://api.example.com/entities/7").unwrap()
+///     .with_header("accept", "application/json").unwrap()
+///     .with_max_attempts(5);
+/// assert_eq!(req.url().path(), "/entities/7");
+/// ```
+#[derive(Clone)]
+pub struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) overrides: Overrides,
+}
+
+impl Request {
+    /// A request to an absolute `http` or `https` URL.
+    pub fn new(method: Method, url: &str) -> Result<Self, Error> {
+        let url =
+            Url::parse(url).map_err(|e| Error::invalid_request(format!("invalid url: {e}")))?;
+        Self::from_url(method, url)
+    }
+
+    /// A request to an already parsed URL.
+    pub fn from_url(method: Method, url: Url) -> Result<Self, Error> {
+        check_absolute(&url).map_err(|e| Error::invalid_request(e.to_string()))?;
+        Ok(Self {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            overrides: Overrides::default(),
+        })
+    }
+
+    /// Converts an `http::Request` with an absolute URI.
+    pub fn from_http(request: http::Request<Bytes>) -> Result<Self, Error> {
+        let (parts, body) = request.into_parts();
+        let mut req = Self::new(parts.method, &parts.uri.to_string())?;
+        req.headers = parts.headers;
+        req.body = body;
+        Ok(req)
+    }
+
+    /// Adds a header (appending to earlier values of the same name).
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, Error> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::invalid_request(format!("invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| Error::invalid_request(format!("invalid value for header {name}")))?;
+        self.headers.append(name, value);
+        Ok(self)
+    }
+
+    /// Replaces the headers.
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets the attempts for this call.
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.overrides.max_attempts = Some(n);
+        self
+    }
+
+    /// Sets the whole-call deadline for this call.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.overrides.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets the per-attempt timeout for this call.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.overrides.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Marks the request as safe (or not) to re-send after it may have been processed.
+    pub fn with_idempotent(mut self, idempotent: bool) -> Self {
+        self.overrides.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Sets the idempotency key choice.
+    pub fn with_idempotency_key(mut self, key: KeyChoice) -> Self {
+        self.overrides.idempotency_key = key;
+        self
+    }
+
+    /// Sets the correlation ID.
+    pub fn with_correlation_id(mut self, id: CorrelationId) -> Self {
+        self.overrides.correlation_id = Some(id);
+        self
+    }
+
+    /// Replaces the default classifier for this call.
+    pub fn with_classifier(mut self, classifier: Arc<dyn Classifier>) -> Self {
+        self.overrides.classifier = Some(classifier);
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The overrides.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// The host (and port, when not the scheme's default) the retry budget is kept for.
+    pub fn budget_key(&self) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        match self.url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &self.url.as_str())
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("overrides", &self.overrides)
+            .finish()
+    }
+}

@@ -1,0 +1,268 @@
+//! The retry budget: retries may add at most a fixed share of load over a sliding window, with a
+//! floor so that a quiet client can still retry. Shared by every exchange of a client and kept
+//! per host, so one failing upstream cannot spend another's budget.
+//!
+//! The arithmetic, with the defaults (window 10 s, ratio 0.2, floor 10 retries/s): over the last
+//! 10 s a host may see at most `10 * 10 + 0.2 * first_attempts` retries. During an outage at
+//! 1000 calls/s that is `100 + 2000 = 2100` retries per 10 000 calls, so the server sees at most
+//! 1.21 requests per call instead of 3. Time enters as data (`now` on every call), so the budget is
+//! as deterministic as the rest of the core.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Retry budget settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BudgetConfig {
+    /// Whether retries are limited by the budget at all.
+    pub enabled: bool,
+    /// The sliding window over which requests and retries are counted.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Retries allowed per first attempt in the window (0.2 = 20 % extra load).
+    pub retry_ratio: f64,
+    /// Retries allowed per second of window regardless of load.
+    pub min_retries_per_sec: u32,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(10),
+            retry_ratio: 0.2,
+            min_retries_per_sec: 10,
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// Turns the budget on or off.
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Sets the window.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Sets the share of extra load retries may add.
+    pub fn with_retry_ratio(mut self, ratio: f64) -> Self {
+        self.retry_ratio = ratio;
+        self
+    }
+
+    /// Sets the floor of retries per second.
+    pub fn with_min_retries_per_sec(mut self, n: u32) -> Self {
+        self.min_retries_per_sec = n;
+        self
+    }
+}
+
+/// How many slots the window is cut into: the window slides in steps of `window / SLOTS`.
+const SLOTS: usize = 10;
+/// Hosts idle for longer than a window are forgotten once the map holds this many.
+const MAX_HOSTS: usize = 256;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    index: u64,
+    requests: u64,
+    retries: u64,
+}
+
+#[derive(Debug)]
+struct HostWindow {
+    epoch: Instant,
+    last_seen: Instant,
+    slots: [Slot; SLOTS],
+}
+
+impl HostWindow {
+    fn new(now: Instant) -> Self {
+        Self {
+            epoch: now,
+            last_seen: now,
+            slots: [Slot::default(); SLOTS],
+        }
+    }
+
+    fn index(&self, now: Instant, width: Duration) -> u64 {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos() / width.as_nanos().max(1);
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    fn slot(&mut self, now: Instant, width: Duration) -> &mut Slot {
+        let index = self.index(now, width);
+        self.last_seen = self.last_seen.max(now);
+        let slot = &mut self.slots[(index % SLOTS as u64) as usize];
+        if slot.index < index || (slot.index == 0 && slot.requests == 0 && slot.retries == 0) {
+            *slot = Slot {
+                index,
+                requests: 0,
+                retries: 0,
+            };
+        }
+        slot
+    }
+
+    fn totals(&self, now: Instant, width: Duration) -> (u64, u64) {
+        let current = self.index(now, width);
+        let oldest = current.saturating_sub(SLOTS as u64 - 1);
+        self.slots
+            .iter()
+            .filter(|s| s.index >= oldest && s.index <= current)
+            .fold((0, 0), |(r, t), s| (r + s.requests, t + s.retries))
+    }
+}
+
+/// The shared retry budget of one client. Cheap to share behind an `Arc`; every method takes the
+/// current time as data.
+#[derive(Debug)]
+pub struct RetryBudget {
+    config: BudgetConfig,
+    hosts: Mutex<HashMap<String, HostWindow>>,
+}
+
+impl RetryBudget {
+    /// A budget with the given settings.
+    pub fn new(config: BudgetConfig) -> Self {
+        Self {
+            config,
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn width(&self) -> Duration {
+        self.config.window / SLOTS as u32
+    }
+
+    fn with_host<R>(&self, host: &str, now: Instant, f: impl FnOnce(&mut HostWindow) -> R) -> R {
+        // A poisoned lock only means another thread panicked mid-update of plain counters; the
+        // counters are still usable, so keep going rather than spreading the panic.
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if !hosts.contains_key(host) && hosts.len() >= MAX_HOSTS {
+            let window = self.config.window;
+            hosts.retain(|_, w| now.saturating_duration_since(w.last_seen) < window);
+        }
+        let window = hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| HostWindow::new(now));
+        f(window)
+    }
+
+    /// Records a first attempt to `host` at `now`.
+    pub fn record_request(&self, host: &str, now: Instant) {
+        if !self.config.enabled {
+            return;
+        }
+        let width = self.width();
+        self.with_host(host, now, |w| w.slot(now, width).requests += 1);
+    }
+
+    /// Asks for one retry to `host` at `now`; records it and returns `true` when allowed.
+    pub fn try_retry(&self, host: &str, now: Instant) -> bool {
+        if !self.config.enabled {
+            return true;
+        }
+        let width = self.width();
+        let floor = u64::from(self.config.min_retries_per_sec)
+            .saturating_mul(self.config.window.as_secs().max(1));
+        let ratio = self.config.retry_ratio;
+        self.with_host(host, now, |w| {
+            let (requests, retries) = w.totals(now, width);
+            // Allowed retries in the window: floor + ratio * requests (rounded down).
+            let allowed = floor.saturating_add((ratio * requests as f64) as u64);
+            if retries < allowed {
+                w.slot(now, width).retries += 1;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(floor: u32) -> RetryBudget {
+        RetryBudget::new(BudgetConfig::default().with_min_retries_per_sec(floor))
+    }
+
+    #[test]
+    fn with_no_floor_one_retry_is_allowed_per_five_requests() {
+        let b = budget(0);
+        let t = Instant::now();
+        // 10 requests * 0.2 = 2 retries.
+        for _ in 0..10 {
+            b.record_request("h", t);
+        }
+        assert!(b.try_retry("h", t));
+        assert!(b.try_retry("h", t));
+        assert!(!b.try_retry("h", t));
+    }
+
+    #[test]
+    fn the_floor_allows_ten_retries_per_second_of_window_without_any_load() {
+        let b = budget(10);
+        let t = Instant::now();
+        // 10 retries/s * 10 s = 100 retries, then refusal.
+        assert_eq!((0..150).filter(|_| b.try_retry("h", t)).count(), 100);
+    }
+
+    #[test]
+    fn the_budget_recovers_once_the_window_has_slid_past() {
+        let b = budget(1);
+        let t = Instant::now();
+        // Floor 1/s * 10 s = 10 retries at t.
+        assert_eq!((0..20).filter(|_| b.try_retry("h", t)).count(), 10);
+        // 9.9 s later the retries at t are still in the window (slots of 1 s: t is slot 0, 9.9 s is slot 9).
+        assert!(!b.try_retry("h", t + Duration::from_millis(9_900)));
+        // 10 s later slot 0 has left the window.
+        assert!(b.try_retry("h", t + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn hosts_have_separate_budgets() {
+        let b = budget(0);
+        let t = Instant::now();
+        for _ in 0..5 {
+            b.record_request("a", t);
+        }
+        // 5 * 0.2 = 1 retry for a, none for b.
+        assert!(!b.try_retry("b", t));
+        assert!(b.try_retry("a", t));
+        assert!(!b.try_retry("a", t));
+    }
+
+    #[test]
+    fn a_disabled_budget_allows_every_retry() {
+        let b = RetryBudget::new(
+            BudgetConfig::default()
+                .with_enabled(false)
+                .with_min_retries_per_sec(0),
+        );
+        let t = Instant::now();
+        assert!((0..1000).all(|_| b.try_retry("h", t)));
+    }
+
+    #[test]
+    fn time_running_backwards_counts_in_the_current_slot_instead_of_panicking() {
+        let b = budget(0);
+        let t = Instant::now() + Duration::from_secs(100);
+        for _ in 0..5 {
+            b.record_request("h", t);
+        }
+        assert!(b.try_retry("h", t - Duration::from_secs(50)));
+    }
+}

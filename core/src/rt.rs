@@ -1,0 +1,53 @@
+//! The runtime seam: the three small object-safe traits a backend implements (plus a source of
+//! random bytes for IDs and jitter seeds). Std futures only, so no runtime is a dependency here.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::error::TransportError;
+use crate::io::AttemptRequest;
+
+/// A boxed, sendable future, as returned by the runtime traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where time comes from. Backends route it through their runtime's clock, so a paused test
+/// clock controls egress time too.
+pub trait Clock: Debug + Send + Sync {
+    /// The monotonic time now.
+    fn now(&self) -> Instant;
+    /// The wall-clock time now (only used to resolve `Retry-After` dates).
+    fn wall(&self) -> SystemTime;
+}
+
+/// How the driver waits.
+pub trait Sleeper: Debug + Send + Sync {
+    /// A future that completes at `at` (at once when `at` has passed).
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()>;
+}
+
+/// How one attempt goes over the wire.
+///
+/// A transport sends [`AttemptRequest::request`] exactly as given, enforces the phase limits it
+/// carries (connect and pool deadlines, read and write timeouts), reads the body chunk by chunk
+/// and fails with [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
+/// as soon as it passes [`AttemptRequest::body_limit`], without buffering beyond it. It never
+/// retries, follows redirects or decides anything else: that is the core's job. The attempt and
+/// whole-call deadlines are enforced by the driver, which drops the future when they pass.
+pub trait Transport: Debug + Send + Sync {
+    /// Sends one attempt and reads its whole response.
+    fn send(
+        &self,
+        attempt: AttemptRequest,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>>;
+}
+
+/// Random bytes for correlation IDs, idempotency keys and jitter seeds. Backends use the
+/// operating system's generator; tests use a seeded one.
+pub trait Entropy: Debug + Send + Sync {
+    /// Fills `dest` with random bytes.
+    fn fill(&self, dest: &mut [u8]);
+}

@@ -1,0 +1,148 @@
+//! Joining a request path onto a client's base URL without ever leaving the base's origin.
+//!
+//! The base URL's path is treated as a directory: `https://api.example.com/v1` and
+//! `https://api.example.com/v1/` both give `https://api.example.com/v1/entities/7` for the path
+//! `entities/7` or `/entities/7`. A path that names another scheme or host
+//! (`https://evil.example`, `//evil.example/x`), or that climbs above the base path with `..`, is
+//! rejected with [`InvalidUrl`] instead of being followed.
+
+pub use ::url::Url;
+
+/// Why a URL or path was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid url: {reason}")]
+pub struct InvalidUrl {
+    reason: String,
+}
+
+impl InvalidUrl {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses and checks a base URL: `http` or `https`, a host, no query, no fragment.
+pub fn parse_base(base: &str) -> Result<Url, InvalidUrl> {
+    let url = Url::parse(base).map_err(|e| InvalidUrl::new(format!("{e}")))?;
+    check_absolute(&url)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(InvalidUrl::new(
+            "a base url cannot have a query or a fragment",
+        ));
+    }
+    Ok(url)
+}
+
+/// Checks an absolute request URL: `http` or `https` and a host.
+pub fn check_absolute(url: &Url) -> Result<(), InvalidUrl> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(InvalidUrl::new(format!(
+            "unsupported scheme {:?}",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() {
+        return Err(InvalidUrl::new("the url has no host"));
+    }
+    Ok(())
+}
+
+/// Joins `path` (with an optional query) onto `base`, staying on the base's origin and under its
+/// path.
+///
+/// ```
+/// use egress_core::url::{join, parse_base};
+/// let base = parse_base("https://api.example.com/v1").unwrap();
+/// assert_eq!(join(&base, "/entities/7?expand=owner").unwrap().as_str(),
+///            "https://api.example.com/v1/entities/7?expand=owner");
+/// assert!(join(&base, "//evil.example/steal").is_err());
+/// assert!(join(&base, "../admin").is_err());
+/// ```
+pub fn join(base: &Url, path: &str) -> Result<Url, InvalidUrl> {
+    if path.contains(['\\', '\r', '\n', '\t']) || path.chars().any(char::is_control) {
+        return Err(InvalidUrl::new(
+            "the path contains a backslash or a control character",
+        ));
+    }
+    let relative = path.trim_start_matches('/');
+    if path.starts_with("//") || Url::parse(relative).is_ok() {
+        return Err(InvalidUrl::new(
+            "the path names a scheme or a host; pass a path relative to the base url",
+        ));
+    }
+    let mut dir = base.clone();
+    if !dir.path().ends_with('/') {
+        let with_slash = format!("{}/", dir.path());
+        dir.set_path(&with_slash);
+    }
+    let joined = dir
+        .join(relative)
+        .map_err(|e| InvalidUrl::new(format!("{e}")))?;
+    if joined.origin() != base.origin() {
+        return Err(InvalidUrl::new("the path leaves the base url's origin"));
+    }
+    if !joined.path().starts_with(dir.path()) {
+        return Err(InvalidUrl::new("the path climbs above the base url's path"));
+    }
+    Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Url {
+        parse_base("https://api.example.com/v1").unwrap()
+    }
+
+    #[test]
+    fn a_path_with_or_without_a_leading_slash_lands_under_the_base_path() {
+        assert_eq!(
+            join(&base(), "entities/7").unwrap().as_str(),
+            "https://api.example.com/v1/entities/7"
+        );
+        assert_eq!(
+            join(&base(), "/entities/7").unwrap().as_str(),
+            "https://api.example.com/v1/entities/7"
+        );
+        let root = parse_base("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            join(&root, "/x?y=1").unwrap().as_str(),
+            "http://127.0.0.1:8080/x?y=1"
+        );
+    }
+
+    #[test]
+    fn paths_that_name_another_origin_are_rejected() {
+        for path in [
+            "https://evil.example/x",
+            "//evil.example/x",
+            "///evil.example/x",
+            "http:evil",
+            "\\\\evil.example\\x",
+            "/%0d%0a/x\r\n",
+        ] {
+            assert!(join(&base(), path).is_err(), "{path} was accepted");
+        }
+    }
+
+    #[test]
+    fn dot_segments_cannot_climb_above_the_base_path() {
+        assert!(join(&base(), "../admin").is_err());
+        assert!(join(&base(), "a/../../admin").is_err());
+        assert_eq!(join(&base(), "a/../b").unwrap().path(), "/v1/b");
+        // Percent-encoded dots are decoded by the URL parser as dot segments too.
+        assert!(join(&base(), "%2e%2e/admin").is_err());
+    }
+
+    #[test]
+    fn base_urls_without_http_a_host_or_with_a_query_are_rejected() {
+        assert!(parse_base("ftp://x.example").is_err());
+        assert!(parse_base("not a url").is_err());
+        assert!(parse_base("https://x.example/?a=1").is_err());
+        assert!(parse_base("https://x.example/#top").is_err());
+        assert!(parse_base("unix:/run/sock").is_err());
+    }
+}
