@@ -380,8 +380,8 @@ pub enum Error {
     /// The server answered with a status that is not a success. Sent.
     #[error("{source} after {} attempt(s)", meta.attempts)]
     Status {
-        /// The response.
-        source: StatusError,
+        /// The response (boxed: it holds the headers and body).
+        source: Box<StatusError>,
         /// The call's metadata.
         meta: CallMeta,
     },

@@ -394,7 +394,7 @@ impl Exchange {
         }
         let date = response_date(&parts.headers);
         let error = Error::Status {
-            source: StatusError::new(status, parts.headers, body),
+            source: Box::new(StatusError::new(status, parts.headers, body)),
             meta: CallMeta::default(),
         };
         self.schedule(action, at, Some((wall, date)), error);

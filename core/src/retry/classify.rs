@@ -135,9 +135,8 @@ pub fn classify(outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction
         Outcome::Response { status, headers } => {
             let code = status.as_u16();
             let hint = retry_after::from_headers(headers).and_then(Result::ok);
-            if ctx.policy.throttling_statuses.contains(&code) {
-                gate(RetryReason::Throttled, hint)
-            } else if code == 503 && hint.is_some() {
+            let throttled = ctx.policy.throttling_statuses.contains(&code);
+            if throttled || (code == 503 && hint.is_some()) {
                 gate(RetryReason::Throttled, hint)
             } else if ctx.policy.retryable_statuses.contains(&code) {
                 gate(RetryReason::ServerError, hint)
