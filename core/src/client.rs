@@ -5,6 +5,7 @@
 //! connection pool and the retry budget). It can only be built with all of its runtime pieces, so
 //! there is no "no timer configured" failure at call time.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::config::{Config, ConfigError, Policy};
+use crate::config::{Config, ConfigError, Credentials, Policy};
 use crate::drive::drive;
 use crate::error::Error;
 use crate::exchange::Exchange;
@@ -156,6 +157,7 @@ struct Inner {
     runtime: Runtime,
     default_headers: HeaderMap,
     auth: Option<Arc<dyn Auth>>,
+    service: Option<Cow<'static, str>>,
 }
 
 /// The base client. Cheap to clone; build it once at start-up. See the [module docs](self).
@@ -182,6 +184,7 @@ pub struct ClientBuilder {
     runtime: Runtime,
     default_headers: HeaderMap,
     auth: Option<Arc<dyn Auth>>,
+    service: Option<Cow<'static, str>>,
 }
 
 impl ClientBuilder {
@@ -211,15 +214,33 @@ impl ClientBuilder {
         self.with_auth(Arc::new(BearerToken::new(token)))
     }
 
-    /// Validates the configuration and builds the client.
+    /// Names the service (vendor) in the telemetry of every call, such as `github`.
+    pub fn with_service(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// Validates the configuration and builds the client. Credentials from the configuration
+    /// are used unless [`with_auth`](Self::with_auth) set others.
     pub fn build(self) -> Result<Client, ConfigError> {
+        let auth = match (self.auth, &self.config.auth) {
+            (Some(auth), _) => Some(auth),
+            (None, Some(Credentials::Bearer { token })) => {
+                Some(Arc::new(BearerToken::new(token.clone())) as Arc<dyn Auth>)
+            }
+            (None, Some(Credentials::ApiKey { header, key })) => {
+                Some(Arc::new(ApiKeyHeader::new(header, key.clone())?) as Arc<dyn Auth>)
+            }
+            (None, _) => None,
+        };
         let policy = self.config.build()?;
         Ok(Client {
             inner: Arc::new(Inner {
                 policy,
                 runtime: self.runtime,
                 default_headers: self.default_headers,
-                auth: self.auth,
+                auth,
+                service: self.service,
             }),
         })
     }
@@ -233,6 +254,7 @@ impl Client {
             runtime,
             default_headers: HeaderMap::new(),
             auth: None,
+            service: None,
         }
     }
 
@@ -304,6 +326,9 @@ impl Client {
             auth.apply(&mut request.headers)?;
         }
         let o = &mut request.overrides;
+        if o.service.is_none() {
+            o.service.clone_from(&inner.service);
+        }
         if o.correlation_id.is_none() {
             let ambient = rt.ambient.as_ref().and_then(|read| read());
             o.correlation_id =
@@ -406,6 +431,14 @@ impl RequestBuilder {
     /// Replaces the default classifier for this call.
     pub fn classifier(self, classifier: Arc<dyn Classifier>) -> Self {
         self.map(|r| Ok(r.with_classifier(classifier)))
+    }
+
+    /// Names the operation in telemetry, such as `get_entity`.
+    pub fn operation(self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.map(|mut r| {
+            r.overrides.operation = Some(name.into());
+            Ok(r)
+        })
     }
 
     /// The request as built so far.

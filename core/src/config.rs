@@ -33,6 +33,9 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::redact::{RedactConfig, Redactor};
 use crate::retry::{BudgetConfig, RetryBudget, RetryPolicy};
 use crate::url::Url;
 
@@ -119,6 +122,44 @@ pub struct Config {
     pub correlation_id_header: String,
     /// The connection pool.
     pub pool: PoolConfig,
+    /// Extra header and field names to redact.
+    pub redact: RedactConfig,
+    /// Credentials sent with every request (never serialized, never shown).
+    #[serde(skip_serializing)]
+    pub auth: Option<Credentials>,
+}
+
+/// Credentials from configuration, held as [`SecretString`]s.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: SecretString,
+    },
+    /// An API key in a header.
+    ApiKey {
+        /// The header name, such as `X-Api-Key`.
+        header: String,
+        /// The key.
+        key: SecretString,
+    },
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Bearer { token: a }, Self::Bearer { token: b }) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            (Self::ApiKey { header: h1, key: a }, Self::ApiKey { header: h2, key: b }) => {
+                h1 == h2 && a.expose_secret() == b.expose_secret()
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Default for Config {
@@ -133,6 +174,8 @@ impl Default for Config {
             idempotency_key_header: "idempotency-key".to_owned(),
             correlation_id_header: "x-correlation-id".to_owned(),
             pool: PoolConfig::default(),
+            redact: RedactConfig::default(),
+            auth: None,
         }
     }
 }
@@ -181,6 +224,14 @@ impl Config {
         with_correlation_id_header, correlation_id_header: String);
     setter!(/// Sets the connection pool settings.
         with_pool, pool: PoolConfig);
+    setter!(/// Sets the extra names to redact.
+        with_redact, redact: RedactConfig);
+
+    /// Sets the credentials sent with every request.
+    pub fn with_auth(mut self, credentials: Credentials) -> Self {
+        self.auth = Some(credentials);
+        self
+    }
 
     /// Validates the configuration and builds the [`Policy`] exchanges run under, with a fresh
     /// retry budget.
@@ -274,6 +325,21 @@ impl Config {
         let correlation_header = header_name("correlation_id_header", &self.correlation_id_header)?;
         let user_agent = http::HeaderValue::from_str(&self.user_agent)
             .map_err(|_| ConfigError::new("user_agent", "is not a valid header value"))?;
+        for (field, names) in [("redact.headers", &self.redact.headers)] {
+            if let Some(bad) = names
+                .iter()
+                .find(|n| HeaderName::from_bytes(n.as_bytes()).is_err())
+            {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{bad:?} is not a valid header name"),
+                ));
+            }
+        }
+        if let Some(Credentials::ApiKey { header, .. }) = &self.auth {
+            header_name("auth.header", header)?;
+        }
+        let redactor = Redactor::new(&self.redact);
         let budget = Arc::new(RetryBudget::new(self.budget.clone()));
         Ok(Policy {
             inner: Arc::new(PolicyInner {
@@ -282,6 +348,7 @@ impl Config {
                 correlation_header,
                 user_agent,
                 budget,
+                redactor,
                 config: self,
             }),
         })
@@ -334,6 +401,7 @@ struct PolicyInner {
     correlation_header: HeaderName,
     user_agent: http::HeaderValue,
     budget: Arc<RetryBudget>,
+    redactor: Redactor,
 }
 
 impl Policy {
@@ -350,6 +418,11 @@ impl Policy {
     /// The shared retry budget.
     pub fn budget(&self) -> &RetryBudget {
         &self.inner.budget
+    }
+
+    /// The redactor of this configuration (default names plus configured ones).
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
     }
 
     pub(crate) fn idempotency_header(&self) -> &HeaderName {

@@ -6,6 +6,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::error::{Error, TransportError};
 use crate::exchange::Exchange;
@@ -46,7 +47,9 @@ pub async fn drive(
 }
 
 fn send(transport: &dyn Transport, attempt: AttemptRequest) -> Attempt<'_> {
-    (attempt.attempt, transport.send(attempt))
+    let number = attempt.attempt;
+    let span = attempt.span.clone();
+    (number, Box::pin(transport.send(attempt).instrument(span)))
 }
 
 /// Waits for the attempt or its deadline, whichever comes first, and feeds the exchange.

@@ -13,10 +13,12 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::ids::CorrelationId;
+use crate::redact::Redactor;
 
 pub use crate::config::ConfigError;
 pub use crate::retry_after::RetryAfterError;
 pub use crate::url::InvalidUrl;
+pub use crate::validate::{ValidationError, ValidationKind};
 
 /// What every [`Error`] knows about the call that produced it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -275,18 +277,31 @@ impl StdError for TransportError {
 /// excerpt.
 #[derive(Clone)]
 pub struct StatusError {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    excerpt: String,
 }
 
 impl StatusError {
-    /// Builds a status error from a response's parts.
+    /// Builds a status error from a response's parts, with the default redaction.
     pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        Self::redacted(status, headers, body, &Redactor::default())
+    }
+
+    pub(crate) fn redacted(
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: Bytes,
+        redactor: &Redactor,
+    ) -> Self {
+        redactor.mark_sensitive(&mut headers);
+        let excerpt = redactor.excerpt(&body);
         Self {
             status,
             headers,
             body,
+            excerpt,
         }
     }
 
@@ -305,30 +320,39 @@ impl StatusError {
         &self.body
     }
 
-    /// A short excerpt of the body for messages: at most [`EXCERPT_LEN`] bytes, lossy UTF-8.
-    pub fn body_excerpt(&self) -> String {
-        excerpt(&self.body)
+    /// A short redacted excerpt of the body for messages: at most [`EXCERPT_LEN`] bytes, lossy
+    /// UTF-8, secret fields and the request's secret values masked.
+    pub fn body_excerpt(&self) -> &str {
+        &self.excerpt
+    }
+
+    /// Decodes the body as the vendor's own JSON error type (any content type is accepted,
+    /// since error bodies are often mislabelled).
+    pub fn json<E: serde::de::DeserializeOwned>(&self) -> Result<E, ValidationError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        crate::validate::validate(
+            StatusCode::OK,
+            &headers,
+            &self.body,
+            &crate::validate::Expect::default(),
+        )
     }
 }
 
 /// How many bytes of a body an error message shows at most.
 pub const EXCERPT_LEN: usize = 256;
 
-pub(crate) fn excerpt(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(EXCERPT_LEN)];
-    let mut s = String::from_utf8_lossy(cut).into_owned();
-    if body.len() > EXCERPT_LEN {
-        s.push('…');
-    }
-    s
-}
-
 impl fmt::Debug for StatusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StatusError")
             .field("status", &self.status)
             .field("body_len", &self.body.len())
-            .field("body_excerpt", &self.body_excerpt())
+            .field("headers", &Redactor::default().headers(&self.headers))
+            .field("body_excerpt", &self.excerpt)
             .finish_non_exhaustive()
     }
 }
@@ -404,6 +428,15 @@ pub enum Error {
         /// The call's metadata.
         meta: CallMeta,
     },
+    /// The response failed validation (status, content type, size, JSON shape, semantic checks).
+    /// Sent; never retried.
+    #[error("invalid response: {source}")]
+    Validation {
+        /// What is wrong, with the JSON path and a redacted excerpt.
+        source: Box<ValidationError>,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
     /// The response body was larger than the limit. Sent.
     #[error("response body exceeds the {limit}-byte limit")]
     BodyTooLarge {
@@ -424,6 +457,7 @@ impl Error {
             | Self::Status { meta, .. }
             | Self::RateLimited { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
+            | Self::Validation { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
         }
     }
@@ -436,6 +470,7 @@ impl Error {
             | Self::Status { meta, .. }
             | Self::RateLimited { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
+            | Self::Validation { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
         }
     }
@@ -481,7 +516,9 @@ impl Error {
     /// allowed one more try. A caller that retries at a higher level asks this.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidRequest { .. } | Self::BodyTooLarge { .. } => false,
+            Self::InvalidRequest { .. } | Self::BodyTooLarge { .. } | Self::Validation { .. } => {
+                false
+            }
             Self::RateLimited { .. } | Self::RetryBudgetExhausted { .. } => true,
             Self::Timeout { .. } => true,
             Self::Transport { source, .. } => !matches!(
@@ -503,6 +540,7 @@ impl Error {
             Self::Status { .. }
             | Self::RateLimited { .. }
             | Self::RetryBudgetExhausted { .. }
+            | Self::Validation { .. }
             | Self::BodyTooLarge { .. } => true,
         }
     }
@@ -547,6 +585,54 @@ impl Error {
             Self::RateLimited { .. } => "rate_limited",
             Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Validation { .. } => "validation",
         }
+    }
+
+    /// The validation failure, for [`Error::Validation`].
+    pub fn validation(&self) -> Option<&ValidationError> {
+        match self {
+            Self::Validation { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    fn status_is(&self, code: u16) -> bool {
+        self.status().is_some_and(|s| s.as_u16() == code)
+    }
+
+    /// 404 Not Found.
+    pub fn is_not_found(&self) -> bool {
+        self.status_is(404)
+    }
+
+    /// 401 Unauthorized.
+    pub fn is_unauthorized(&self) -> bool {
+        self.status_is(401)
+    }
+
+    /// 403 Forbidden.
+    pub fn is_forbidden(&self) -> bool {
+        self.status_is(403)
+    }
+
+    /// 409 Conflict.
+    pub fn is_conflict(&self) -> bool {
+        self.status_is(409)
+    }
+
+    /// 422 Unprocessable Content.
+    pub fn is_unprocessable(&self) -> bool {
+        self.status_is(422)
+    }
+
+    /// Any 5xx.
+    pub fn is_server_error(&self) -> bool {
+        self.status().is_some_and(|s| s.is_server_error())
+    }
+
+    /// Rate limited: [`Error::RateLimited`], or a final 429.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Self::RateLimited { .. }) || self.status_is(429)
     }
 }

@@ -32,12 +32,14 @@ use crate::error::{
 };
 use crate::ids::{CorrelationId, IdempotencyKey};
 use crate::io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
+use crate::redact::Redactor;
 use crate::request::{KeyChoice, Request};
 use crate::response::Response;
 use crate::retry::{
     ClassifyContext, Jitter, Outcome, RetryAction, SeededJitter, backoff, is_idempotent_method,
 };
 use crate::retry_after::{resolve, response_date};
+use crate::telemetry::Telemetry;
 
 #[derive(Debug)]
 enum State {
@@ -70,6 +72,8 @@ pub struct Exchange {
     attempts: u32,
     previous_delay: Duration,
     state: State,
+    redactor: Redactor,
+    telemetry: Telemetry,
 }
 
 /// Salt for the ID stream, so that minting IDs does not shift the jitter sequence.
@@ -109,7 +113,19 @@ impl Exchange {
         let deadline_after = o.deadline.unwrap_or(config.timeouts.deadline);
 
         let budget_key = request.budget_key();
+        let redactor = policy
+            .redactor()
+            .with_request_secrets(&request.url, &request.headers);
+        let telemetry = Telemetry::new(
+            o,
+            &correlation_id,
+            &request.method,
+            &request.url,
+            &redactor,
+            now,
+        );
         let mut headers = request.headers;
+        redactor.mark_sensitive(&mut headers);
         if !headers.contains_key(USER_AGENT) {
             headers.insert(USER_AGENT, policy.user_agent().clone());
         }
@@ -141,6 +157,8 @@ impl Exchange {
             attempts: 0,
             previous_delay: Duration::ZERO,
             state: State::Ready,
+            redactor,
+            telemetry,
         };
         let problem = if max_attempts == 0 {
             Some("max_attempts override must be at least 1".to_owned())
@@ -308,6 +326,7 @@ impl Exchange {
             (self.deadline, TimeoutKind::Deadline)
         };
         self.state = State::InFlight { until, kind };
+        let span = self.telemetry.attempt_started(self.attempts, now);
         let t = &self.policy.config().timeouts;
         let phase = |d: Duration| now.checked_add(d).map_or(until, |p| p.min(until));
         let left = until.saturating_duration_since(now);
@@ -326,12 +345,15 @@ impl Exchange {
             read_timeout: t.read.min(left),
             write_timeout: t.write.min(left),
             body_limit: self.policy.config().max_response_body,
+            span,
         }
     }
 
     fn check_expiry(&mut self, at: Instant) {
         if let State::InFlight { until, kind } = self.state {
             if at >= until {
+                self.telemetry
+                    .attempt_finished(at, None, Some(kind.as_str()));
                 let error = Error::Timeout {
                     kind,
                     source: None,
@@ -343,6 +365,8 @@ impl Exchange {
     }
 
     fn on_failure(&mut self, at: Instant, failure: TransportError) {
+        self.telemetry
+            .attempt_finished(at, None, Some(failure.kind().as_str()));
         let limit = self.policy.config().max_response_body;
         let meta = CallMeta::default();
         let error = match failure.kind() {
@@ -363,7 +387,12 @@ impl Exchange {
     }
 
     fn on_response(&mut self, at: Instant, wall: SystemTime, response: http::Response<Bytes>) {
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        self.redactor.mark_sensitive(&mut parts.headers);
+        let code = parts.status.as_u16();
+        let error_type = (!parts.status.is_success()).then(|| code.to_string());
+        self.telemetry
+            .attempt_finished(at, Some(code), error_type.as_deref());
         let limit = self.policy.config().max_response_body;
         if body.len() as u64 > limit {
             let failure = TransportError::from_kind(TransportErrorKind::BodyTooLarge);
@@ -381,20 +410,29 @@ impl Exchange {
         let action = self.classify(&outcome, wall);
         let status = parts.status;
         if matches!(action, RetryAction::NoAction) && status.is_success() {
+            let elapsed = at.saturating_duration_since(self.start);
+            self.telemetry.succeeded(code, self.attempts, elapsed);
             self.state = State::Done(Ok(Response {
                 status,
                 version: parts.version,
                 headers: parts.headers,
                 body,
                 attempts: self.attempts,
-                elapsed: at.saturating_duration_since(self.start),
+                elapsed,
                 correlation_id: self.correlation_id.clone(),
+                body_limit: limit,
+                redactor: self.redactor.clone(),
             }));
             return;
         }
         let date = response_date(&parts.headers);
         let error = Error::Status {
-            source: Box::new(StatusError::new(status, parts.headers, body)),
+            source: Box::new(StatusError::redacted(
+                status,
+                parts.headers,
+                body,
+                &self.redactor,
+            )),
             meta: CallMeta::default(),
         };
         self.schedule(action, at, Some((wall, date)), error);
@@ -476,13 +514,7 @@ impl Exchange {
             };
             return self.fail(at, StopReason::Budget, refused);
         }
-        tracing::info!(
-            retry,
-            reason = reason.as_str(),
-            delay_source = wait.as_str(),
-            delay_ms = delay.as_millis() as u64,
-            "retrying"
-        );
+        self.telemetry.retry(retry, reason, wait, delay);
         self.previous_delay = delay;
         self.state = State::Waiting {
             until,
@@ -501,6 +533,7 @@ impl Exchange {
             };
         }
         *error.meta_mut() = meta;
+        self.telemetry.failed(&error);
         self.state = State::Done(Err(error));
     }
 }

@@ -121,4 +121,6 @@ pub struct AttemptRequest {
     /// Stop reading and fail with [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
     /// past this many body bytes.
     pub body_limit: u64,
+    /// The attempt's span (`egress.attempt`); run the transport inside it.
+    pub span: tracing::Span,
 }

@@ -97,19 +97,22 @@ pub mod error;
 pub mod exchange;
 pub mod ids;
 pub mod io;
+pub mod redact;
 pub mod request;
 pub mod response;
 pub mod retry;
 pub mod retry_after;
 pub mod rt;
+mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod url;
+pub mod validate;
 
 pub use http;
 
 pub use client::{ApiKeyHeader, Auth, BearerToken, Client, ClientBuilder, RequestBuilder, Runtime};
-pub use config::{Config, ConfigError, Policy, PoolConfig, Timeouts};
+pub use config::{Config, ConfigError, Credentials, Policy, PoolConfig, Timeouts};
 pub use drive::drive;
 pub use error::{
     CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
@@ -121,6 +124,7 @@ pub use request::{KeyChoice, Overrides, Request};
 pub use response::Response;
 pub use retry::RetryPolicy;
 pub use retry_after::RetryAfter;
+pub use validate::{Validate, ValidationError, ValidationKind};
 
 #[cfg(test)]
 mod tests;

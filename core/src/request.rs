@@ -1,8 +1,11 @@
 //! The request model: one logical call, before any attempt, with the caller's per-request
 //! overrides.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+
+use base64::Engine as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::error::Error;
 use crate::ids::{CorrelationId, IdempotencyKey};
+use crate::redact::{Redactor, percent_decode};
 use crate::retry::Classifier;
 use crate::url::{Url, check_absolute};
 
@@ -45,6 +49,10 @@ pub struct Overrides {
     pub correlation_id: Option<CorrelationId>,
     /// A classifier replacing the default rules for this call.
     pub classifier: Option<Arc<dyn Classifier>>,
+    /// The service (vendor) name for telemetry, such as `github`.
+    pub service: Option<Cow<'static, str>>,
+    /// The operation name for telemetry, such as `get_repository`.
+    pub operation: Option<Cow<'static, str>>,
 }
 
 impl fmt::Debug for Overrides {
@@ -57,6 +65,8 @@ impl fmt::Debug for Overrides {
             .field("idempotency_key", &self.idempotency_key)
             .field("correlation_id", &self.correlation_id)
             .field("classifier", &self.classifier)
+            .field("service", &self.service)
+            .field("operation", &self.operation)
             .finish()
     }
 }
@@ -88,12 +98,29 @@ impl Request {
     }
 
     /// A request to an already parsed URL.
-    pub fn from_url(method: Method, url: Url) -> Result<Self, Error> {
+    ///
+    /// Credentials in the URL's userinfo (`https://user:pass@host/`) are moved into an
+    /// `Authorization: Basic` header marked sensitive, and removed from the URL, so that they are
+    /// never sent in the request line or `Host` header and never logged.
+    pub fn from_url(method: Method, mut url: Url) -> Result<Self, Error> {
         check_absolute(&url).map_err(|e| Error::invalid_request(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        if !url.username().is_empty() || url.password().is_some() {
+            let user = percent_decode(url.username());
+            let password = url.password().map(percent_decode).unwrap_or_default();
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+                .expect("invariant: base64 output is a valid header value");
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
         Ok(Self {
             method,
             url,
-            headers: HeaderMap::new(),
+            headers,
             body: Bytes::new(),
             overrides: Overrides::default(),
         })
@@ -103,7 +130,16 @@ impl Request {
     pub fn from_http(request: http::Request<Bytes>) -> Result<Self, Error> {
         let (parts, body) = request.into_parts();
         let mut req = Self::new(parts.method, &parts.uri.to_string())?;
-        req.headers = parts.headers;
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in parts.headers {
+            // `None` repeats the previous name (a header with several values).
+            let name = match name.or(last.take()) {
+                Some(name) => name,
+                None => continue,
+            };
+            req.headers.append(name.clone(), value);
+            last = Some(name);
+        }
         req.body = body;
         Ok(req)
     }
@@ -112,8 +148,11 @@ impl Request {
     pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, Error> {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| Error::invalid_request(format!("invalid header name {name:?}")))?;
-        let value = HeaderValue::from_str(value)
+        let mut value = HeaderValue::from_str(value)
             .map_err(|_| Error::invalid_request(format!("invalid value for header {name}")))?;
+        if Redactor::default().is_secret_header(name.as_str()) {
+            value.set_sensitive(true);
+        }
         self.headers.append(name, value);
         Ok(self)
     }
@@ -172,6 +211,17 @@ impl Request {
         self
     }
 
+    /// Names the service (vendor) and operation in telemetry.
+    pub fn with_operation(
+        mut self,
+        service: impl Into<Cow<'static, str>>,
+        operation: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        self.overrides.service = Some(service.into());
+        self.overrides.operation = Some(operation.into());
+        self
+    }
+
     /// The method.
     pub fn method(&self) -> &Method {
         &self.method
@@ -209,10 +259,11 @@ impl Request {
 
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redactor = Redactor::default();
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("url", &self.url.as_str())
-            .field("headers", &self.headers)
+            .field("url", &redactor.url(&self.url))
+            .field("headers", &redactor.headers(&self.headers))
             .field("body_len", &self.body.len())
             .field("overrides", &self.overrides)
             .finish()

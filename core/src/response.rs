@@ -6,7 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 
+use serde::de::DeserializeOwned;
+
+use crate::error::{CallMeta, Error};
 use crate::ids::CorrelationId;
+use crate::redact::Redactor;
+use crate::validate::{Expect, Validate, validate, validate_checked};
 
 /// A complete response (head and body within the size limit) with the call's metadata.
 #[derive(Clone)]
@@ -18,6 +23,8 @@ pub struct Response {
     pub(crate) attempts: u32,
     pub(crate) elapsed: Duration,
     pub(crate) correlation_id: CorrelationId,
+    pub(crate) body_limit: u64,
+    pub(crate) redactor: Redactor,
 }
 
 impl Response {
@@ -55,6 +62,43 @@ impl Response {
     pub fn correlation_id(&self) -> &CorrelationId {
         &self.correlation_id
     }
+
+    /// What [`json`](Self::json) expects: any 2xx, JSON, within the body limit; excerpts
+    /// redacted with the call's secrets.
+    pub fn expect(&self) -> Expect {
+        Expect::default()
+            .max_body(self.body_limit)
+            .redactor(self.redactor.clone())
+    }
+
+    /// Validates the response and decodes its JSON body; see [`crate::validate`].
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.json_with(&self.expect())
+    }
+
+    /// [`json`](Self::json) with explicit expectations (such as an exact status).
+    pub fn json_with<T: DeserializeOwned>(&self, expect: &Expect) -> Result<T, Error> {
+        validate(self.status, &self.headers, &self.body, expect).map_err(|e| self.invalid(e))
+    }
+
+    /// [`json`](Self::json), then the [`Validate`] checks of `T`.
+    pub fn json_checked<T: DeserializeOwned + Validate>(&self) -> Result<T, Error> {
+        validate_checked(self.status, &self.headers, &self.body, &self.expect())
+            .map_err(|e| self.invalid(e))
+    }
+
+    fn invalid(&self, source: crate::validate::ValidationError) -> Error {
+        let meta = CallMeta {
+            attempts: self.attempts,
+            elapsed: self.elapsed,
+            correlation_id: Some(self.correlation_id.clone()),
+            stop: None,
+        };
+        Error::Validation {
+            source: Box::new(source),
+            meta,
+        }
+    }
 }
 
 impl fmt::Debug for Response {
@@ -62,7 +106,7 @@ impl fmt::Debug for Response {
         f.debug_struct("Response")
             .field("status", &self.status)
             .field("version", &self.version)
-            .field("headers", &self.headers)
+            .field("headers", &self.redactor.headers(&self.headers))
             .field("body_len", &self.body.len())
             .field("attempts", &self.attempts)
             .field("elapsed", &self.elapsed)

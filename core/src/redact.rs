@@ -1,0 +1,493 @@
+//! Redaction, one module used everywhere: spans and events, `Debug` of requests, responses,
+//! configuration and errors, error `Display`, and body excerpts.
+//!
+//! What is secret:
+//! - header names `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key`,
+//!   any name containing `token`, `secret`, `password`, `api-key`, `apikey` or `session`, and the
+//!   configured names;
+//! - URL userinfo;
+//! - query parameters and JSON or form fields named `token`, `access_token`, `refresh_token`,
+//!   `id_token`, `key`, `api_key`, `apikey`, `secret`, `client_secret`, `password`, `passwd`,
+//!   `signature`, `sig`, any name containing `token`, `secret` or `password`, and the configured
+//!   names;
+//! - the exact values of every secret the request carried (its sensitive headers, userinfo and
+//!   secret query parameters), wherever they appear in a body excerpt.
+//!
+//! ```
+//! use egress_core::redact::Redactor;
+//! use egress_core::url::Url;
+//! let r = Redactor::default();
+//! let url = Url::parse("https://user:pw@api.example.com/x?token=abc&page=2").unwrap();
+//! assert_eq!(r.url(&url), "https://api.example.com/x?token=REDACTED&page=2");
+//! assert_eq!(r.text(br#"{"id":1,"password":"hunter2"}"#), r#"{"id":1,"password":"REDACTED"}"#);
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{HeaderMap, HeaderName};
+use serde::{Deserialize, Serialize};
+
+use crate::url::Url;
+
+/// The placeholder that replaces every secret.
+pub const REDACTED: &str = "REDACTED";
+
+const HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+const HEADER_PARTS: &[&str] = &[
+    "token", "secret", "password", "api-key", "apikey", "session",
+];
+const PARAMS: &[&str] = &[
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "key",
+    "api_key",
+    "apikey",
+    "api-key",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+    "signature",
+    "sig",
+];
+const PARAM_PARTS: &[&str] = &["token", "secret", "password"];
+/// Secret values shorter than this are not searched for in bodies (they would match noise).
+const MIN_VALUE_LEN: usize = 4;
+
+/// Extra names to redact, from configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedactConfig {
+    /// Extra header names (case-insensitive).
+    pub headers: Vec<String>,
+    /// Extra query parameter and body field names (case-insensitive).
+    pub fields: Vec<String>,
+}
+
+impl RedactConfig {
+    /// Adds a header name.
+    pub fn with_header(mut self, name: impl Into<String>) -> Self {
+        self.headers.push(name.into());
+        self
+    }
+
+    /// Adds a query parameter / body field name.
+    pub fn with_field(mut self, name: impl Into<String>) -> Self {
+        self.fields.push(name.into());
+        self
+    }
+}
+
+/// Knows what is secret and hides it. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    headers: Vec<String>,
+    fields: Vec<String>,
+    values: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("headers", &self.headers)
+            .field("fields", &self.fields)
+            .field("secret_values", &self.values.len())
+            .finish()
+    }
+}
+
+impl Redactor {
+    /// The default names plus the configured ones.
+    pub fn new(config: &RedactConfig) -> Self {
+        Self {
+            headers: config
+                .headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            fields: config
+                .fields
+                .iter()
+                .map(|f| f.to_ascii_lowercase())
+                .collect(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Whether a header's value is secret.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        HEADERS.contains(&name.as_str())
+            || HEADER_PARTS.iter().any(|part| name.contains(part))
+            || self.headers.contains(&name)
+    }
+
+    /// Whether a query parameter's or body field's value is secret.
+    pub fn is_secret_field(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        PARAMS.contains(&name.as_str())
+            || PARAM_PARTS.iter().any(|part| name.contains(part))
+            || self.fields.contains(&name)
+    }
+
+    /// Marks every secret header value sensitive, so that `http`'s own `Debug` hides it and
+    /// HTTP/2 never indexes it.
+    pub fn mark_sensitive(&self, headers: &mut HeaderMap) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| self.is_secret_header(n.as_str()))
+            .cloned()
+            .collect();
+        for name in names {
+            if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+                for value in entry.iter_mut() {
+                    value.set_sensitive(true);
+                }
+            }
+        }
+    }
+
+    /// A copy that also hides the exact secret values the request carries: its secret headers
+    /// (and the credential after an auth scheme such as `Bearer`), its userinfo, and its secret
+    /// query parameters.
+    pub fn with_request_secrets(&self, url: &Url, headers: &HeaderMap) -> Self {
+        let mut r = self.clone();
+        let mut add = |v: &[u8]| {
+            if v.len() >= MIN_VALUE_LEN && !r.values.iter().any(|known| known == v) {
+                r.values.push(v.to_vec());
+            }
+        };
+        for (name, value) in headers {
+            if value.is_sensitive() || self.is_secret_header(name.as_str()) {
+                let bytes = value.as_bytes();
+                add(bytes);
+                // "Bearer abc", "Basic abc": the credential alone.
+                if let Some(pos) = bytes.iter().position(|b| *b == b' ') {
+                    add(&bytes[pos + 1..]);
+                }
+                // "a=1; b=2" cookies: each value.
+                for pair in bytes.split(|b| *b == b';') {
+                    if let Some(eq) = pair.iter().position(|b| *b == b'=') {
+                        add(&pair[eq + 1..]);
+                    }
+                }
+            }
+        }
+        if let Some(password) = url.password() {
+            add(password.as_bytes());
+            add(percent_decode(password).as_bytes());
+        }
+        if !url.username().is_empty() {
+            add(url.username().as_bytes());
+        }
+        for (name, value) in url.query_pairs() {
+            if self.is_secret_field(&name) {
+                add(value.as_bytes());
+            }
+        }
+        // Longest first, so that a value containing another is replaced whole.
+        r.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        r
+    }
+
+    /// The URL without userinfo and with secret query values replaced.
+    pub fn url(&self, url: &Url) -> String {
+        let mut clean = url.clone();
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        if clean.query().is_some() {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if self.is_secret_field(&k) {
+                        Cow::Borrowed(REDACTED)
+                    } else {
+                        v
+                    };
+                    (k.into_owned(), v.into_owned())
+                })
+                .collect();
+            clean.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        clean.into()
+    }
+
+    /// A URI string (as sent) redacted like [`url`](Self::url).
+    pub fn uri(&self, uri: &http::Uri) -> String {
+        match Url::parse(&uri.to_string()) {
+            Ok(url) => self.url(&url),
+            Err(_) => uri.path().to_owned(),
+        }
+    }
+
+    /// A `Debug` view of headers with secret values replaced.
+    pub fn headers<'a>(&'a self, headers: &'a HeaderMap) -> impl fmt::Debug + 'a {
+        RedactedHeaders {
+            redactor: self,
+            headers,
+        }
+    }
+
+    /// Text for a message: lossy UTF-8 with secret JSON and form fields masked and every known
+    /// secret value replaced.
+    pub fn text(&self, body: &[u8]) -> String {
+        let mut text = String::from_utf8_lossy(body).into_owned();
+        for value in &self.values {
+            let value = String::from_utf8_lossy(value);
+            if text.contains(value.as_ref()) {
+                text = text.replace(value.as_ref(), REDACTED);
+            }
+        }
+        self.mask_fields(&text)
+    }
+
+    /// A short excerpt of `body` for messages: redacted as [`text`](Self::text), then cut to at
+    /// most [`EXCERPT_LEN`](crate::error::EXCERPT_LEN) bytes on a character boundary.
+    pub fn excerpt(&self, body: &[u8]) -> String {
+        // Redact the whole body first, so that a secret straddling the cut is never half shown.
+        // Bodies are within the size limit, and excerpts are made only on failures.
+        let text = self.text(body);
+        cut(&text, 0, crate::error::EXCERPT_LEN)
+    }
+
+    /// An excerpt of about [`EXCERPT_LEN`](crate::error::EXCERPT_LEN) bytes centred on byte
+    /// `offset` of `body`.
+    pub fn excerpt_around(&self, body: &[u8], offset: usize) -> String {
+        let len = crate::error::EXCERPT_LEN;
+        let start = offset.saturating_sub(len / 2);
+        // Redact before cutting; the offset shifts when masks are longer or shorter than what
+        // they replace, so the window is located on the raw prefix length ratio (good enough for
+        // a message).
+        let raw_prefix = String::from_utf8_lossy(&body[..start.min(body.len())]);
+        let prefix_len = self.text(raw_prefix.as_bytes()).len();
+        let text = self.text(body);
+        cut(&text, prefix_len.min(text.len()), len)
+    }
+
+    fn mask_fields(&self, text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        let mut copied = 0;
+        while i < bytes.len() {
+            // A candidate name: a JSON string key or a form key, followed by `:` or `=`.
+            let (name, after) = if bytes[i] == b'"' {
+                match bytes[i + 1..].iter().position(|b| *b == b'"') {
+                    Some(end) => (&text[i + 1..i + 1 + end], i + end + 2),
+                    None => break,
+                }
+            } else if bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'-' {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'))
+                    .map_or(bytes.len(), |p| i + p);
+                (&text[i..end], end)
+            } else {
+                i += 1;
+                continue;
+            };
+            let mut j = after;
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            let separator = j < bytes.len() && (bytes[j] == b':' || bytes[j] == b'=');
+            if !separator || !self.is_secret_field(name) {
+                i = after.max(i + 1);
+                continue;
+            }
+            j += 1;
+            while j < bytes.len() && bytes[j] == b' ' {
+                j += 1;
+            }
+            // The value: a JSON string (with escapes), or a run up to a delimiter.
+            let end = if j < bytes.len() && bytes[j] == b'"' {
+                let mut k = j + 1;
+                while k < bytes.len() && bytes[k] != b'"' {
+                    k += if bytes[k] == b'\\' { 2 } else { 1 };
+                }
+                (k + 1).min(bytes.len())
+            } else {
+                bytes[j..]
+                    .iter()
+                    .position(|b| {
+                        matches!(b, b',' | b'}' | b']' | b'&' | b';' | b'\n' | b'\r' | b' ')
+                    })
+                    .map_or(bytes.len(), |p| j + p)
+            };
+            if end > j {
+                out.push_str(&text[copied..j]);
+                out.push_str(if bytes[j] == b'"' {
+                    "\"REDACTED\""
+                } else {
+                    REDACTED
+                });
+                copied = end;
+            }
+            i = end.max(i + 1);
+        }
+        out.push_str(&text[copied..]);
+        out
+    }
+}
+
+/// Decodes `%XX` escapes (userinfo and query values); `+` stays `+`.
+pub(crate) fn percent_decode(s: &str) -> String {
+    ::url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// At most `len` bytes of `text` from `start`, both moved to character boundaries, with an
+/// ellipsis where something was cut.
+fn cut(text: &str, start: usize, len: usize) -> String {
+    let mut s = start.min(text.len());
+    while !text.is_char_boundary(s) {
+        s -= 1;
+    }
+    let mut e = (s + len).min(text.len());
+    while !text.is_char_boundary(e) {
+        e -= 1;
+    }
+    let mut out = String::new();
+    if s > 0 {
+        out.push('…');
+    }
+    out.push_str(&text[s..e]);
+    if e < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+struct RedactedHeaders<'a> {
+    redactor: &'a Redactor,
+    headers: &'a HeaderMap,
+}
+
+impl fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.headers {
+            if value.is_sensitive() || self.redactor.is_secret_header(name.as_str()) {
+                map.entry(&name.as_str(), &REDACTED);
+            } else {
+                map.entry(&name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+            }
+        }
+        map.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn default_and_configured_header_names_are_secret_case_insensitively() {
+        let r = Redactor::new(&RedactConfig::default().with_header("X-Vendor-Sig"));
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "set-cookie",
+            "X-API-KEY",
+            "x-auth-token",
+            "x-vendor-sig",
+        ] {
+            assert!(r.is_secret_header(name), "{name}");
+        }
+        assert!(!r.is_secret_header("content-type"));
+        assert!(!r.is_secret_header("x-correlation-id"));
+    }
+
+    #[test]
+    fn urls_lose_their_userinfo_and_secret_query_values() {
+        let r = Redactor::new(&RedactConfig::default().with_field("tenant_secret_id"));
+        let url = Url::parse(
+            "https://u:p%40ss@h.example/a?access_token=t1&sig=s&q=ok&Tenant_Secret_Id=z",
+        )
+        .unwrap();
+        assert_eq!(
+            r.url(&url),
+            "https://h.example/a?access_token=REDACTED&sig=REDACTED&q=ok&Tenant_Secret_Id=REDACTED"
+        );
+    }
+
+    #[test]
+    fn json_and_form_fields_with_secret_names_are_masked() {
+        let r = Redactor::default();
+        assert_eq!(
+            r.text(br#"{"token": "a\"b", "n": 1}"#),
+            r#"{"token": "REDACTED", "n": 1}"#
+        );
+        assert_eq!(
+            r.text(br#"{"api_key":12345,"ok":true}"#),
+            r#"{"api_key":REDACTED,"ok":true}"#
+        );
+        assert_eq!(
+            r.text(b"user=bob&password=hunter2&x=1"),
+            "user=bob&password=REDACTED&x=1"
+        );
+        assert_eq!(
+            r.text(br#"{"keyword":"visible"}"#),
+            r#"{"keyword":"visible"}"#
+        );
+    }
+
+    #[test]
+    fn the_exact_secret_values_of_the_request_are_replaced_anywhere_in_a_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk_live_123"),
+        );
+        headers.insert("cookie", HeaderValue::from_static("sid=c00kie; theme=dark"));
+        let url = Url::parse("https://bob:pw12@h.example/?token=qtok").unwrap();
+        let r = Redactor::default().with_request_secrets(&url, &headers);
+        let echoed = r.text(b"denied sk_live_123 for sid c00kie and qtok by pw12");
+        assert_eq!(
+            echoed,
+            "denied REDACTED for sid REDACTED and REDACTED by REDACTED"
+        );
+    }
+
+    #[test]
+    fn debug_of_headers_hides_secret_values() {
+        let mut headers = HeaderMap::new();
+        headers.insert("set-cookie", HeaderValue::from_static("sid=abc"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        let shown = format!("{:?}", Redactor::default().headers(&headers));
+        assert!(!shown.contains("abc"), "{shown}");
+        assert!(shown.contains("text/plain"), "{shown}");
+    }
+
+    #[test]
+    fn excerpts_are_capped_on_character_boundaries() {
+        let body = "é".repeat(400);
+        let e = Redactor::default().excerpt(body.as_bytes());
+        assert!(e.len() <= crate::error::EXCERPT_LEN + '…'.len_utf8());
+        assert!(e.ends_with('…'));
+        let around = Redactor::default().excerpt_around(body.as_bytes(), 401);
+        assert!(around.starts_with('…') && around.ends_with('…'));
+    }
+
+    #[test]
+    fn truncated_json_with_a_secret_field_is_still_masked() {
+        assert_eq!(
+            Redactor::default().text(br#"{"password":"abc"#),
+            r#"{"password":"REDACTED""#
+        );
+    }
+}

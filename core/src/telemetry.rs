@@ -1,0 +1,178 @@
+//! Spans, events and (behind the `metrics` feature) metrics of an exchange. The exchange decides
+//! what happened; this module only reports it, with secrets already redacted.
+//!
+//! - One INFO span `egress.call` per logical call: `service`, `operation`, `correlation_id`,
+//!   `http.request.method`, `url.full`.
+//! - One DEBUG span `egress.attempt` per attempt (a CLIENT span in OpenTelemetry terms) with the
+//!   HTTP semantic-convention fields `http.request.method`, `server.address`, `server.port`,
+//!   `url.full`, `http.response.status_code`, `http.request.resend_count` (resends only) and
+//!   `error.type`. Drivers run the transport inside it ([`AttemptRequest::span`](crate::AttemptRequest::span)).
+//! - Events: each attempt's end at DEBUG; each retry decision at INFO with its reason and delay
+//!   source (`backoff`, `retry_after`); the final failure at WARN with why retrying stopped
+//!   (`deadline`, `retry budget exhausted`, `rate limited`, ...); success at DEBUG.
+//! - Metrics (feature `metrics`): `http.client.request.duration` (histogram, seconds, per attempt;
+//!   labels `http.request.method`, `server.address`, `http.response.status_code`, `error.type`),
+//!   `egress.retries` (counter; label `reason`), `egress.retry_budget.refusals` (counter; label
+//!   `server.address`).
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::error::Error;
+use crate::ids::CorrelationId;
+use crate::io::WaitReason;
+use crate::redact::Redactor;
+use crate::request::Overrides;
+use crate::retry::RetryReason;
+use crate::url::Url;
+
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    call: Span,
+    attempt: Span,
+    attempt_started: Instant,
+    method: Method,
+    host: String,
+    port: u16,
+    url: String,
+}
+
+impl Telemetry {
+    pub(crate) fn new(
+        overrides: &Overrides,
+        correlation_id: &CorrelationId,
+        method: &Method,
+        url: &Url,
+        redactor: &Redactor,
+        now: Instant,
+    ) -> Self {
+        let url_full = redactor.url(url);
+        let call = tracing::info_span!(
+            "egress.call",
+            service = overrides.service.as_deref().unwrap_or("egress"),
+            operation = overrides.operation.as_deref().unwrap_or(""),
+            correlation_id = %correlation_id,
+            http.request.method = %method,
+            url.full = %url_full,
+            attempts = Empty,
+        );
+        Self {
+            call,
+            attempt: Span::none(),
+            attempt_started: now,
+            method: method.clone(),
+            host: url.host_str().unwrap_or_default().to_owned(),
+            port: url.port_or_known_default().unwrap_or(0),
+            url: url_full,
+        }
+    }
+
+    /// Opens the span of attempt `n` and returns a handle for the driver.
+    pub(crate) fn attempt_started(&mut self, n: u32, now: Instant) -> Span {
+        self.attempt_started = now;
+        let span = tracing::debug_span!(
+            parent: &self.call,
+            "egress.attempt",
+            otel.kind = "client",
+            http.request.method = %self.method,
+            server.address = %self.host,
+            server.port = self.port,
+            url.full = %self.url,
+            http.request.resend_count = Empty,
+            http.response.status_code = Empty,
+            error.type = Empty,
+            egress.attempt = n,
+        );
+        if n > 1 {
+            span.record("http.request.resend_count", n - 1);
+        }
+        self.call.record("attempts", n);
+        self.attempt = span.clone();
+        span
+    }
+
+    /// Records the end of the attempt in flight and closes its span.
+    pub(crate) fn attempt_finished(
+        &mut self,
+        at: Instant,
+        status: Option<u16>,
+        error_type: Option<&str>,
+    ) {
+        let span = std::mem::replace(&mut self.attempt, Span::none());
+        let duration = at.saturating_duration_since(self.attempt_started);
+        if let Some(status) = status {
+            span.record("http.response.status_code", status);
+        }
+        if let Some(error_type) = error_type {
+            span.record("error.type", error_type);
+        }
+        tracing::debug!(
+            parent: &span,
+            http.response.status_code = status,
+            error.type = error_type,
+            duration_ms = duration.as_millis() as u64,
+            "attempt finished"
+        );
+        self.record_duration(duration, status, error_type);
+    }
+
+    #[cfg(feature = "metrics")]
+    fn record_duration(&self, duration: Duration, status: Option<u16>, error_type: Option<&str>) {
+        let labels = [
+            ("http.request.method", self.method.as_str().to_owned()),
+            ("server.address", self.host.clone()),
+            (
+                "http.response.status_code",
+                status.map(|s| s.to_string()).unwrap_or_default(),
+            ),
+            ("error.type", error_type.unwrap_or_default().to_owned()),
+        ];
+        metrics::histogram!("http.client.request.duration", &labels).record(duration.as_secs_f64());
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn record_duration(&self, _: Duration, _: Option<u16>, _: Option<&str>) {}
+
+    pub(crate) fn retry(&self, retry: u32, reason: RetryReason, wait: WaitReason, delay: Duration) {
+        tracing::info!(
+            parent: &self.call,
+            retry,
+            reason = reason.as_str(),
+            delay_source = wait.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            "retrying"
+        );
+        #[cfg(feature = "metrics")]
+        metrics::counter!("egress.retries", "reason" => reason.as_str()).increment(1);
+    }
+
+    pub(crate) fn succeeded(&self, status: u16, attempts: u32, elapsed: Duration) {
+        tracing::debug!(
+            parent: &self.call,
+            http.response.status_code = status,
+            attempts,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "call succeeded"
+        );
+    }
+
+    pub(crate) fn failed(&self, error: &Error) {
+        let meta = error.meta();
+        let stop = meta.stop.map(|s| s.to_string()).unwrap_or_default();
+        tracing::warn!(
+            parent: &self.call,
+            error.type = error.type_name(),
+            stop = %stop,
+            attempts = meta.attempts,
+            elapsed_ms = meta.elapsed.as_millis() as u64,
+            "call failed: {error}"
+        );
+        #[cfg(feature = "metrics")]
+        if matches!(error, Error::RetryBudgetExhausted { .. }) {
+            metrics::counter!("egress.retry_budget.refusals", "server.address" => self.host.clone()).increment(1);
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! Typed validation of a response, as a pure function over its parts. Never retried, never
+//! panics on any input.
+//!
+//! In order: the status must be the expected one (any 2xx by default); the `Content-Type` must be
+//! JSON (`application/json` or any `+json` suffix, parameters such as `charset` allowed); the body
+//! must be within the size limit, non-empty, without a byte-order mark, and valid UTF-8; then
+//! `serde_json` (recursion limit on) must decode it into `T`, and failures name the JSON path of
+//! the problem (`items[3].id: invalid type: null, expected a string`); no object may repeat a
+//! key; finally, [`Validate`] adds semantic checks. Every error carries a short redacted excerpt
+//! of the body around the problem.
+//!
+//! ```
+//! use egress_core::validate::{Expect, ValidationKind, validate};
+//! use egress_core::http::{HeaderMap, HeaderValue, StatusCode};
+//!
+//! #[derive(Debug, serde::Deserialize)]
+//! struct Page { items: Vec<Item> }
+//! #[derive(Debug, serde::Deserialize)]
+//! struct Item { id: String }
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+//! let body = br#"{"items":[{"id":"a"},{"id":null}]}"#;
+//! let err = validate::<Page>(StatusCode::OK, &headers, body, &Expect::default()).unwrap_err();
+//! assert_eq!(err.kind(), ValidationKind::Schema);
+//! assert_eq!(err.path(), Some("items[1].id"));
+//! assert_eq!(err.to_string(), "items[1].id: invalid type: null, expected a string");
+//! ```
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use crate::redact::Redactor;
+
+/// What kind of problem a [`ValidationError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ValidationKind {
+    /// The status is not the expected one.
+    UnexpectedStatus,
+    /// The `Content-Type` is missing or not JSON.
+    ContentType,
+    /// The body is larger than the limit.
+    TooLarge,
+    /// The body is empty.
+    Empty,
+    /// The body starts with a byte-order mark (JSON text must not, RFC 8259 section 8.1).
+    Bom,
+    /// The body is not valid UTF-8.
+    InvalidUtf8,
+    /// The body is not JSON.
+    Syntax,
+    /// The body ends in the middle of a JSON value.
+    Truncated,
+    /// A complete JSON value is followed by more bytes.
+    TrailingCharacters,
+    /// The body nests deeper than the recursion limit (128).
+    RecursionLimit,
+    /// A number does not fit its field.
+    OutOfRange,
+    /// An object repeats a key.
+    DuplicateKey,
+    /// The JSON does not have the expected shape (wrong type, missing field, unknown variant).
+    Schema,
+    /// The decoded value failed a [`Validate`] check.
+    Semantic,
+}
+
+impl ValidationKind {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnexpectedStatus => "unexpected_status",
+            Self::ContentType => "content_type",
+            Self::TooLarge => "too_large",
+            Self::Empty => "empty",
+            Self::Bom => "bom",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::Syntax => "syntax",
+            Self::Truncated => "truncated",
+            Self::TrailingCharacters => "trailing_characters",
+            Self::RecursionLimit => "recursion_limit",
+            Self::OutOfRange => "out_of_range",
+            Self::DuplicateKey => "duplicate_key",
+            Self::Schema => "schema",
+            Self::Semantic => "semantic",
+        }
+    }
+}
+
+/// Why a response failed validation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    kind: ValidationKind,
+    path: Option<String>,
+    message: String,
+    excerpt: String,
+}
+
+impl ValidationError {
+    fn new(kind: ValidationKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            path: None,
+            message: message.into(),
+            excerpt: String::new(),
+        }
+    }
+
+    /// The kind of problem.
+    pub fn kind(&self) -> ValidationKind {
+        self.kind
+    }
+
+    /// The JSON path of the problem (`items[3].id`), when there is one.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// What is wrong, without the path.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// A short, redacted excerpt of the body around the problem (at most about 256 bytes).
+    pub fn excerpt(&self) -> &str {
+        &self.excerpt
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{path}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl fmt::Debug for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidationError")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("message", &self.message)
+            .field("excerpt", &self.excerpt)
+            .finish()
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// A semantic check failure from [`Validate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    path: String,
+    message: String,
+}
+
+impl Invalid {
+    /// A failure at JSON path `path` (such as `items[0].id`).
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Semantic checks run after a successful decode (a non-empty id, a date in range...).
+///
+/// ```
+/// use egress_core::validate::{Invalid, Validate};
+/// #[derive(serde::Deserialize)]
+/// struct Entity { id: String }
+/// impl Validate for Entity {
+///     fn validate(&self) -> Result<(), Invalid> {
+///         if self.id.is_empty() { return Err(Invalid::new("id", "must not be empty")); }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Validate {
+    /// Checks the decoded value.
+    fn validate(&self) -> Result<(), Invalid>;
+}
+
+/// What a response is expected to be.
+#[derive(Clone, Debug)]
+pub struct Expect {
+    status: Option<StatusCode>,
+    max_body: u64,
+    redactor: Redactor,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Self {
+            status: None,
+            max_body: 10 * 1024 * 1024,
+            redactor: Redactor::default(),
+        }
+    }
+}
+
+impl Expect {
+    /// Expects exactly this status (default: any 2xx).
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets the body size limit in bytes (default 10 MiB).
+    pub fn max_body(mut self, max: u64) -> Self {
+        self.max_body = max;
+        self
+    }
+
+    /// Sets the redactor used for excerpts.
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+}
+
+/// Whether a `Content-Type` value names JSON: `application/json` or `<type>/<subtype>+json`,
+/// case-insensitive, with any parameters.
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    token(kind) && token(subtype) && (essence == "application/json" || subtype.ends_with("+json"))
+}
+
+/// Validates a response's parts and decodes the body into `T`.
+pub fn validate<T: DeserializeOwned>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    expect: &Expect,
+) -> Result<T, ValidationError> {
+    let ok = match expect.status {
+        Some(expected) => status == expected,
+        None => status.is_success(),
+    };
+    if !ok {
+        let mut e = ValidationError::new(
+            ValidationKind::UnexpectedStatus,
+            format!("unexpected status {status}"),
+        );
+        e.excerpt = expect.redactor.excerpt(body);
+        return Err(e);
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match &content_type {
+        Some(ct) if is_json_content_type(ct) => {}
+        Some(ct) => {
+            let shown: String = ct.chars().take(64).collect();
+            return Err(ValidationError::new(
+                ValidationKind::ContentType,
+                format!("content type {shown:?} is not json"),
+            ));
+        }
+        None => {
+            return Err(ValidationError::new(
+                ValidationKind::ContentType,
+                "the response has no content type",
+            ));
+        }
+    }
+    if body.len() as u64 > expect.max_body {
+        return Err(ValidationError::new(
+            ValidationKind::TooLarge,
+            format!(
+                "the body has {} bytes; the limit is {}",
+                body.len(),
+                expect.max_body
+            ),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ValidationError::new(
+            ValidationKind::Empty,
+            "the body is empty",
+        ));
+    }
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        let mut e = ValidationError::new(
+            ValidationKind::Bom,
+            "the body starts with a byte-order mark",
+        );
+        e.excerpt = expect.redactor.excerpt(body);
+        return Err(e);
+    }
+    if let Err(utf8) = std::str::from_utf8(body) {
+        let at = utf8.valid_up_to();
+        let mut e = ValidationError::new(
+            ValidationKind::InvalidUtf8,
+            format!("the body is not valid UTF-8 at byte {at}"),
+        );
+        e.excerpt = expect.redactor.excerpt_around(body, at);
+        return Err(e);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => value,
+        Err(e) => {
+            let path = e.path().to_string();
+            return Err(decode_error(path, e.into_inner(), body, &expect.redactor));
+        }
+    };
+    if let Err(e) = de.end() {
+        return Err(decode_error(String::new(), e, body, &expect.redactor));
+    }
+    if let Some((path, key)) = find_duplicate_key(body) {
+        let mut e = ValidationError::new(
+            ValidationKind::DuplicateKey,
+            format!("duplicate key {key:?}"),
+        );
+        e.path = Some(path);
+        e.excerpt = expect.redactor.excerpt(body);
+        return Err(e);
+    }
+    Ok(value)
+}
+
+/// [`validate`], then the [`Validate`] checks of `T`.
+pub fn validate_checked<T: DeserializeOwned + Validate>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    expect: &Expect,
+) -> Result<T, ValidationError> {
+    let value: T = validate(status, headers, body, expect)?;
+    value.validate().map_err(|invalid| {
+        let mut e = ValidationError::new(ValidationKind::Semantic, invalid.message);
+        e.path = Some(invalid.path);
+        e.excerpt = expect.redactor.excerpt(body);
+        e
+    })?;
+    Ok(value)
+}
+
+fn decode_error(
+    path: String,
+    inner: serde_json::Error,
+    body: &[u8],
+    redactor: &Redactor,
+) -> ValidationError {
+    let text = inner.to_string();
+    // serde_json appends " at line L column C"; keep the message without it.
+    let message = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text.clone(),
+    };
+    use serde_json::error::Category;
+    let kind = match inner.classify() {
+        Category::Eof => ValidationKind::Truncated,
+        _ if message.starts_with("recursion limit exceeded") => ValidationKind::RecursionLimit,
+        _ if message.starts_with("trailing characters") => ValidationKind::TrailingCharacters,
+        _ if message.starts_with("number out of range")
+            || message.starts_with("invalid value: integer") =>
+        {
+            ValidationKind::OutOfRange
+        }
+        _ if message.starts_with("duplicate field") => ValidationKind::DuplicateKey,
+        Category::Data => ValidationKind::Schema,
+        Category::Syntax | Category::Io => ValidationKind::Syntax,
+    };
+    let offset = offset_of(body, inner.line(), inner.column());
+    ValidationError {
+        kind,
+        path: (path != "." && !path.is_empty()).then_some(path),
+        message,
+        excerpt: redactor.excerpt_around(body, offset),
+    }
+}
+
+/// The byte offset of 1-based `line` and `column` (as serde_json reports them).
+fn offset_of(body: &[u8], line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (n, l) in body.split(|b| *b == b'\n').enumerate() {
+        if n + 1 == line {
+            return (offset + column.saturating_sub(1)).min(body.len());
+        }
+        offset += l.len() + 1;
+    }
+    body.len()
+}
+
+/// Finds the first object key that appears twice in the same object, with its path. The body is
+/// already known to be valid JSON within the recursion limit.
+fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
+    let mut found = None;
+    let mut path = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let _ = DupSeed {
+        path: &mut path,
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    found
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn render(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+struct DupSeed<'a> {
+    path: &'a mut Vec<Seg>,
+    found: &'a mut Option<(String, String)>,
+}
+
+impl<'de> DeserializeSeed<'de> for DupSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DupSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            self.path.push(Seg::Index(i));
+            let more = seq.next_element_seed(DupSeed {
+                path: self.path,
+                found: self.found,
+            })?;
+            self.path.pop();
+            if more.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if seen.contains(&key) {
+                self.path.push(Seg::Key(key.clone().into_owned()));
+                *self.found = Some((render(self.path), key.into_owned()));
+                return Err(de::Error::custom("duplicate key"));
+            }
+            self.path.push(Seg::Key(key.clone().into_owned()));
+            let r = map.next_value_seed(DupSeed {
+                path: self.path,
+                found: self.found,
+            });
+            self.path.pop();
+            r?;
+            seen.insert(key);
+        }
+        Ok(())
+    }
+}
