@@ -71,10 +71,9 @@ impl Runtime {
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The pieces themselves are not shown: a transport may hold anything (a test script, a
+        // connection pool), and none of it belongs in a log line.
         f.debug_struct("Runtime")
-            .field("transport", &self.transport)
-            .field("clock", &self.clock)
-            .field("sleeper", &self.sleeper)
             .field("ambient_correlation", &self.ambient.is_some())
             .finish_non_exhaustive()
     }
@@ -171,20 +170,39 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("policy", &self.inner.policy)
             .field("runtime", &self.inner.runtime)
-            .field("default_headers", &self.inner.default_headers)
+            .field(
+                "default_headers",
+                &self
+                    .inner
+                    .policy
+                    .redactor()
+                    .headers(&self.inner.default_headers),
+            )
             .field("auth", &self.inner.auth)
             .finish()
     }
 }
 
 /// Builds a [`Client`].
-#[derive(Debug)]
 pub struct ClientBuilder {
     config: Config,
     runtime: Runtime,
     default_headers: HeaderMap,
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redactor = crate::redact::Redactor::new(&self.config.redact);
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .field("runtime", &self.runtime)
+            .field("default_headers", &redactor.headers(&self.default_headers))
+            .field("auth", &self.auth)
+            .field("service", &self.service)
+            .finish()
+    }
 }
 
 impl ClientBuilder {
@@ -234,11 +252,13 @@ impl ClientBuilder {
             (None, _) => None,
         };
         let policy = self.config.build()?;
+        let mut default_headers = self.default_headers;
+        policy.redactor().mark_sensitive(&mut default_headers);
         Ok(Client {
             inner: Arc::new(Inner {
                 policy,
                 runtime: self.runtime,
-                default_headers: self.default_headers,
+                default_headers,
                 auth,
                 service: self.service,
             }),

@@ -100,7 +100,7 @@ impl Default for PoolConfig {
 
 /// Everything a client is configured with. All fields are optional in a file; missing ones take
 /// the defaults of DESIGN 2.2.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -127,6 +127,29 @@ pub struct Config {
     /// Credentials sent with every request (never serialized, never shown).
     #[serde(skip_serializing)]
     pub auth: Option<Credentials>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The base URL may carry userinfo or a secret query parameter: show it redacted.
+        let base_url = self.base_url.as_ref().map(|raw| match Url::parse(raw) {
+            Ok(url) => Redactor::new(&self.redact).url(&url),
+            Err(_) => "<unparsable>".to_owned(),
+        });
+        f.debug_struct("Config")
+            .field("base_url", &base_url)
+            .field("timeouts", &self.timeouts)
+            .field("retry", &self.retry)
+            .field("budget", &self.budget)
+            .field("max_response_body", &self.max_response_body)
+            .field("user_agent", &self.user_agent)
+            .field("idempotency_key_header", &self.idempotency_key_header)
+            .field("correlation_id_header", &self.correlation_id_header)
+            .field("pool", &self.pool)
+            .field("redact", &self.redact)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 /// Credentials from configuration, held as [`SecretString`]s.

@@ -32,6 +32,9 @@ pub struct CallMeta {
     pub correlation_id: Option<CorrelationId>,
     /// Why the exchange stopped retrying, when it stopped on a failure.
     pub stop: Option<StopReason>,
+    /// Whether any attempt may have reached the server, as the exchange tracked it; `None` for
+    /// errors made outside an exchange.
+    pub may_have_been_sent: Option<bool>,
 }
 
 /// Why an exchange stopped on a failure instead of trying again.
@@ -513,8 +516,16 @@ impl Error {
 
     /// Whether the failure itself was of a retryable kind (a transient status, a throttle, a
     /// transport failure that may pass), regardless of whether attempts, deadline or budget
-    /// allowed one more try. A caller that retries at a higher level asks this.
+    /// allowed one more try, and regardless of idempotency (a reset of a `POST` is transient,
+    /// though re-sending it is unsafe: ask [`may_have_been_sent`](Self::may_have_been_sent) too).
+    /// A caller that retries at a higher level asks this.
     pub fn is_retryable(&self) -> bool {
+        // The exchange's own verdict, when it made one.
+        match self.meta().stop {
+            Some(StopReason::NotRetryable) => return false,
+            Some(_) => return true,
+            None => {}
+        }
         match self {
             Self::InvalidRequest { .. } | Self::BodyTooLarge { .. } | Self::Validation { .. } => {
                 false
@@ -533,6 +544,13 @@ impl Error {
 
     /// Whether the request may have reached the server (and so may have had effects).
     pub fn may_have_been_sent(&self) -> bool {
+        let meta = self.meta();
+        if let Some(tracked) = meta.may_have_been_sent {
+            return tracked;
+        }
+        if meta.attempts == 0 && !matches!(self, Self::Status { .. } | Self::Validation { .. }) {
+            return false;
+        }
         match self {
             Self::InvalidRequest { meta, .. } => meta.attempts > 0,
             Self::Timeout { kind, meta, .. } => kind.may_have_been_sent() || meta.attempts > 1,

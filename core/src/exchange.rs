@@ -36,7 +36,8 @@ use crate::redact::Redactor;
 use crate::request::{KeyChoice, Request};
 use crate::response::Response;
 use crate::retry::{
-    ClassifyContext, Jitter, Outcome, RetryAction, SeededJitter, backoff, is_idempotent_method,
+    ClassifyContext, Jitter, Outcome, RetryAction, RetryReason, SeededJitter, backoff,
+    is_idempotent_method,
 };
 use crate::retry_after::{resolve, response_date};
 use crate::telemetry::Telemetry;
@@ -46,12 +47,11 @@ enum State {
     Ready,
     InFlight { until: Instant, kind: TimeoutKind },
     Waiting { until: Instant, reason: WaitReason },
-    Done(Result<Response, Error>),
+    Done(Box<Result<Response, Error>>),
 }
 
 /// The state machine of one logical call. See the [module docs](self) and the crate docs for
-/// the drive loop.
-#[derive(Debug)]
+/// the drive loop. Its `Debug` shows the URI redacted and no header values.
 pub struct Exchange {
     policy: Policy,
     method: Method,
@@ -71,9 +71,28 @@ pub struct Exchange {
     jitter: SeededJitter,
     attempts: u32,
     previous_delay: Duration,
+    /// Whether any attempt may have reached the server.
+    maybe_sent: bool,
     state: State,
     redactor: Redactor,
     telemetry: Telemetry,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("method", &self.method)
+            .field("uri", &self.redactor.uri(&self.uri))
+            .field("headers", &self.redactor.headers(&self.headers))
+            .field("correlation_id", &self.correlation_id)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("idempotent", &self.idempotent)
+            .field("attempts", &self.attempts)
+            .field("max_attempts", &self.max_attempts)
+            .field("deadline", &self.deadline)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Salt for the ID stream, so that minting IDs does not shift the jitter sequence.
@@ -93,9 +112,19 @@ impl Exchange {
             bytes
         };
         let o = &request.overrides;
+        // The caller's ID: the override, else a valid raw header, else a new one.
+        let from_header = || {
+            let value = request
+                .headers
+                .get(policy.correlation_header())?
+                .to_str()
+                .ok()?;
+            CorrelationId::new(value).ok()
+        };
         let correlation_id = o
             .correlation_id
             .clone()
+            .or_else(from_header)
             .unwrap_or_else(|| CorrelationId::from_random_bytes(mint()));
         let idempotency_key = match &o.idempotency_key {
             KeyChoice::None => None,
@@ -151,11 +180,12 @@ impl Exchange {
             max_attempts,
             attempt_timeout,
             start: now,
-            deadline: now.checked_add(deadline_after).unwrap_or(now),
+            deadline: saturating_add(now, deadline_after),
             last_now: now,
             jitter: SeededJitter::new(seed),
             attempts: 0,
             previous_delay: Duration::ZERO,
+            maybe_sent: false,
             state: State::Ready,
             redactor,
             telemetry,
@@ -176,7 +206,7 @@ impl Exchange {
         if let Some(reason) = problem {
             let mut error = Error::invalid_request(reason);
             *error.meta_mut() = exchange.meta(now, None);
-            exchange.state = State::Done(Err(error));
+            exchange.state = State::Done(Box::new(Err(error)));
         }
         exchange
     }
@@ -217,7 +247,7 @@ impl Exchange {
         let now = self.observe(now);
         loop {
             match &self.state {
-                State::Done(result) => return Output::Done(result.clone()),
+                State::Done(result) => return Output::Done((**result).clone()),
                 State::Ready => {
                     if now >= self.deadline {
                         self.fail(
@@ -305,6 +335,7 @@ impl Exchange {
 
     fn meta(&self, at: Instant, stop: Option<StopReason>) -> CallMeta {
         CallMeta {
+            may_have_been_sent: Some(self.maybe_sent),
             attempts: self.attempts,
             elapsed: at.saturating_duration_since(self.start),
             correlation_id: Some(self.correlation_id.clone()),
@@ -317,9 +348,7 @@ impl Exchange {
         if self.attempts == 1 {
             self.policy.budget().record_request(&self.budget_key, now);
         }
-        let own = now
-            .checked_add(self.attempt_timeout)
-            .unwrap_or(self.deadline);
+        let own = saturating_add(now, self.attempt_timeout);
         let (until, kind) = if own < self.deadline {
             (own, TimeoutKind::Attempt)
         } else {
@@ -354,17 +383,23 @@ impl Exchange {
             if at >= until {
                 self.telemetry
                     .attempt_finished(at, None, Some(kind.as_str()));
+                // The request was handed to the transport and may be on its way.
+                self.maybe_sent = true;
                 let error = Error::Timeout {
                     kind,
                     source: None,
                     meta: CallMeta::default(),
                 };
+                if kind == TimeoutKind::Deadline {
+                    return self.fail(at, StopReason::Deadline, error);
+                }
                 self.decide(&Outcome::TimedOut(kind), at, None, error);
             }
         }
     }
 
     fn on_failure(&mut self, at: Instant, failure: TransportError) {
+        self.maybe_sent |= failure.may_have_been_sent();
         self.telemetry
             .attempt_finished(at, None, Some(failure.kind().as_str()));
         let limit = self.policy.config().max_response_body;
@@ -388,6 +423,7 @@ impl Exchange {
 
     fn on_response(&mut self, at: Instant, wall: SystemTime, response: http::Response<Bytes>) {
         let (mut parts, body) = response.into_parts();
+        self.maybe_sent = true;
         self.redactor.mark_sensitive(&mut parts.headers);
         let code = parts.status.as_u16();
         let error_type = (!parts.status.is_success()).then(|| code.to_string());
@@ -412,7 +448,7 @@ impl Exchange {
         if matches!(action, RetryAction::NoAction) && status.is_success() {
             let elapsed = at.saturating_duration_since(self.start);
             self.telemetry.succeeded(code, self.attempts, elapsed);
-            self.state = State::Done(Ok(Response {
+            self.state = State::Done(Box::new(Ok(Response {
                 status,
                 version: parts.version,
                 headers: parts.headers,
@@ -422,7 +458,7 @@ impl Exchange {
                 correlation_id: self.correlation_id.clone(),
                 body_limit: limit,
                 redactor: self.redactor.clone(),
-            }));
+            })));
             return;
         }
         let date = response_date(&parts.headers);
@@ -478,6 +514,17 @@ impl Exchange {
             _ => return self.fail(at, StopReason::NotRetryable, error),
         };
         if self.attempts >= self.max_attempts {
+            // A throttled last attempt still says when to come back.
+            if let (Some(hint), RetryReason::Throttled) = (hint, reason) {
+                let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
+                let retry_at = wall.checked_add(resolve(hint, date, wall)).unwrap_or(wall);
+                let limited = Error::RateLimited {
+                    retry_at,
+                    last: Box::new(error),
+                    meta: CallMeta::default(),
+                };
+                return self.fail(at, StopReason::AttemptsExhausted, limited);
+            }
             return self.fail(at, StopReason::AttemptsExhausted, error);
         }
         let retry = self.attempts;
@@ -486,7 +533,7 @@ impl Exchange {
                 let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
                 let delay = resolve(hint, date, wall);
                 let cap = self.policy.config().retry.retry_after_cap;
-                if delay > cap || at.checked_add(delay).is_none_or(|t| t >= self.deadline) {
+                if delay > cap || saturating_add(at, delay) >= self.deadline {
                     let retry_at = wall.checked_add(delay).unwrap_or(wall);
                     let limited = Error::RateLimited {
                         retry_at,
@@ -504,9 +551,10 @@ impl Exchange {
                 (delay, WaitReason::Backoff { retry })
             }
         };
-        let Some(until) = at.checked_add(delay).filter(|t| *t < self.deadline) else {
+        let until = saturating_add(at, delay);
+        if until >= self.deadline {
             return self.fail(at, StopReason::Deadline, error);
-        };
+        }
         if !self.policy.budget().try_retry(&self.budget_key, at) {
             let refused = Error::RetryBudgetExhausted {
                 last: Box::new(error),
@@ -534,6 +582,18 @@ impl Exchange {
         }
         *error.meta_mut() = meta;
         self.telemetry.failed(&error);
-        self.state = State::Done(Err(error));
+        self.state = State::Done(Box::new(Err(error)));
+    }
+}
+
+/// `at + d`, or the latest representable time not far past it: a limit too large for `Instant`
+/// means "no limit", never "now".
+fn saturating_add(at: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(t) = at.checked_add(d) {
+            return t;
+        }
+        d /= 2;
     }
 }

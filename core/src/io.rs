@@ -1,16 +1,17 @@
 //! The two enums an [`Exchange`](crate::Exchange) is driven with: [`Input`] in, [`Output`] out.
 
+use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 use crate::error::{Error, TransportError};
+use crate::redact::Redactor;
 use crate::response::Response;
 
 /// Something that happened, fed to [`Exchange::handle_input`](crate::Exchange::handle_input).
 /// Every variant carries the monotonic time at which it happened; times must never go backwards
 /// (a time earlier than one already seen is treated as that one).
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum Input {
     /// Attempt `attempt` got a complete response: head and body, the body already read under
@@ -105,7 +106,7 @@ pub struct AttemptDeadlines {
 }
 
 /// One attempt to send: the exact request and the limits the transport must enforce.
-#[derive(Debug)]
+/// Its `Debug` shows the URI and headers redacted.
 #[non_exhaustive]
 pub struct AttemptRequest {
     /// The attempt number, 1 for the first; echo it back in the [`Input`].
@@ -123,4 +124,50 @@ pub struct AttemptRequest {
     pub body_limit: u64,
     /// The attempt's span (`egress.attempt`); run the transport inside it.
     pub span: tracing::Span,
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redactor = Redactor::default();
+        match self {
+            Self::Response {
+                attempt,
+                at,
+                wall,
+                response,
+            } => f
+                .debug_struct("Response")
+                .field("attempt", attempt)
+                .field("at", at)
+                .field("wall", wall)
+                .field("status", &response.status())
+                .field("headers", &redactor.headers(response.headers()))
+                .field("body_len", &response.body().len())
+                .finish(),
+            Self::Failed { attempt, at, error } => f
+                .debug_struct("Failed")
+                .field("attempt", attempt)
+                .field("at", at)
+                .field("error", error)
+                .finish(),
+            Self::Timer { at } => f.debug_struct("Timer").field("at", at).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for AttemptRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redactor = Redactor::default();
+        f.debug_struct("AttemptRequest")
+            .field("attempt", &self.attempt)
+            .field("method", self.request.method())
+            .field("uri", &redactor.uri(self.request.uri()))
+            .field("headers", &redactor.headers(self.request.headers()))
+            .field("body_len", &self.request.body().len())
+            .field("deadlines", &self.deadlines)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("body_limit", &self.body_limit)
+            .finish()
+    }
 }

@@ -93,6 +93,7 @@ impl Response {
             elapsed: self.elapsed,
             correlation_id: Some(self.correlation_id.clone()),
             stop: None,
+            may_have_been_sent: Some(true),
         };
         Error::Validation {
             source: Box::new(source),

@@ -123,8 +123,13 @@ impl InstantSleeper {
 
 impl Sleeper for InstantSleeper {
     fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
-        self.clock.advance_to(at);
-        Box::pin(std::future::ready(()))
+        // Time moves when the sleep is first polled, not when it is created: a driver that races
+        // a sleep against a ready response must see the response at its own time.
+        let clock = self.clock.clone();
+        Box::pin(std::future::poll_fn(move |_| {
+            clock.advance_to(at);
+            Poll::Ready(())
+        }))
     }
 }
 

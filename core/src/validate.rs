@@ -386,12 +386,35 @@ fn decode_error(
         Category::Syntax | Category::Io => ValidationKind::Syntax,
     };
     let offset = offset_of(body, inner.line(), inner.column());
+    // serde_path_to_error writes `?` for a segment it could not name (a malformed key).
+    let mut path = path.as_str();
+    while let Some(rest) = path.strip_suffix(".?").or_else(|| path.strip_suffix('?')) {
+        path = rest;
+    }
     ValidationError {
         kind,
-        path: (path != "." && !path.is_empty()).then_some(path),
+        path: (path != "." && !path.is_empty()).then(|| cap_path(path)),
         message,
         excerpt: redactor.excerpt_around(body, offset),
     }
+}
+
+/// The longest path shown whole; longer ones (hostile nesting or keys) keep both ends.
+const MAX_PATH: usize = 160;
+
+fn cap_path(path: &str) -> String {
+    if path.len() <= MAX_PATH {
+        return path.to_owned();
+    }
+    let mut head = MAX_PATH / 2;
+    while !path.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = path.len() - MAX_PATH / 2;
+    while !path.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}…{}", &path[..head], &path[tail..])
 }
 
 /// The byte offset of 1-based `line` and `column` (as serde_json reports them).

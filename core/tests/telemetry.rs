@@ -1,0 +1,379 @@
+//! Telemetry and secrets: a capturing subscriber records every span, field and event of
+//! exchanges that succeed, retry, time out, fail validation and fail with a status; no secret
+//! may appear there, in any `Debug` of the objects involved, or in any error's `Display`. The
+//! attempt spans carry the OpenTelemetry HTTP client fields.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use egress_core::http::Method;
+use egress_core::test_util::{ScriptedTransport, block_on, hang, step};
+use egress_core::{Config, Credentials, Exchange, Output, Request, RetryPolicy};
+use secrecy::SecretString;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::{LookupSpan, Registry};
+
+const BEARER: &str = "bearer-secret-0001";
+const API_KEY: &str = "apikey-secret-0002";
+const COOKIE: &str = "cookie-secret-0003";
+const PASSWORD: &str = "userinfo-secret-0004";
+const QUERY_TOKEN: &str = "query-secret-0005";
+const SET_COOKIE: &str = "setcookie-secret-0006";
+const BODY_TOKEN: &str = "body-secret-0007";
+
+fn secrets() -> Vec<String> {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("alice:{PASSWORD}"));
+    [
+        BEARER,
+        API_KEY,
+        COOKIE,
+        PASSWORD,
+        QUERY_TOKEN,
+        SET_COOKIE,
+        BODY_TOKEN,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([basic])
+    .collect()
+}
+
+/// A span as the subscriber saw it: name and every field recorded on it.
+#[derive(Clone, Debug, Default)]
+struct SpanRecord {
+    name: String,
+    fields: BTreeMap<String, String>,
+}
+
+type EventRecord = (tracing::Level, BTreeMap<String, String>);
+
+#[derive(Clone, Default)]
+struct Capture {
+    spans: Arc<Mutex<Vec<(Id, SpanRecord)>>>,
+    events: Arc<Mutex<Vec<EventRecord>>>,
+    text: Arc<Mutex<Vec<u8>>>,
+}
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+        let mut record = SpanRecord {
+            name: attrs.metadata().name().to_owned(),
+            ..Default::default()
+        };
+        attrs.record(&mut Fields(&mut record.fields));
+        self.spans.lock().unwrap().push((id.clone(), record));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        let mut spans = self.spans.lock().unwrap();
+        if let Some((_, record)) = spans.iter_mut().rev().find(|(i, _)| i == id) {
+            values.record(&mut Fields(&mut record.fields));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        self.events
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), fields));
+    }
+}
+
+struct TextWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for TextWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    /// Runs `f` with this capture as the thread's subscriber: structured records plus the full
+    /// text a fmt subscriber prints (span opens and closes included, with all their fields).
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        let text = self.text.clone();
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(move || TextWriter(text.clone()))
+            .with_span_events(FmtSpan::FULL);
+        let subscriber = Registry::default().with(self.clone()).with(fmt);
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
+    }
+
+    fn spans(&self, name: &str) -> Vec<SpanRecord> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r.name == name)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in secrets() {
+        assert!(!text.contains(&secret), "{what} leaks {secret:?}:\n{text}");
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)] // decoded only to trigger validation
+struct Entity {
+    id: String,
+}
+
+/// Every kind of call, with every kind of secret in the request and echoed in responses.
+#[test]
+fn no_secret_reaches_spans_events_debug_or_display() {
+    let capture = Capture::default();
+    let mut shown = Vec::new();
+    capture.run(|| {
+        let transport = ScriptedTransport::new();
+        let echo_body = format!(
+            r#"{{"message":"token {BEARER} rejected","token":"{BODY_TOKEN}","cookie":"{COOKIE}"}}"#
+        );
+        let set_cookie = format!("sid={SET_COOKIE}; HttpOnly");
+        // 1 success, 2 retry then success, 3 timeout, 4 validation failure, 5 status failure.
+        transport.push(
+            step(200)
+                .json(r#"{"id":"1"}"#)
+                .header("set-cookie", &set_cookie),
+        );
+        transport.push(step(503).json(&echo_body).header("set-cookie", &set_cookie));
+        transport.push(step(200).json(r#"{"id":"2"}"#));
+        transport.push(hang());
+        transport.push(step(200).json(&echo_body).header("set-cookie", &set_cookie));
+        transport.push(step(401).json(&echo_body).header("set-cookie", &set_cookie));
+        let config = Config::default()
+            .with_base_url(format!("https://alice:{PASSWORD}@api.example.com/v1"))
+            .with_auth(Credentials::Bearer {
+                token: SecretString::from(BEARER),
+            });
+        shown.push(format!("{config:?}"));
+        let client = egress_core::Client::builder(config, transport.runtime())
+            .with_default_header("x-api-key", API_KEY)
+            .unwrap()
+            .with_service("secrets-test")
+            .build()
+            .unwrap();
+        shown.push(format!("{client:?}"));
+        let call = |n: u32| {
+            let builder = client
+                .get(&format!("/entities/{n}?token={QUERY_TOKEN}&page=1"))
+                .header("cookie", &format!("sid={COOKIE}"))
+                .attempt_timeout(Duration::from_secs(1))
+                .operation("get_entity");
+            let request = builder.build().unwrap();
+            format!("{request:?}")
+        };
+        for n in 1..=5 {
+            shown.push(call(n));
+            let result = block_on(
+                client
+                    .get(&format!("/entities/{n}?token={QUERY_TOKEN}&page=1"))
+                    .header("cookie", &format!("sid={COOKIE}"))
+                    .max_attempts(if n == 3 { 1 } else { 3 })
+                    .attempt_timeout(Duration::from_secs(1))
+                    .operation("get_entity")
+                    .send(),
+            );
+            match result {
+                Ok(response) => {
+                    shown.push(format!("{response:?}"));
+                    match response.json::<Entity>() {
+                        Ok(entity) => shown.push(format!("{entity:?}")),
+                        Err(e) => {
+                            assert_eq!(n, 4, "only call 4 fails validation");
+                            shown.push(format!("{e:?}"));
+                            shown.push(e.to_string());
+                        }
+                    }
+                }
+                Err(e) => {
+                    assert!(n == 3 || n == 5, "call {n} failed: {e}");
+                    shown.push(format!("{e:?}"));
+                    shown.push(e.to_string());
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        shown.push(s.to_string());
+                        source = s.source();
+                    }
+                }
+            }
+        }
+        // The sans-IO objects too: an exchange, its attempt request and the input it gets.
+        let request = Request::new(
+            Method::GET,
+            &format!("https://alice:{PASSWORD}@h.example/x?token={QUERY_TOKEN}"),
+        )
+        .unwrap()
+        .with_header("authorization", &format!("Bearer {BEARER}"))
+        .unwrap();
+        shown.push(format!("{request:?}"));
+        let policy = Config::default()
+            .with_retry(RetryPolicy::disabled())
+            .build()
+            .unwrap();
+        let mut exchange = Exchange::new(request, &policy, transport.clock().epoch(), 1);
+        shown.push(format!("{exchange:?}"));
+        if let Output::Send(attempt) = exchange.poll_output(transport.clock().epoch()) {
+            shown.push(format!("{attempt:?}"));
+        }
+        shown.push(format!("{exchange:?}"));
+        assert_eq!(transport.requests().len(), 6);
+        // The secrets did go out on the wire, where they belong.
+        let first = &transport.requests()[0];
+        assert_eq!(
+            first.header("authorization"),
+            Some(format!("Bearer {BEARER}").as_str())
+        );
+        assert!(first.uri.to_string().contains(QUERY_TOKEN));
+    });
+    let text = capture.text();
+    assert!(
+        text.contains("egress.attempt"),
+        "the capture saw the attempt spans:\n{text}"
+    );
+    assert!(
+        text.contains("retrying"),
+        "the capture saw the retry event:\n{text}"
+    );
+    assert_no_secret("the captured telemetry", &text);
+    for spans in capture.spans.lock().unwrap().iter() {
+        assert_no_secret("a span's fields", &format!("{spans:?}"));
+    }
+    for s in &shown {
+        assert_no_secret("a Debug or Display", s);
+    }
+}
+
+#[test]
+fn attempt_spans_carry_the_opentelemetry_http_client_fields() {
+    let capture = Capture::default();
+    capture.run(|| {
+        let transport = ScriptedTransport::new();
+        transport.push(step(503)).push(step(502)).push(step(200));
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com:8443/v1"))
+            .unwrap();
+        let response = block_on(
+            client
+                .get("/entities/7?token=abc")
+                .operation("get_entity")
+                .send(),
+        )
+        .unwrap();
+        assert_eq!(response.attempts(), 3);
+    });
+    let attempts = capture.spans("egress.attempt");
+    assert_eq!(attempts.len(), 3);
+    let field = |i: usize, name: &str| attempts[i].fields.get(name).cloned();
+    for (i, status) in ["503", "502", "200"].iter().enumerate() {
+        assert_eq!(field(i, "http.request.method").as_deref(), Some("GET"));
+        assert_eq!(
+            field(i, "server.address").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(field(i, "server.port").as_deref(), Some("8443"));
+        assert_eq!(
+            field(i, "url.full").as_deref(),
+            Some("https://api.example.com:8443/v1/entities/7?token=REDACTED")
+        );
+        assert_eq!(
+            field(i, "http.response.status_code").as_deref(),
+            Some(*status)
+        );
+        assert_eq!(field(i, "otel.kind").as_deref(), Some("client"));
+    }
+    // resend_count is absent on the first attempt and 1, 2 on the resends.
+    assert_eq!(field(0, "http.request.resend_count"), None);
+    assert_eq!(field(1, "http.request.resend_count").as_deref(), Some("1"));
+    assert_eq!(field(2, "http.request.resend_count").as_deref(), Some("2"));
+    // error.type is the status code on failed attempts and absent on success.
+    assert_eq!(field(0, "error.type").as_deref(), Some("503"));
+    assert_eq!(field(1, "error.type").as_deref(), Some("502"));
+    assert_eq!(field(2, "error.type"), None);
+
+    let calls = capture.spans("egress.call");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].fields.get("operation").map(String::as_str),
+        Some("get_entity")
+    );
+    assert!(calls[0].fields.contains_key("correlation_id"));
+
+    // One INFO event per retry decision, with its reason and delay source.
+    let events = capture.events.lock().unwrap().clone();
+    let retries: Vec<_> = events
+        .iter()
+        .filter(|(_, f)| f.get("message").map(String::as_str) == Some("retrying"))
+        .collect();
+    assert_eq!(retries.len(), 2);
+    for (level, fields) in retries {
+        assert_eq!(*level, tracing::Level::INFO);
+        assert_eq!(
+            fields.get("reason").map(String::as_str),
+            Some("server_error")
+        );
+        assert_eq!(
+            fields.get("delay_source").map(String::as_str),
+            Some("backoff")
+        );
+    }
+}
+
+#[test]
+fn a_final_failure_is_a_warning_that_says_why_retrying_stopped() {
+    let capture = Capture::default();
+    capture.run(|| {
+        let transport = ScriptedTransport::new();
+        transport.push(step(429).header("retry-after", "120"));
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com"))
+            .unwrap();
+        let err = block_on(client.get("/x").send()).unwrap_err();
+        assert!(err.retry_at().is_some());
+    });
+    let events = capture.events.lock().unwrap().clone();
+    let warnings: Vec<_> = events
+        .iter()
+        .filter(|(level, _)| *level == tracing::Level::WARN)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{events:?}");
+    assert_eq!(
+        warnings[0].1.get("error.type").map(String::as_str),
+        Some("rate_limited")
+    );
+    assert_eq!(
+        warnings[0].1.get("stop").map(String::as_str),
+        Some("rate limited")
+    );
+}

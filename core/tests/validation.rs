@@ -1,0 +1,449 @@
+//! Validation of hostile and malformed responses: a table of cases, each with its exact error
+//! kind and JSON path, and a property that validation never panics.
+
+use std::collections::HashMap;
+
+use egress_core::http::{HeaderMap, HeaderValue, StatusCode};
+use egress_core::validate::{
+    Expect, Invalid, Validate, ValidationKind, validate, validate_checked,
+};
+use proptest::prelude::*;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    items: Vec<Item>,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    meta: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Item {
+    id: String,
+    count: u8,
+    #[serde(default)]
+    kind: Option<Kind>,
+    #[serde(default)]
+    tags: HashMap<String, i32>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Small,
+    Large,
+}
+
+impl Validate for Page {
+    fn validate(&self) -> Result<(), Invalid> {
+        for (i, item) in self.items.iter().enumerate() {
+            if item.id.is_empty() {
+                return Err(Invalid::new(format!("items[{i}].id"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn json_headers(content_type: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_str(content_type).unwrap());
+    h
+}
+
+struct Case {
+    name: &'static str,
+    status: u16,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    kind: ValidationKind,
+    path: Option<&'static str>,
+}
+
+fn case(
+    name: &'static str,
+    body: impl Into<Vec<u8>>,
+    kind: ValidationKind,
+    path: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        status: 200,
+        content_type: Some("application/json"),
+        body: body.into(),
+        kind,
+        path,
+    }
+}
+
+fn table() -> Vec<Case> {
+    use ValidationKind as K;
+    let deep = format!(
+        r#"{{"items":[],"meta":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let deep_obj = format!(
+        r#"{{"items":[],"meta":{}1{}}}"#,
+        r#"{"a":"#.repeat(150),
+        "}".repeat(150)
+    );
+    vec![
+        Case {
+            status: 404,
+            ..case("a 404", r#"{"items":[]}"#, K::UnexpectedStatus, None)
+        },
+        Case {
+            status: 500,
+            ..case("a 500", r#"{"items":[]}"#, K::UnexpectedStatus, None)
+        },
+        Case {
+            status: 304,
+            ..case("a 304", "", K::UnexpectedStatus, None)
+        },
+        Case {
+            content_type: None,
+            ..case("no content type", r#"{"items":[]}"#, K::ContentType, None)
+        },
+        Case {
+            content_type: Some("text/html"),
+            ..case("html", "<html>", K::ContentType, None)
+        },
+        Case {
+            content_type: Some("text/plain; charset=utf-8"),
+            ..case("plain text", "{}", K::ContentType, None)
+        },
+        Case {
+            content_type: Some("application/jsonp"),
+            ..case("jsonp", "{}", K::ContentType, None)
+        },
+        Case {
+            content_type: Some("json"),
+            ..case("no subtype", "{}", K::ContentType, None)
+        },
+        Case {
+            content_type: Some("application/xml"),
+            ..case("xml", "<a/>", K::ContentType, None)
+        },
+        case("an empty body", "", K::Empty, None),
+        case("a whitespace body", "  \n\t ", K::Empty, None),
+        case(
+            "a byte-order mark",
+            b"\xEF\xBB\xBF{\"items\":[]}".to_vec(),
+            K::Bom,
+            None,
+        ),
+        case(
+            "invalid UTF-8",
+            b"{\"items\":[{\"id\":\"\xff\xfe\"}]}".to_vec(),
+            K::InvalidUtf8,
+            None,
+        ),
+        case(
+            "an overlong UTF-8 encoding",
+            b"{\"items\":[{\"id\":\"\xc0\xaf\"}]}".to_vec(),
+            K::InvalidUtf8,
+            None,
+        ),
+        case("not json at all", "hello", K::Syntax, None),
+        case("a single quote string", "{'items':[]}", K::Syntax, None),
+        case("a trailing comma", r#"{"items":[],}"#, K::Syntax, None),
+        case(
+            "a truncated object",
+            r#"{"items":[{"id":"a","count":1}"#,
+            K::Truncated,
+            Some("items"),
+        ),
+        case(
+            "a truncated string",
+            r#"{"items":[{"id":"ab"#,
+            K::Truncated,
+            Some("items[0].id"),
+        ),
+        case(
+            "trailing garbage",
+            r#"{"items":[]} extra"#,
+            K::TrailingCharacters,
+            None,
+        ),
+        case(
+            "two documents",
+            r#"{"items":[]}{"items":[]}"#,
+            K::TrailingCharacters,
+            None,
+        ),
+        case(
+            "deeply nested arrays",
+            deep,
+            K::RecursionLimit,
+            Some("meta"),
+        ),
+        case(
+            "deeply nested objects",
+            deep_obj,
+            K::RecursionLimit,
+            Some("meta"),
+        ),
+        case(
+            "a number above u8",
+            r#"{"items":[{"id":"a","count":300}]}"#,
+            K::OutOfRange,
+            Some("items[0].count"),
+        ),
+        case(
+            "a negative count",
+            r#"{"items":[{"id":"a","count":-1}]}"#,
+            K::OutOfRange,
+            Some("items[0].count"),
+        ),
+        case(
+            "a float beyond f64",
+            r#"{"items":[{"id":"a","count":1e999}]}"#,
+            K::OutOfRange,
+            Some("items[0].count"),
+        ),
+        case(
+            "a null id",
+            r#"{"items":[{"id":"a","count":1},{"id":null,"count":1}]}"#,
+            K::Schema,
+            Some("items[1].id"),
+        ),
+        case(
+            "a number for a string",
+            r#"{"items":[{"id":7,"count":1}]}"#,
+            K::Schema,
+            Some("items[0].id"),
+        ),
+        case(
+            "a missing field",
+            r#"{"items":[{"id":"a"}]}"#,
+            K::Schema,
+            Some("items[0]"),
+        ),
+        case(
+            "an unknown enum variant",
+            r#"{"items":[{"id":"a","count":1,"kind":"huge"}]}"#,
+            K::Schema,
+            Some("items[0].kind"),
+        ),
+        case(
+            "an unknown top-level field",
+            r#"{"items":[],"extra":1}"#,
+            K::Schema,
+            Some("extra"),
+        ),
+        case("an array for the top level object", "[]", K::Schema, None),
+        case(
+            "a string for the item list",
+            r#"{"items":"none"}"#,
+            K::Schema,
+            Some("items"),
+        ),
+        case(
+            "a duplicate struct field",
+            r#"{"items":[],"items":[]}"#,
+            K::DuplicateKey,
+            None,
+        ),
+        case(
+            "a duplicate map key",
+            r#"{"items":[{"id":"a","count":1,"tags":{"x":1,"x":2}}]}"#,
+            K::DuplicateKey,
+            Some("items[0].tags.x"),
+        ),
+        case(
+            "a control character in a string",
+            "{\"items\":[{\"id\":\"a\u{1}\",\"count\":1}]}",
+            K::Syntax,
+            Some("items[0].id"),
+        ),
+        case(
+            "an invalid escape",
+            r#"{"items":[{"id":"\q","count":1}]}"#,
+            K::Syntax,
+            Some("items[0].id"),
+        ),
+        case(
+            "a lone surrogate escape",
+            r#"{"items":[{"id":"\ud800","count":1}]}"#,
+            K::Syntax,
+            Some("items[0].id"),
+        ),
+        case(
+            "NaN",
+            r#"{"items":[{"id":"a","count":NaN}]}"#,
+            K::Syntax,
+            Some("items[0].count"),
+        ),
+        case(
+            "an empty id (semantic)",
+            r#"{"items":[{"id":"","count":1}]}"#,
+            K::Semantic,
+            Some("items[0].id"),
+        ),
+    ]
+}
+
+#[test]
+fn every_malformed_or_hostile_response_gives_its_exact_error_kind_and_path() {
+    use ValidationKind as K;
+    let cases = table();
+    assert!(cases.len() >= 30, "the table must hold at least 30 cases");
+    let mut failures = Vec::new();
+    for c in cases {
+        let headers = c.content_type.map(json_headers).unwrap_or_default();
+        let status = StatusCode::from_u16(c.status).unwrap();
+        let err = match validate_checked::<Page>(status, &headers, &c.body, &Expect::default()) {
+            Ok(page) => {
+                failures.push(format!("{}: accepted as {page:?}", c.name));
+                continue;
+            }
+            Err(err) => err,
+        };
+        // Hostile nesting gives a path as deep as the recursion limit: only its start is fixed.
+        let path_ok = match (err.path(), c.path) {
+            (Some(got), Some(want)) if c.kind == K::RecursionLimit => {
+                got.starts_with(want) && got.len() <= 170
+            }
+            (got, want) => got == want,
+        };
+        if err.kind() != c.kind || !path_ok {
+            failures.push(format!(
+                "{}: got {:?} at {:?} ({err}); want {:?} at {:?}",
+                c.name,
+                err.kind(),
+                err.path(),
+                c.kind,
+                c.path
+            ));
+        }
+        if let Some(path) = err.path().filter(|_| c.path.is_some()) {
+            if !err.to_string().starts_with(&format!("{path}: ")) {
+                failures.push(format!(
+                    "{}: the message does not name the path: {err}",
+                    c.name
+                ));
+            }
+        }
+        if err.excerpt().len() > 256 + 6 {
+            failures.push(format!(
+                "{}: excerpt of {} bytes",
+                c.name,
+                err.excerpt().len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_body_over_the_limit_is_rejected_before_decoding() {
+    let body = format!(r#"{{"items":[],"next":"{}"}}"#, "x".repeat(100));
+    let err = validate::<Page>(
+        StatusCode::OK,
+        &json_headers("application/json"),
+        body.as_bytes(),
+        &Expect::default().max_body(64),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ValidationKind::TooLarge);
+}
+
+#[test]
+fn json_content_types_with_suffixes_and_parameters_are_accepted() {
+    for ct in [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/problem+json",
+        "application/vnd.github+json",
+    ] {
+        let page = validate::<Page>(
+            StatusCode::OK,
+            &json_headers(ct),
+            br#"{"items":[]}"#,
+            &Expect::default(),
+        );
+        assert_eq!(
+            page.unwrap(),
+            Page {
+                items: vec![],
+                next: None,
+                meta: None
+            },
+            "{ct}"
+        );
+    }
+}
+
+#[test]
+fn an_exact_expected_status_rejects_other_successes() {
+    let expect = Expect::default().status(StatusCode::CREATED);
+    let err = validate::<Page>(
+        StatusCode::OK,
+        &json_headers("application/json"),
+        br#"{"items":[]}"#,
+        &expect,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ValidationKind::UnexpectedStatus);
+}
+
+#[test]
+fn excerpts_show_the_neighbourhood_of_the_problem_with_secrets_masked() {
+    let filler = "x".repeat(1000);
+    let body = format!(
+        r#"{{"items":[{{"id":"{filler}","count":1,"token":"s3cr3t-value"}},{{"id":null}}]}}"#
+    );
+    let err = validate::<Page>(
+        StatusCode::OK,
+        &json_headers("application/json"),
+        body.as_bytes(),
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.path(), Some("items[1].id"));
+    assert!(err.excerpt().contains(r#""id":null"#), "{}", err.excerpt());
+    assert!(!err.excerpt().contains("s3cr3t-value"), "{}", err.excerpt());
+    assert!(err.excerpt().len() <= 256 + 6);
+}
+
+fn arb_content_type() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("application/json".to_owned())),
+        Just(Some("application/x+json; charset=utf-8".to_owned())),
+        "[ -~]{0,40}".prop_map(Some),
+    ]
+}
+
+fn arb_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300),
+        // JSON-ish text made of the grammar's own characters hits deeper paths.
+        "[\\[\\]{}\":,0-9a-z \\\\.eE+-]{0,300}".prop_map(String::into_bytes),
+        Just(br#"{"items":[{"id":"a","count":1,"tags":{"k":1}}]}"#.to_vec()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn validate_never_panics_on_arbitrary_bytes_and_content_types(
+        status in 100u16..600,
+        content_type in arb_content_type(),
+        body in arb_body(),
+    ) {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert("content-type", ct);
+        }
+        let status = StatusCode::from_u16(status).unwrap();
+        let _ = validate_checked::<Page>(status, &headers, &body, &Expect::default());
+        let _ = validate::<serde_json::Value>(status, &headers, &body, &Expect::default());
+    }
+}

@@ -1,0 +1,117 @@
+//! The `metrics` feature: attempt durations, retries and budget refusals reach the `metrics`
+//! facade with their labels.
+
+use std::time::Duration;
+
+use egress_core::Config;
+use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
+use egress_core::test_util::{ScriptedTransport, block_on, step};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::{CompositeKey, MetricKind};
+
+type Row = (
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+);
+
+fn rows(snapshotter: &Snapshotter) -> Vec<Row> {
+    snapshotter.snapshot().into_vec()
+}
+
+fn label<'a>(key: &'a CompositeKey, name: &str) -> Option<&'a str> {
+    key.key()
+        .labels()
+        .find(|l| l.key() == name)
+        .map(|l| l.value())
+}
+
+#[test]
+fn every_attempt_records_its_duration_in_seconds_with_its_labels() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let transport = ScriptedTransport::new();
+        transport
+            .push(step(503).after(Duration::from_millis(250)))
+            .push(step(200).after(Duration::from_millis(50)));
+        let no_jitter =
+            RetryPolicy::standard().with_backoff(Backoff::default().with_jitter(JitterMode::None));
+        let client = transport
+            .client(
+                Config::default()
+                    .with_base_url("https://api.example.com")
+                    .with_retry(no_jitter),
+            )
+            .unwrap();
+        block_on(client.get("/x").send()).unwrap();
+    });
+    let rows = rows(&snapshotter);
+    let mut durations: Vec<(Option<String>, Option<String>, Vec<f64>)> = rows
+        .iter()
+        .filter(|(k, ..)| {
+            k.kind() == MetricKind::Histogram && k.key().name() == "http.client.request.duration"
+        })
+        .map(|(k, _, _, v)| {
+            let DebugValue::Histogram(values) = v else {
+                unreachable!("a histogram key holds histogram values")
+            };
+            assert_eq!(label(k, "http.request.method"), Some("GET"));
+            assert_eq!(label(k, "server.address"), Some("api.example.com"));
+            (
+                label(k, "http.response.status_code").map(str::to_owned),
+                label(k, "error.type").map(str::to_owned),
+                values.iter().map(|f| f.into_inner()).collect(),
+            )
+        })
+        .collect();
+    durations.sort_by(|a, b| a.0.cmp(&b.0));
+    // Virtual time: the 503 took 250 ms and the 200 took 50 ms.
+    assert_eq!(
+        durations,
+        vec![
+            (Some("200".into()), Some(String::new()), vec![0.05]),
+            (Some("503".into()), Some("503".into()), vec![0.25]),
+        ]
+    );
+    let retries: Vec<_> = rows
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == "egress.retries")
+        .map(|(k, _, _, v)| (label(&k, "reason").map(str::to_owned), v))
+        .collect();
+    assert_eq!(
+        retries,
+        vec![(Some("server_error".into()), DebugValue::Counter(1))]
+    );
+}
+
+#[test]
+fn budget_refusals_are_counted_per_host() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let transport = ScriptedTransport::new();
+        for _ in 0..10 {
+            transport.push(step(503));
+        }
+        // No floor and 20 %: 5 calls earn one retry; the other four calls are refused.
+        let budget = BudgetConfig::default().with_min_retries_per_sec(0);
+        let config = Config::default()
+            .with_base_url("https://api.example.com")
+            .with_budget(budget);
+        let client = transport.client(config).unwrap();
+        for _ in 0..5 {
+            let _ = block_on(client.get("/x").max_attempts(2).send());
+        }
+    });
+    let refusals: Vec<_> = rows(&snapshotter)
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == "egress.retry_budget.refusals")
+        .map(|(k, _, _, v)| (label(&k, "server.address").map(str::to_owned), v))
+        .collect();
+    assert_eq!(
+        refusals,
+        vec![(Some("api.example.com".into()), DebugValue::Counter(4))]
+    );
+}
