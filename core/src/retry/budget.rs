@@ -174,8 +174,9 @@ impl RetryBudget {
             return true;
         }
         let width = self.width();
-        let floor = u64::from(self.config.min_retries_per_sec)
-            .saturating_mul(self.config.window.as_secs().max(1));
+        // Retries the floor allows per window: rate * window, rounded down (0.4 s * 1/s = 0).
+        let floor =
+            (f64::from(self.config.min_retries_per_sec) * self.config.window.as_secs_f64()) as u64;
         let ratio = self.config.retry_ratio;
         self.with_host(host, now, |w| {
             let (requests, retries) = w.totals(now, width);
