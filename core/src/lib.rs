@@ -110,6 +110,8 @@ pub mod url;
 pub mod validate;
 
 pub use http;
+pub use secrecy;
+pub use secrecy::SecretString;
 
 pub use client::{ApiKeyHeader, Auth, BearerToken, Client, ClientBuilder, RequestBuilder, Runtime};
 pub use config::{Config, ConfigError, Credentials, Policy, PoolConfig, Timeouts};

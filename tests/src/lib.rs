@@ -1,6 +1,7 @@
-//! Cross-crate tests of egress.
+//! Cross-crate tests of egress, and the loopback fault server both backends test against.
 //!
-//! Today this package holds the checks that keep the core pure (its `tests/`). The loopback fault
-//! server and the cross-backend parity suite land here with the backends; the library part of
-//! this package is where that server will live, so that backends can use it as a
-//! dev-dependency.
+//! The library holds [`server`]: a scriptable HTTP/1.x and HTTP/2 (TLS) server on 127.0.0.1 that
+//! misbehaves on request. Backends use this package as a dev-dependency; its own `tests/` hold
+//! the checks that keep the core pure, the cross-backend parity suite and the load tests.
+
+pub mod server;

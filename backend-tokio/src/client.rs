@@ -1,0 +1,226 @@
+//! Building a [`Client`] on tokio.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use egress_core::client::{AmbientCorrelation, Auth};
+use egress_core::{Client, Config, ConfigError, Runtime, SecretString};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
+
+use crate::connector::TimeoutConnector;
+use crate::rt::{OsEntropy, TokioClock, TokioSleeper, current_correlation_id};
+use crate::transport::HyperTransport;
+
+/// Which certificates a client trusts.
+#[derive(Clone, Debug, Default)]
+enum Roots {
+    /// Mozilla's roots (webpki-roots).
+    #[default]
+    Webpki,
+    /// The operating system's roots.
+    #[cfg(feature = "native-roots")]
+    Native,
+    /// Only the certificates given.
+    Custom,
+}
+
+/// Builds a tokio [`Client`]: configuration, trust roots, default headers, authentication, or a
+/// connector or hyper-util client of your own.
+pub struct Builder {
+    config: Config,
+    roots: Roots,
+    custom_roots: Vec<CertificateDer<'static>>,
+    default_headers: Vec<(String, String)>,
+    auth: Option<Arc<dyn Auth>>,
+    service: Option<String>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("roots", &self.roots)
+            .field("custom_roots", &self.custom_roots.len())
+            .field(
+                "default_headers",
+                &self
+                    .default_headers
+                    .iter()
+                    .map(|(n, _)| n)
+                    .collect::<Vec<_>>(),
+            )
+            .field("auth", &self.auth)
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl Builder {
+    /// A builder with `config`, trusting Mozilla's roots.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            roots: Roots::default(),
+            custom_roots: Vec::new(),
+            default_headers: Vec::new(),
+            auth: None,
+            service: None,
+        }
+    }
+
+    /// Trusts Mozilla's root certificates (the default).
+    #[cfg(feature = "webpki-roots")]
+    pub fn with_webpki_roots(mut self) -> Self {
+        self.roots = Roots::Webpki;
+        self
+    }
+
+    /// Trusts the operating system's root certificates.
+    #[cfg(feature = "native-roots")]
+    pub fn with_native_roots(mut self) -> Self {
+        self.roots = Roots::Native;
+        self
+    }
+
+    /// Trusts this certificate (DER), and only the certificates given this way.
+    pub fn with_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.roots = Roots::Custom;
+        self.custom_roots.push(CertificateDer::from(der.into()));
+        self
+    }
+
+    /// Adds a header sent with every request.
+    pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
+        self.default_headers
+            .push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the authentication hook.
+    pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer_token(self, token: SecretString) -> Self {
+        self.with_auth(Arc::new(egress_core::BearerToken::new(token)))
+    }
+
+    /// Names the service (vendor) in telemetry.
+    pub fn with_service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, ConfigError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match self.roots {
+            #[cfg(feature = "webpki-roots")]
+            Roots::Webpki => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            #[cfg(not(feature = "webpki-roots"))]
+            Roots::Webpki => {
+                return Err(ConfigError::new(
+                    "tls.roots",
+                    "the webpki-roots feature is off: choose native or custom roots",
+                ));
+            }
+            #[cfg(feature = "native-roots")]
+            Roots::Native => {
+                let loaded = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(loaded.certs);
+                if added == 0 {
+                    return Err(ConfigError::new(
+                        "tls.roots",
+                        "no usable certificate in the system's trust store",
+                    ));
+                }
+            }
+            Roots::Custom => {
+                for der in &self.custom_roots {
+                    roots.add(der.clone()).map_err(|e| {
+                        ConfigError::new("tls.roots", format!("a root certificate is invalid: {e}"))
+                    })?;
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::new("tls", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// Builds the client with hyper-util's pooled client over TCP (TCP_NODELAY) and rustls.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        let tls = self.tls_config()?;
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        self.build_with_connector(https)
+    }
+
+    /// Builds the client over your own connector (which handles TLS itself); the connect timeout
+    /// from the configuration is applied around it.
+    pub fn build_with_connector<C>(self, connector: C) -> Result<Client, ConfigError>
+    where
+        TimeoutConnector<C>: Connect + Clone + Send + Sync + 'static,
+    {
+        let connector = TimeoutConnector::new(connector, self.config.timeouts.connect);
+        let pool = &self.config.pool;
+        let client = HyperClient::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(pool.idle_timeout)
+            .pool_max_idle_per_host(pool.max_idle_per_host)
+            .build(connector);
+        self.build_with_hyper_client(client)
+    }
+
+    /// Builds the client over an existing hyper-util client. Its connector's own limits apply;
+    /// the configuration's connect timeout does not wrap it.
+    pub fn build_with_hyper_client<C>(
+        self,
+        client: HyperClient<C, Full<Bytes>>,
+    ) -> Result<Client, ConfigError>
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        let ambient: AmbientCorrelation = Arc::new(current_correlation_id);
+        let runtime = Runtime::new(
+            Arc::new(HyperTransport::new(client)),
+            Arc::new(TokioClock::new()),
+            Arc::new(TokioSleeper),
+            Arc::new(OsEntropy),
+        )
+        .with_ambient_correlation(ambient);
+        let mut builder = Client::builder(self.config, runtime);
+        for (name, value) in &self.default_headers {
+            builder = builder.with_default_header(name, value)?;
+        }
+        if let Some(auth) = self.auth {
+            builder = builder.with_auth(auth);
+        }
+        if let Some(service) = self.service {
+            builder = builder.with_service(service);
+        }
+        builder.build()
+    }
+}
+
+/// A client for `config`, trusting Mozilla's roots. Build it once at start-up and clone it.
+pub fn client(config: Config) -> Result<Client, ConfigError> {
+    Builder::new(config).build()
+}

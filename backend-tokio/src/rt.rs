@@ -1,0 +1,102 @@
+//! The tokio runtime pieces: clock, sleeper, entropy and the correlation scope.
+
+use std::future::Future;
+use std::time::{Instant, SystemTime};
+
+use egress_core::CorrelationId;
+use egress_core::rt::{BoxFuture, Clock, Entropy, Sleeper};
+
+/// Time through `tokio::time::Instant`, so that `#[tokio::test(start_paused = true)]` controls
+/// egress time too. The wall clock advances with it from the moment the clock was made, which
+/// keeps `Retry-After` dates consistent with paused time and immune to system clock jumps.
+#[derive(Debug)]
+pub struct TokioClock {
+    start: tokio::time::Instant,
+    wall_start: SystemTime,
+}
+
+impl TokioClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            wall_start: SystemTime::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.wall_start + (tokio::time::Instant::now() - self.start)
+    }
+}
+
+/// Sleeps with `tokio::time::sleep_until`.
+#[derive(Debug, Default)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at)))
+    }
+}
+
+/// The operating system's random number generator (through `getrandom`).
+#[derive(Debug, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&self, dest: &mut [u8]) {
+        if let Err(error) = getrandom::fill(dest) {
+            // Only possible on a system whose generator is unavailable. IDs and jitter stay
+            // usable (not secret) from the clock's low bits; say so loudly.
+            tracing::error!(%error, "the OS random number generator failed; using a time-based fallback");
+            let mut x = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            for b in dest.iter_mut() {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *b = (x >> 56) as u8;
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    static CORRELATION_ID: CorrelationId;
+}
+
+/// Runs `future` with `id` as the ambient correlation ID: every call made inside it (on this
+/// task) without its own ID carries this one. Typically set by an inbound-request middleware.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use egress_tokio::{current_correlation_id, with_correlation_id};
+/// use egress_core::CorrelationId;
+/// let id = CorrelationId::new("req-42").unwrap();
+/// let seen = with_correlation_id(id.clone(), async { current_correlation_id() }).await;
+/// assert_eq!(seen, Some(id));
+/// assert_eq!(current_correlation_id(), None);
+/// # }
+/// ```
+pub async fn with_correlation_id<F: Future>(id: CorrelationId, future: F) -> F::Output {
+    CORRELATION_ID.scope(id, future).await
+}
+
+/// The ambient correlation ID of the current task, if inside [`with_correlation_id`].
+pub fn current_correlation_id() -> Option<CorrelationId> {
+    CORRELATION_ID.try_with(CorrelationId::clone).ok()
+}

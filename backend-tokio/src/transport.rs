@@ -1,0 +1,113 @@
+//! The transport: hyper-util's pooled client, with the per-phase limits of each attempt.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use egress_core::rt::{BoxFuture, Transport};
+use egress_core::{AttemptRequest, TransportError, TransportErrorKind};
+use http::header::CONTENT_LENGTH;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::Connect;
+
+use crate::error;
+
+/// Sends attempts over a hyper-util client.
+///
+/// Limits: the connect timeout is on the connector (TCP and TLS); the response head must arrive
+/// within `min(write, read)` of the attempt's start (hyper does not report when writing ends, so
+/// the two are enforced as one stricter bound); every body chunk must arrive within `read` of
+/// the previous one; the body stops at the limit. The attempt and whole-call deadlines are the
+/// driver's.
+pub struct HyperTransport<C> {
+    client: HyperClient<C, Full<Bytes>>,
+}
+
+impl<C> HyperTransport<C> {
+    /// A transport over an existing hyper-util client.
+    pub fn new(client: HyperClient<C, Full<Bytes>>) -> Self {
+        Self { client }
+    }
+}
+
+impl<C> fmt::Debug for HyperTransport<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransport").finish_non_exhaustive()
+    }
+}
+
+impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C> {
+    fn send(
+        &self,
+        attempt: AttemptRequest,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        Box::pin(self.execute(attempt))
+    }
+}
+
+fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
+    TransportError::new(kind, what)
+}
+
+impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
+    async fn execute(
+        &self,
+        attempt: AttemptRequest,
+    ) -> Result<http::Response<Bytes>, TransportError> {
+        let read_timeout = attempt.read_timeout;
+        let head_timeout = attempt.read_timeout.min(attempt.write_timeout);
+        let limit = attempt.body_limit;
+        let (parts, body) = attempt.request.into_parts();
+        let request = http::Request::from_parts(parts, Full::new(body));
+
+        let response = match tokio::time::timeout(head_timeout, self.client.request(request)).await
+        {
+            Err(_) => {
+                return Err(timed_out(
+                    TransportErrorKind::ReadTimeout,
+                    "no response head within the read timeout",
+                ));
+            }
+            Ok(Err(e)) => return Err(error::from_client(e)),
+            Ok(Ok(response)) => response,
+        };
+        let (parts, mut body) = response.into_parts();
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(TransportError::new(
+                TransportErrorKind::BodyTooLarge,
+                "content-length exceeds the body limit",
+            ));
+        }
+        let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
+        let mut collected = BytesMut::with_capacity(capacity);
+        loop {
+            let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+                Err(_) => {
+                    return Err(timed_out(
+                        TransportErrorKind::ReadTimeout,
+                        "the body stalled longer than the read timeout",
+                    ));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(error::from_body(e)),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                if (collected.len() + data.len()) as u64 > limit {
+                    // Dropping the body closes the connection instead of draining the rest.
+                    return Err(TransportError::new(
+                        TransportErrorKind::BodyTooLarge,
+                        "the body exceeds the limit",
+                    ));
+                }
+                collected.extend_from_slice(&data);
+            }
+        }
+        Ok(http::Response::from_parts(parts, collected.freeze()))
+    }
+}

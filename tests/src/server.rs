@@ -1,0 +1,780 @@
+//! A loopback fault server: scriptable per request, recording every request it sees.
+//!
+//! It speaks HTTP/1.x by hand over raw TCP (so that it can misbehave in every way a real
+//! upstream does: close or reset before the head or mid-body, lie about the length, drip,
+//! stall, never answer, answer as HTTP/1.0, send a broken chunk), optionally under TLS with a
+//! freshly generated self-signed certificate, and HTTP/2 over TLS (ALPN `h2`) through hyper.
+//! It binds 127.0.0.1 on a random port and stops when dropped.
+//!
+//! ```no_run
+//! use egress_tests::server::{FaultServer, Reply};
+//! let server = FaultServer::start(FaultServer::script([Reply::status(503), Reply::json(200, "{}")]));
+//! // ... point a client at server.url("/entities/7") ...
+//! assert_eq!(server.requests().len(), 2);
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test server: a panicking handler must not hide every later request.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a reply misbehaves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// None: a well-formed response with `Content-Length`.
+    #[default]
+    None,
+    /// Close the connection after reading the request, before any byte of the head.
+    CloseBeforeHead,
+    /// Reset the connection (linger 0) before any byte of the head.
+    ResetBeforeHead,
+    /// Send the head and `after` body bytes, then close.
+    CloseMidBody {
+        /// Body bytes sent before closing.
+        after: usize,
+    },
+    /// Send the head and `after` body bytes, then reset (linger 0).
+    ResetMidBody {
+        /// Body bytes sent before resetting.
+        after: usize,
+    },
+    /// Declare `Content-Length: declared` but send only the body, then close.
+    WrongLength {
+        /// The length announced in the head.
+        declared: usize,
+    },
+    /// Announce no length (chunked) and send chunks of the body forever, until the client closes.
+    EndlessBody,
+    /// Send the body in `chunk`-byte pieces, one every `every`.
+    Drip {
+        /// Bytes per piece.
+        chunk: usize,
+        /// Time between pieces.
+        every: Duration,
+    },
+    /// Send the head and `after` body bytes, then go silent for `pause`, then the rest.
+    StallMidBody {
+        /// Body bytes sent before the stall.
+        after: usize,
+        /// How long the stall lasts.
+        pause: Duration,
+    },
+    /// Read the request and never answer (the connection stays open until the server stops).
+    NeverAnswer,
+    /// Answer as an HTTP/1.0 peer: no `Content-Length`, body delimited by closing.
+    Http10,
+    /// Chunked encoding with an invalid chunk-size line after the first chunk.
+    BadChunk,
+}
+
+/// One scripted reply.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: u16,
+    /// Response headers (besides the framing headers the server adds).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// Delay before the head is sent.
+    pub delay: Duration,
+    /// How the reply misbehaves.
+    pub fault: Fault,
+}
+
+impl Reply {
+    /// A reply with `status`, no headers and an empty body.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            delay: Duration::ZERO,
+            fault: Fault::None,
+        }
+    }
+
+    /// A JSON reply.
+    pub fn json(status: u16, body: &str) -> Self {
+        Self::status(status)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+    }
+
+    /// A reply that only misbehaves (the status is 200 for faults that send a head).
+    pub fn fault(fault: Fault) -> Self {
+        Self {
+            fault,
+            ..Self::status(200)
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Waits before sending the head.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sets the fault.
+    pub fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
+    }
+}
+
+/// A request the server saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The method.
+    pub method: String,
+    /// The request target (path and query).
+    pub path: String,
+    /// Headers, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// When the request was complete (tokio time: virtual under a paused test clock).
+    pub at: Instant,
+    /// The connection it came on (numbered from 1).
+    pub connection: u64,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub version: &'static str,
+}
+
+impl Seen {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What decides the reply to each request: its index (from 0) and the request.
+pub type Handler = Arc<dyn Fn(usize, &Seen) -> Reply + Send + Sync>;
+
+struct Shared {
+    handler: Handler,
+    seen: Mutex<Vec<Seen>>,
+    connections: AtomicU64,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A running fault server; see the [module docs](self).
+pub struct FaultServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    certificate: Option<Vec<u8>>,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for FaultServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultServer")
+            .field("addr", &self.addr)
+            .field("tls", &self.certificate.is_some())
+            .finish()
+    }
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, as DER.
+#[derive(Clone, Debug)]
+pub struct TestCertificate {
+    /// The certificate.
+    pub certificate: Vec<u8>,
+    /// Its private key (PKCS#8).
+    pub key: Vec<u8>,
+}
+
+impl TestCertificate {
+    /// Generates a new one.
+    pub fn generate() -> Self {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let cert = rcgen::generate_simple_self_signed(names)
+            .expect("rcgen makes a certificate for valid names");
+        Self {
+            certificate: cert.cert.der().to_vec(),
+            key: cert.key_pair.serialize_der(),
+        }
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(self.certificate.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())),
+            )
+            .expect("rcgen's key matches its certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+impl FaultServer {
+    /// A handler that answers with `replies` in order, then 500 "script exhausted".
+    pub fn script(replies: impl IntoIterator<Item = Reply>) -> Handler {
+        let queue = Mutex::new(replies.into_iter().collect::<VecDeque<_>>());
+        Arc::new(move |_, _| {
+            lock(&queue)
+                .pop_front()
+                .unwrap_or_else(|| Reply::json(500, r#"{"error":"script exhausted"}"#))
+        })
+    }
+
+    /// A handler that always gives the same reply.
+    pub fn always(reply: Reply) -> Handler {
+        Arc::new(move |_, _| reply.clone())
+    }
+
+    /// Starts a plain HTTP server on its own thread and runtime.
+    pub fn start(handler: Handler) -> Self {
+        Self::start_with(handler, None)
+    }
+
+    /// Starts a TLS server (HTTP/1.1 and HTTP/2 by ALPN) with a fresh self-signed certificate.
+    pub fn start_tls(handler: Handler) -> Self {
+        Self::start_with(handler, Some(TestCertificate::generate()))
+    }
+
+    fn start_with(handler: Handler, cert: Option<TestCertificate>) -> Self {
+        let std_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+        std_listener
+            .set_nonblocking(true)
+            .expect("a socket can be made non-blocking");
+        let addr = std_listener
+            .local_addr()
+            .expect("a bound socket has an address");
+        let shared = Arc::new(Shared {
+            handler,
+            seen: Mutex::default(),
+            connections: AtomicU64::new(0),
+            tls: cert.as_ref().map(TestCertificate::acceptor),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let serving = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("fault-server-{}", addr.port()))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime builds");
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(std_listener)
+                        .expect("the listener joins the runtime");
+                    accept_loop(listener, serving, stopped).await;
+                });
+                // Dropping the runtime cancels every connection task.
+            })
+            .expect("a thread can be spawned");
+        Self {
+            addr,
+            shared,
+            certificate: cert.map(|c| c.certificate),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts a plain HTTP server on the current tokio runtime (for paused-time tests, where the
+    /// server must share the test's clock).
+    pub async fn spawn(handler: Handler) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("loopback has free ports");
+        let addr = listener
+            .local_addr()
+            .expect("a bound socket has an address");
+        let shared = Arc::new(Shared {
+            handler,
+            seen: Mutex::default(),
+            connections: AtomicU64::new(0),
+            tls: None,
+        });
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, shared.clone(), stopped));
+        Self {
+            addr,
+            shared,
+            certificate: None,
+            stop,
+            thread: None,
+        }
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT{path}` (or `https://localhost:PORT{path}` under TLS).
+    pub fn url(&self, path: &str) -> String {
+        match self.certificate {
+            Some(_) => format!("https://localhost:{}{path}", self.addr.port()),
+            None => format!("http://{}{path}", self.addr),
+        }
+    }
+
+    /// The server certificate (DER), under TLS.
+    pub fn certificate_der(&self) -> Option<&[u8]> {
+        self.certificate.as_deref()
+    }
+
+    /// Every request seen so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        lock(&self.shared.seen).clone()
+    }
+
+    /// How many connections were accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let id = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                let shared = shared.clone();
+                let stopped = stopped.clone();
+                tasks.spawn(async move { serve_connection(stream, id, shared, stopped).await });
+            }
+        }
+    }
+    tasks.abort_all();
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    id: u64,
+    shared: Arc<Shared>,
+    stopped: watch::Receiver<bool>,
+) {
+    let Some(acceptor) = shared.tls.clone() else {
+        return serve_http1(Conn::Plain(stream), id, &shared, stopped).await;
+    };
+    let Ok(tls) = acceptor.accept(stream).await else {
+        return;
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        return serve_h2(tls, id, shared).await;
+    }
+    serve_http1(Conn::Tls(Box::new(tls)), id, &shared, stopped).await;
+}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    async fn read_some(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 8192];
+        let n = match self {
+            Self::Plain(s) => s.read(&mut chunk).await?,
+            Self::Tls(s) => s.read(&mut chunk).await?,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.write_all(bytes).await,
+            Self::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    /// Makes the coming close a reset: linger 0 sends RST instead of FIN.
+    fn arm_reset(&self) {
+        let tcp = match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref().0,
+        };
+        let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Reads one request; `None` at a clean end of the connection or on garbage.
+async fn read_request(conn: &mut Conn, buf: &mut Vec<u8>, id: u64) -> Option<(Seen, bool)> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let method = req.method?.to_owned();
+                let path = req.path?.to_owned();
+                let version = if req.version == Some(0) {
+                    "HTTP/1.0"
+                } else {
+                    "HTTP/1.1"
+                };
+                let headers: Vec<(String, String)> = req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let find = |n: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.to_ascii_lowercase())
+                };
+                let close = find("connection").is_some_and(|v| v.contains("close"))
+                    || version == "HTTP/1.0";
+                let length: usize = find("content-length")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                buf.drain(..head_len);
+                let body = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                    read_chunked(conn, buf).await?
+                } else {
+                    while buf.len() < length {
+                        if conn.read_some(buf).await.ok()? == 0 {
+                            return None;
+                        }
+                    }
+                    buf.drain(..length).collect()
+                };
+                let seen = Seen {
+                    method,
+                    path,
+                    headers,
+                    body: Bytes::from(body),
+                    at: tokio::time::Instant::now().into_std(),
+                    connection: id,
+                    version,
+                };
+                return Some((seen, close));
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > 1 << 20 || conn.read_some(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn read_chunked(conn: &mut Conn, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {
+                break p;
+            }
+            if conn.read_some(buf).await.ok()? == 0 {
+                return None;
+            }
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        while buf.len() < size + 2 {
+            if conn.read_some(buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+        if size == 0 {
+            return Some(body);
+        }
+    }
+}
+
+fn head(reply: &Reply, framing: &str, version: &str) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(reply.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown");
+    let mut head = format!("{version} {} {reason}\r\n", reply.status);
+    for (name, value) in &reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(framing);
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watch::Receiver<bool>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some((seen, close)) = read_request(&mut conn, &mut buf, id).await else {
+            return;
+        };
+        let index = {
+            let mut all = lock(&shared.seen);
+            all.push(seen.clone());
+            all.len() - 1
+        };
+        let reply = (shared.handler)(index, &seen);
+        if !reply.delay.is_zero() {
+            tokio::time::sleep(reply.delay).await;
+        }
+        let body = reply.body.clone();
+        let length = format!("content-length: {}\r\n", body.len());
+        let result: std::io::Result<bool> = async {
+            match reply.fault.clone() {
+                Fault::None => {
+                    conn.write(&[head(&reply, &length, "HTTP/1.1"), body.to_vec()].concat())
+                        .await?;
+                    Ok(!close)
+                }
+                Fault::CloseBeforeHead => Ok(false),
+                Fault::ResetBeforeHead => {
+                    conn.arm_reset();
+                    Ok(false)
+                }
+                Fault::CloseMidBody { after } => {
+                    conn.write(&head(&reply, &length, "HTTP/1.1")).await?;
+                    conn.write(&body[..after.min(body.len())]).await?;
+                    Ok(false)
+                }
+                Fault::ResetMidBody { after } => {
+                    conn.write(&head(&reply, &length, "HTTP/1.1")).await?;
+                    conn.write(&body[..after.min(body.len())]).await?;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    conn.arm_reset();
+                    Ok(false)
+                }
+                Fault::WrongLength { declared } => {
+                    let framing = format!("content-length: {declared}\r\n");
+                    conn.write(&[head(&reply, &framing, "HTTP/1.1"), body.to_vec()].concat())
+                        .await?;
+                    Ok(false)
+                }
+                Fault::EndlessBody => {
+                    conn.write(&head(&reply, "transfer-encoding: chunked\r\n", "HTTP/1.1"))
+                        .await?;
+                    let chunk = [b'x'; 16 * 1024];
+                    let frame = [
+                        format!("{:x}\r\n", chunk.len()).into_bytes(),
+                        chunk.to_vec(),
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat();
+                    loop {
+                        if *stopped.borrow() {
+                            return Ok(false);
+                        }
+                        conn.write(&frame).await?;
+                    }
+                }
+                Fault::Drip { chunk, every } => {
+                    conn.write(&head(&reply, &length, "HTTP/1.1")).await?;
+                    for piece in body.chunks(chunk.max(1)) {
+                        tokio::time::sleep(every).await;
+                        conn.write(piece).await?;
+                    }
+                    Ok(!close)
+                }
+                Fault::StallMidBody { after, pause } => {
+                    let after = after.min(body.len());
+                    conn.write(&head(&reply, &length, "HTTP/1.1")).await?;
+                    conn.write(&body[..after]).await?;
+                    tokio::time::sleep(pause).await;
+                    conn.write(&body[after..]).await?;
+                    Ok(!close)
+                }
+                Fault::NeverAnswer => {
+                    let _ = stopped.changed().await;
+                    Ok(false)
+                }
+                Fault::Http10 => {
+                    conn.write(&[head(&reply, "", "HTTP/1.0"), body.to_vec()].concat())
+                        .await?;
+                    Ok(false)
+                }
+                Fault::BadChunk => {
+                    let first = format!("{:x}\r\n", body.len().min(4));
+                    let bytes = [
+                        head(&reply, "transfer-encoding: chunked\r\n", "HTTP/1.1"),
+                        first.into_bytes(),
+                        body[..body.len().min(4)].to_vec(),
+                        b"\r\nzz-not-hex\r\n".to_vec(),
+                    ]
+                    .concat();
+                    conn.write(&bytes).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(false)
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(true) => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn serve_h2<S>(tls: S, id: u64, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Full};
+    let service =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let shared = shared.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let seen = Seen {
+                    method: parts.method.to_string(),
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(n, v)| {
+                            (
+                                n.as_str().to_owned(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body,
+                    at: tokio::time::Instant::now().into_std(),
+                    connection: id,
+                    version: "HTTP/2",
+                };
+                let index = {
+                    let mut all = lock(&shared.seen);
+                    all.push(seen.clone());
+                    all.len() - 1
+                };
+                let reply = (shared.handler)(index, &seen);
+                if !reply.delay.is_zero() {
+                    tokio::time::sleep(reply.delay).await;
+                }
+                let mut response = http::Response::new(Full::new(reply.body.clone()));
+                *response.status_mut() = http::StatusCode::from_u16(reply.status)
+                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                for (name, value) in &reply.headers {
+                    if let (Ok(n), Ok(v)) = (
+                        http::HeaderName::from_bytes(name.as_bytes()),
+                        http::HeaderValue::from_str(value),
+                    ) {
+                        response.headers_mut().append(n, v);
+                    }
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
+}
+
+/// A loopback listener whose accept queue is full, so that a new connection never completes:
+/// for connect-timeout tests. Holds the queued connections until dropped.
+#[derive(Debug)]
+pub struct Blackhole {
+    addr: SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    /// Binds a listener with a backlog of 1 and fills its queue.
+    pub fn new() -> std::io::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        listener.listen(1)?;
+        let addr = listener
+            .local_addr()?
+            .as_socket()
+            .expect("an IPv4 socket has an IPv4 address");
+        let mut queued = Vec::new();
+        // Fill the queue: connects succeed until it is full, then hang (the SYN is dropped).
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => {
+                    return Ok(Self {
+                        addr,
+                        _listener: listener,
+                        _queued: queued,
+                    });
+                }
+            }
+        }
+        Err(std::io::Error::other("the accept queue never filled up"))
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
