@@ -51,6 +51,7 @@
 //! | feature | module | what |
 //! |---|---|---|
 //! | `entities` | [`entities`] | the canonical example: `get_entity`, `get_entities` with bounded concurrency, `create_entity` with an idempotency key |
+//! | `github` | [`github`] | GitHub's REST API: a repository, a repository's issues with `Link` pagination, the rate-limit status; GitHub's primary and secondary rate-limit rules as a classifier; typed GitHub errors |
 //!
 //! # Testing a vendor client
 //!
@@ -63,3 +64,5 @@
 mod common;
 #[cfg(feature = "entities")]
 pub mod entities;
+#[cfg(feature = "github")]
+pub mod github;

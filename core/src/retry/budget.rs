@@ -100,9 +100,16 @@ impl HostWindow {
         u64::try_from(nanos).unwrap_or(u64::MAX)
     }
 
-    fn slot(&mut self, now: Instant, width: Duration) -> &mut Slot {
-        let index = self.index(now, width);
+    /// Concurrent exchanges report times slightly out of order; the window never moves back, so
+    /// a late report counts in the newest slot and sees the whole window.
+    fn clamp(&mut self, now: Instant) -> Instant {
         self.last_seen = self.last_seen.max(now);
+        self.last_seen
+    }
+
+    fn slot(&mut self, now: Instant, width: Duration) -> &mut Slot {
+        let now = self.clamp(now);
+        let index = self.index(now, width);
         let slot = &mut self.slots[(index % SLOTS as u64) as usize];
         if slot.index < index || (slot.index == 0 && slot.requests == 0 && slot.retries == 0) {
             *slot = Slot {
@@ -114,7 +121,8 @@ impl HostWindow {
         slot
     }
 
-    fn totals(&self, now: Instant, width: Duration) -> (u64, u64) {
+    fn totals(&mut self, now: Instant, width: Duration) -> (u64, u64) {
+        let now = self.clamp(now);
         let current = self.index(now, width);
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
         self.slots
@@ -255,6 +263,20 @@ mod tests {
         );
         let t = Instant::now();
         assert!((0..1000).all(|_| b.try_retry("h", t)));
+    }
+
+    #[test]
+    fn a_late_report_from_a_concurrent_exchange_still_sees_the_whole_window() {
+        let b = budget(0);
+        let t = Instant::now();
+        // 10 requests in slot 0 earn 2 retries (10 * 0.2), both spent at 1.5 s (slot 1).
+        for _ in 0..10 {
+            b.record_request("h", t);
+        }
+        assert!(b.try_retry("h", t + Duration::from_millis(1_500)));
+        assert!(b.try_retry("h", t + Duration::from_millis(1_500)));
+        // An exchange whose input time is older (slot 0) must still see the spent retries.
+        assert!(!b.try_retry("h", t + Duration::from_millis(900)));
     }
 
     #[test]

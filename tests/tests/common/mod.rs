@@ -1,0 +1,106 @@
+//! What every cross-backend test needs: the list of backends, a client on each, and a way to
+//! run a future on each backend's own runtime.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses its own part of this module
+
+use std::future::Future;
+use std::time::Duration;
+
+use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
+use egress_core::{Client, Config};
+
+/// A runtime backend under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// egress-tokio.
+    Tokio,
+}
+
+impl Backend {
+    /// Every backend.
+    pub const ALL: [Backend; 1] = [Backend::Tokio];
+
+    /// A client on this backend.
+    pub fn client(self, config: Config) -> Client {
+        match self {
+            Backend::Tokio => egress_tokio::client(config).expect("test config is valid"),
+        }
+    }
+
+    /// A client on this backend trusting `certificate` (DER) only.
+    pub fn client_trusting(self, config: Config, certificate: &[u8]) -> Client {
+        match self {
+            Backend::Tokio => egress_tokio::Builder::new(config)
+                .with_root_certificate(certificate.to_vec())
+                .build()
+                .expect("test config is valid"),
+        }
+    }
+
+    /// Runs `future` to completion on this backend's runtime.
+    pub fn run<F: Future>(self, future: F) -> F::Output {
+        match self {
+            Backend::Tokio => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime builds")
+                .block_on(future),
+        }
+    }
+
+    /// Runs `future` on this backend's runtime, all on the calling thread (so that a
+    /// thread-local tracing subscriber sees everything).
+    pub fn run_here<F: Future>(self, future: F) -> F::Output {
+        match self {
+            Backend::Tokio => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime builds")
+                .block_on(future),
+        }
+    }
+}
+
+impl Backend {
+    /// Runs `futures` concurrently on this backend and waits for all of them.
+    pub async fn join_all<F>(self, futures: Vec<F>) -> Vec<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Backend::Tokio => {
+                let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+                let mut out = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    out.push(handle.await.expect("a load worker panicked"));
+                }
+                out
+            }
+        }
+    }
+
+    /// `future`, or `Err(())` if it takes longer than `limit`.
+    pub async fn timeout<F: Future>(self, limit: Duration, future: F) -> Result<F::Output, ()> {
+        match self {
+            Backend::Tokio => tokio::time::timeout(limit, future).await.map_err(|_| ()),
+        }
+    }
+}
+
+/// Milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The test policy: the defaults with fast, jitter-free backoff (50 ms, 100 ms, ...), so that
+/// timelines are predictable.
+pub fn config(base_url: &str) -> Config {
+    let backoff = Backoff::default()
+        .with_jitter(JitterMode::None)
+        .with_initial(ms(50));
+    Config::default()
+        .with_base_url(base_url)
+        .with_retry(RetryPolicy::standard().with_backoff(backoff))
+}

@@ -1,0 +1,137 @@
+//! Secrets end to end: through each real backend and the fault server, no secret reaches the
+//! captured telemetry, any `Debug` of the objects involved, or any error's `Display`.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Backend;
+use egress_core::retry::RetryPolicy;
+use egress_core::{Config, Credentials, SecretString};
+use egress_tests::server::{Fault, FaultServer, Reply};
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+
+const BEARER: &str = "e2e-bearer-secret-1";
+const API_KEY: &str = "e2e-apikey-secret-2";
+const COOKIE: &str = "e2e-cookie-secret-3";
+const PASSWORD: &str = "e2e-userinfo-secret-4";
+const QUERY: &str = "e2e-query-secret-5";
+const SET_COOKIE: &str = "e2e-setcookie-secret-6";
+const BODY: &str = "e2e-body-secret-7";
+
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)] // decoded to validate
+struct Entity {
+    id: String,
+}
+
+fn no_secret_leaks(backend: Backend) {
+    let echo = format!(r#"{{"error":"bad token {BEARER}","token":"{BODY}","cookie":"{COOKIE}"}}"#);
+    let set_cookie = format!("sid={SET_COOKIE}; Secure");
+    let server = FaultServer::start(FaultServer::script([
+        // 1 success; 2 a retry then success; 3 a timeout; 4 a validation failure; 5 a 401.
+        Reply::json(200, r#"{"id":"1"}"#).header("set-cookie", &set_cookie),
+        Reply::json(503, &echo).header("set-cookie", &set_cookie),
+        Reply::json(200, r#"{"id":"2"}"#),
+        Reply::fault(Fault::NeverAnswer),
+        Reply::json(200, &echo).header("set-cookie", &set_cookie),
+        Reply::json(401, &echo).header("set-cookie", &set_cookie),
+    ]));
+    let base = server
+        .url("")
+        .replace("http://", &format!("http://alice:{PASSWORD}@"));
+    let config = Config::default()
+        .with_base_url(base)
+        .with_read_timeout(Duration::from_millis(200))
+        .with_auth(Credentials::Bearer {
+            token: SecretString::from(BEARER),
+        })
+        .with_retry(RetryPolicy::standard().with_backoff(common::config("http://x").retry.backoff));
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let writer = text.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || Buffer(writer.clone()))
+            .with_span_events(FmtSpan::FULL),
+    );
+    let mut shown = vec![format!("{config:?}")];
+    tracing::subscriber::with_default(subscriber, || {
+        backend.run_here(async {
+            let client = backend.client(config);
+            shown.push(format!("{client:?}"));
+            for n in 1..=5 {
+                let builder = client
+                    .get(&format!("/entities/{n}?token={QUERY}&page=1"))
+                    .header("cookie", &format!("sid={COOKIE}"))
+                    .header("x-api-key", API_KEY)
+                    .max_attempts(if n == 3 { 1 } else { 3 });
+                shown.push(format!("{builder:?}"));
+                match builder.send().await {
+                    Ok(response) => {
+                        shown.push(format!("{response:?}"));
+                        if let Err(e) = response.json::<Entity>() {
+                            shown.push(format!("{e:?}"));
+                            shown.push(e.to_string());
+                        }
+                    }
+                    Err(e) => {
+                        shown.push(format!("{e:?}"));
+                        shown.push(e.to_string());
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            shown.push(s.to_string());
+                            source = s.source();
+                        }
+                    }
+                }
+            }
+        });
+    });
+    let seen = server.requests();
+    assert_eq!(seen.len(), 6, "every scenario reached the server");
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {BEARER}").as_str())
+    );
+    let captured = String::from_utf8_lossy(&text.lock().unwrap()).into_owned();
+    assert!(
+        captured.contains("egress.attempt"),
+        "telemetry was captured:\n{captured}"
+    );
+    for secret in [BEARER, API_KEY, COOKIE, PASSWORD, QUERY, SET_COOKIE, BODY] {
+        assert!(
+            !captured.contains(secret),
+            "{backend:?}: telemetry leaks {secret}:\n{captured}"
+        );
+        for s in &shown {
+            assert!(
+                !s.contains(secret),
+                "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
+            );
+        }
+    }
+}
+
+mod no_secret_leaks {
+    use super::common::Backend;
+
+    #[test]
+    fn tokio() {
+        super::no_secret_leaks(Backend::Tokio);
+    }
+}

@@ -1,0 +1,407 @@
+//! GitHub's error body ([`GitHubError`]) and the domain error of a GitHub call
+//! ([`GitHubApiError`]).
+
+use std::fmt;
+use std::time::SystemTime;
+
+use egress_core::http::StatusCode;
+use egress_core::retry_after::{resolve, response_date};
+use egress_core::{CorrelationId, Error, RetryAfter};
+use serde::Deserialize;
+
+use super::rate_limit::{GitHubClassifier, RateLimitKind};
+
+/// The body of a GitHub error response, as documented ("basic error" and "validation error"):
+///
+/// ```json
+/// {
+///   "message": "Validation Failed",
+///   "errors": [{"resource": "Issue", "field": "title", "code": "missing_field"}],
+///   "documentation_url": "https://docs.github.com/rest/issues/issues#create-an-issue",
+///   "status": "422"
+/// }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct GitHubError {
+    /// What went wrong, in GitHub's words.
+    #[serde(default)]
+    pub message: String,
+    /// The page of GitHub's documentation about this endpoint or error.
+    #[serde(default)]
+    pub documentation_url: Option<String>,
+    /// The status as a string (sent by newer API versions).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The details of a validation failure (422).
+    #[serde(default, deserialize_with = "details")]
+    pub errors: Vec<GitHubErrorDetail>,
+}
+
+impl fmt::Display for GitHubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        for (i, detail) in self.errors.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            write!(f, "{detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl GitHubError {
+    /// Whether GitHub's message says a secondary rate limit was hit.
+    pub fn is_secondary_rate_limit(&self) -> bool {
+        self.message
+            .to_ascii_lowercase()
+            .contains("secondary rate limit")
+    }
+
+    /// Whether GitHub's message says any rate limit was hit (primary or secondary).
+    pub fn is_rate_limit(&self) -> bool {
+        self.message.to_ascii_lowercase().contains("rate limit")
+    }
+
+    /// Masks every occurrence of `secret` (the request's token, echoed back by a server or a
+    /// proxy) so that it cannot reach a log through this value.
+    fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        let mask = |text: &mut String| {
+            if text.contains(secret) {
+                *text = text.replace(secret, "[REDACTED]");
+            }
+        };
+        mask(&mut self.message);
+        for detail in &mut self.errors {
+            for text in [
+                &mut detail.resource,
+                &mut detail.field,
+                &mut detail.code,
+                &mut detail.message,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                mask(text);
+            }
+            if detail
+                .value
+                .as_ref()
+                .is_some_and(|v| v.to_string().contains(secret))
+            {
+                detail.value = Some(serde_json::Value::String("[REDACTED]".to_owned()));
+            }
+        }
+        for text in [&mut self.documentation_url, &mut self.status]
+            .into_iter()
+            .flatten()
+        {
+            mask(text);
+        }
+    }
+}
+
+/// One entry of `errors[]` in a GitHub error: which field of which resource is wrong and how
+/// (`missing`, `missing_field`, `invalid`, `already_exists`, `unprocessable`, or `custom` with
+/// a message). GitHub sometimes sends a bare string instead; it becomes the
+/// [`message`](Self::message).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "DetailWire")]
+#[non_exhaustive]
+pub struct GitHubErrorDetail {
+    /// The kind of resource, such as `Issue`.
+    pub resource: Option<String>,
+    /// The field.
+    pub field: Option<String>,
+    /// The error code.
+    pub code: Option<String>,
+    /// A human-readable message (for `custom` codes and bare strings).
+    pub message: Option<String>,
+    /// The offending value, of any JSON type.
+    pub value: Option<serde_json::Value>,
+}
+
+impl fmt::Display for GitHubErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [&self.resource, &self.field, &self.code, &self.message];
+        let mut first = true;
+        for part in parts.into_iter().flatten() {
+            if !first {
+                f.write_str(" ")?;
+            }
+            f.write_str(part)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DetailWire {
+    Text(String),
+    Object {
+        #[serde(default)]
+        resource: Option<String>,
+        #[serde(default)]
+        field: Option<String>,
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        value: Option<serde_json::Value>,
+    },
+}
+
+impl From<DetailWire> for GitHubErrorDetail {
+    fn from(wire: DetailWire) -> Self {
+        match wire {
+            DetailWire::Text(message) => Self {
+                message: Some(message),
+                ..Self::default()
+            },
+            DetailWire::Object {
+                resource,
+                field,
+                code,
+                message,
+                value,
+            } => Self {
+                resource,
+                field,
+                code,
+                message,
+                value,
+            },
+        }
+    }
+}
+
+fn details<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GitHubErrorDetail>, D::Error> {
+    Ok(Option::<Vec<GitHubErrorDetail>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The error of a [`GitHubClient`](super::GitHubClient) call.
+///
+/// Every variant but [`ForeignLink`](Self::ForeignLink) keeps the core error it came from (with
+/// the attempts, elapsed time and correlation ID of the call); variants for an error status also
+/// keep GitHub's decoded error body when it had one. Retries have already happened by the time
+/// one of these is returned.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GitHubApiError {
+    /// 404: no such resource, or one the credentials may not see (GitHub answers 404 rather than
+    /// 403 for private repositories).
+    #[error("not found on GitHub")]
+    NotFound {
+        /// GitHub's error body.
+        error: Option<Box<GitHubError>>,
+        /// The core error.
+        #[source]
+        source: Error,
+    },
+    /// 401: the token is missing, invalid or expired.
+    #[error("GitHub refused the credentials")]
+    Unauthorized {
+        /// GitHub's error body.
+        error: Option<Box<GitHubError>>,
+        /// The core error.
+        #[source]
+        source: Error,
+    },
+    /// 403 that is not a rate limit: the token lacks a permission or scope, or the resource is
+    /// blocked.
+    #[error("forbidden by GitHub")]
+    Forbidden {
+        /// GitHub's error body.
+        error: Option<Box<GitHubError>>,
+        /// The core error.
+        #[source]
+        source: Error,
+    },
+    /// A primary or secondary rate limit, when waiting was not allowed (past the call's deadline
+    /// or the client's `Retry-After` cap) or did not help.
+    #[error("rate limited by GitHub ({kind:?})")]
+    RateLimited {
+        /// Which limit.
+        kind: RateLimitKind,
+        /// When a retry may succeed, when GitHub said so (the reset time, `Retry-After`, or a
+        /// minute after the response for a secondary limit without it).
+        retry_at: Option<SystemTime>,
+        /// GitHub's error body.
+        error: Option<Box<GitHubError>>,
+        /// The core error.
+        #[source]
+        source: Error,
+    },
+    /// 422: GitHub rejected the request's content; [`GitHubError::errors`] says which fields.
+    #[error("GitHub rejected the request: {error}")]
+    Validation {
+        /// GitHub's error body.
+        error: Box<GitHubError>,
+        /// The core error.
+        #[source]
+        source: Error,
+    },
+    /// GitHub is unavailable for now: 5xx after the allowed retries, timeouts, connection
+    /// failures, or the retry budget refusing more retries.
+    #[error("GitHub is unavailable")]
+    Unavailable {
+        /// The core error.
+        #[source]
+        source: Error,
+    },
+    /// A success whose body is not what GitHub documents (wrong content type, bad JSON, a
+    /// field of the wrong type).
+    #[error("invalid GitHub payload{}: {message}", path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default())]
+    InvalidPayload {
+        /// The JSON path of the problem, when there is one.
+        path: Option<String>,
+        /// What is wrong.
+        message: String,
+        /// The core error, with a redacted excerpt of the body.
+        #[source]
+        source: Error,
+    },
+    /// A pagination link points outside the API's origin or path; it is not followed, since the
+    /// request would carry the token there.
+    #[error("GitHub sent a pagination link outside the API: {url}")]
+    ForeignLink {
+        /// The link's target.
+        url: String,
+    },
+    /// Anything else (another status, an invalid request, a TLS failure): see the core error.
+    #[error("GitHub call failed")]
+    Upstream(#[source] Error),
+}
+
+impl GitHubApiError {
+    /// Maps a core error to GitHub's terms, reading GitHub's error body and rate-limit headers.
+    /// `secret` (the token) is masked in the decoded body.
+    pub(crate) fn from_core(
+        error: Error,
+        classifier: &GitHubClassifier,
+        secret: Option<&str>,
+    ) -> Self {
+        if let Some(validation) = error.validation() {
+            return Self::InvalidPayload {
+                path: validation.path().map(str::to_owned),
+                message: validation.message().to_owned(),
+                source: error,
+            };
+        }
+        let response = error.status_error();
+        let body = response
+            .and_then(|r| r.json::<GitHubError>().ok())
+            .map(|mut body| {
+                if let Some(secret) = secret {
+                    body.redact(secret);
+                }
+                Box::new(body)
+            });
+        let signal = response.and_then(|r| {
+            let date = response_date(r.headers());
+            let wall = date.unwrap_or(SystemTime::UNIX_EPOCH);
+            let signal = classifier.signal(r.status(), r.headers(), wall);
+            let from_body = || {
+                let body = body.as_deref().filter(|b| b.is_rate_limit())?;
+                if !matches!(r.status().as_u16(), 403 | 429) {
+                    return None;
+                }
+                let kind = if body.is_secondary_rate_limit() {
+                    RateLimitKind::Secondary
+                } else {
+                    RateLimitKind::Primary
+                };
+                Some((kind, RetryAfter::Delay(classifier.secondary_wait())))
+            };
+            let (kind, hint) = signal.or_else(from_body)?;
+            // The time a hint points to, measured from the response's own `Date`.
+            let retry_at = match hint {
+                RetryAfter::At(at) => Some(at),
+                RetryAfter::Delay(_) => date.and_then(|d| d.checked_add(resolve(hint, Some(d), d))),
+            };
+            Some((kind, retry_at))
+        });
+        if let Error::RateLimited { retry_at, .. } = &error {
+            let kind = signal.map_or(RateLimitKind::Secondary, |(kind, _)| kind);
+            return Self::RateLimited {
+                kind,
+                retry_at: Some(*retry_at),
+                error: body,
+                source: error,
+            };
+        }
+        if let Some((kind, retry_at)) = signal {
+            return Self::RateLimited {
+                kind,
+                retry_at,
+                error: body,
+                source: error,
+            };
+        }
+        match error.status() {
+            Some(StatusCode::UNAUTHORIZED) => Self::Unauthorized {
+                error: body,
+                source: error,
+            },
+            Some(StatusCode::FORBIDDEN) => Self::Forbidden {
+                error: body,
+                source: error,
+            },
+            Some(StatusCode::NOT_FOUND) => Self::NotFound {
+                error: body,
+                source: error,
+            },
+            Some(StatusCode::UNPROCESSABLE_ENTITY) if body.is_some() => Self::Validation {
+                error: body.unwrap_or_default(),
+                source: error,
+            },
+            _ if error.is_retryable() => Self::Unavailable { source: error },
+            _ => Self::Upstream(error),
+        }
+    }
+
+    /// The core error behind this one.
+    pub fn upstream(&self) -> Option<&Error> {
+        match self {
+            Self::NotFound { source, .. }
+            | Self::Unauthorized { source, .. }
+            | Self::Forbidden { source, .. }
+            | Self::RateLimited { source, .. }
+            | Self::Validation { source, .. }
+            | Self::Unavailable { source }
+            | Self::InvalidPayload { source, .. }
+            | Self::Upstream(source) => Some(source),
+            Self::ForeignLink { .. } => None,
+        }
+    }
+
+    /// GitHub's error body, when the response had one.
+    pub fn github_error(&self) -> Option<&GitHubError> {
+        match self {
+            Self::NotFound { error, .. }
+            | Self::Unauthorized { error, .. }
+            | Self::Forbidden { error, .. }
+            | Self::RateLimited { error, .. } => error.as_deref(),
+            Self::Validation { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The correlation ID of the call.
+    pub fn correlation_id(&self) -> Option<&CorrelationId> {
+        self.upstream().and_then(Error::correlation_id)
+    }
+
+    /// When a retry may succeed, for [`RateLimited`](Self::RateLimited).
+    pub fn retry_at(&self) -> Option<SystemTime> {
+        match self {
+            Self::RateLimited { retry_at, .. } => *retry_at,
+            _ => None,
+        }
+    }
+}

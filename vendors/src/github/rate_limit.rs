@@ -1,0 +1,304 @@
+//! GitHub's rate-limit rules as a [`Classifier`], after GitHub's "Rate limits for the REST API":
+//!
+//! - **Primary limit**: a 403 or 429 with `x-ratelimit-remaining: 0` must not be retried before
+//!   `x-ratelimit-reset` (UTC epoch seconds).
+//! - **Secondary limit**: a 403 or 429 with `Retry-After` must not be retried before it; a
+//!   secondary limit without `Retry-After` waits at least one minute.
+//!
+//! The wait is handed to the core as a hint, so the core's rules apply: a wait longer than the
+//! client's `retry.retry_after_cap`, or one that would end past the call's deadline, ends the call
+//! at once with [`egress_core::Error::RateLimited`] and its `retry_at`, instead of sleeping for
+//! nothing. Every other outcome is classified by the core's default rules.
+
+use std::time::{Duration, SystemTime};
+
+use egress_core::RetryAfter;
+use egress_core::http::{HeaderMap, StatusCode};
+use egress_core::retry::{
+    Classifier, ClassifyContext, Outcome, RetryAction, RetryReason, classify,
+};
+use egress_core::retry_after::{self, resolve, response_date};
+
+use super::RateLimit;
+
+/// How long a secondary rate limit without `Retry-After` waits, at least.
+pub const SECONDARY_MINIMUM_WAIT: Duration = Duration::from_secs(60);
+
+/// Which of GitHub's rate limits a response hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RateLimitKind {
+    /// The hourly quota (`x-ratelimit-remaining: 0`); it resets at `x-ratelimit-reset`.
+    Primary,
+    /// An abuse-prevention limit (too many concurrent requests, too much CPU time, too many
+    /// content-creating requests...): `Retry-After`, or at least a minute.
+    Secondary,
+}
+
+/// The classifier for GitHub: its rate-limit rules, then the core's default rules.
+///
+/// - **Primary limit**: a 403 or 429 with `x-ratelimit-remaining: 0` is retried at
+///   `x-ratelimit-reset` (UTC epoch seconds; with a later `Retry-After` too, at the later one).
+/// - **Secondary limit**: a 403 or 429 with `Retry-After` is retried after it; a 429 without it
+///   after [`with_secondary_wait`](Self::with_secondary_wait) (at least a minute).
+///
+/// The wait goes to the core as a hint: when it exceeds the client's `retry.retry_after_cap` or
+/// would end past the call's deadline, the call ends at once with `RateLimited` and its
+/// `retry_at` instead of sleeping.
+///
+/// [`GitHubClient`](super::GitHubClient) installs it on every request; use it directly only for
+/// your own GitHub calls through a base client.
+#[derive(Clone, Copy, Debug)]
+pub struct GitHubClassifier {
+    secondary_wait: Duration,
+}
+
+impl Default for GitHubClassifier {
+    fn default() -> Self {
+        Self {
+            secondary_wait: SECONDARY_MINIMUM_WAIT,
+        }
+    }
+}
+
+impl GitHubClassifier {
+    /// The classifier with GitHub's documented waits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how long a secondary limit without `Retry-After` waits; never less than
+    /// [`SECONDARY_MINIMUM_WAIT`].
+    pub fn with_secondary_wait(mut self, wait: Duration) -> Self {
+        self.secondary_wait = wait.max(SECONDARY_MINIMUM_WAIT);
+        self
+    }
+
+    /// The rate limit a response signals by its status and headers, with the wait it asks for.
+    ///
+    /// A 403 without any rate-limit header is not taken for a rate limit here: GitHub also
+    /// answers 403 for missing permissions, and only the body tells a secondary limit without
+    /// `Retry-After` apart from those. [`GitHubApiError`](super::GitHubApiError) reads the body.
+    pub fn signal(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        wall: SystemTime,
+    ) -> Option<(RateLimitKind, RetryAfter)> {
+        if !matches!(status.as_u16(), 403 | 429) {
+            return None;
+        }
+        let retry_after = retry_after::from_headers(headers).and_then(Result::ok);
+        if header_u64(headers, "x-ratelimit-remaining") == Some(0) {
+            let reset = header_u64(headers, "x-ratelimit-reset")
+                .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+                .map(RetryAfter::At);
+            // Without a valid reset time, fall back to Retry-After, then to the secondary wait;
+            // with both, honour the later one.
+            let hint = match (reset, retry_after) {
+                (Some(reset), Some(ra)) => later(reset, ra, response_date(headers), wall),
+                (Some(reset), None) => reset,
+                (None, Some(ra)) => ra,
+                (None, None) => RetryAfter::Delay(self.secondary_wait),
+            };
+            return Some((RateLimitKind::Primary, hint));
+        }
+        if let Some(ra) = retry_after {
+            return Some((RateLimitKind::Secondary, ra));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Some((
+                RateLimitKind::Secondary,
+                RetryAfter::Delay(self.secondary_wait),
+            ));
+        }
+        None
+    }
+
+    /// How long a secondary limit without `Retry-After` waits.
+    pub fn secondary_wait(&self) -> Duration {
+        self.secondary_wait
+    }
+}
+
+fn later(a: RetryAfter, b: RetryAfter, date: Option<SystemTime>, wall: SystemTime) -> RetryAfter {
+    if resolve(a, date, wall) >= resolve(b, date, wall) {
+        a
+    } else {
+        b
+    }
+}
+
+impl Classifier for GitHubClassifier {
+    fn classify(&self, outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction {
+        if let Outcome::Response {
+            status, headers, ..
+        } = outcome
+        {
+            if let Some((_, hint)) = self.signal(*status, headers, ctx.wall) {
+                // The server did not process a rate-limited request, so any method may retry.
+                return RetryAction::Retry {
+                    reason: RetryReason::Throttled,
+                    hint: Some(hint),
+                };
+            }
+        }
+        classify(outcome, ctx)
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The `x-ratelimit-*` headers of a response, when all of `limit`, `remaining` and `reset` are
+/// there and valid.
+pub fn rate_limit_headers(headers: &HeaderMap) -> Option<RateLimit> {
+    Some(RateLimit {
+        limit: header_u64(headers, "x-ratelimit-limit")?,
+        remaining: header_u64(headers, "x-ratelimit-remaining")?,
+        reset: header_u64(headers, "x-ratelimit-reset")?,
+        used: header_u64(headers, "x-ratelimit-used").unwrap_or(0),
+        resource: headers
+            .get("x-ratelimit-resource")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egress_core::http::HeaderValue;
+
+    const NOW: u64 = 1_767_225_600;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        h
+    }
+
+    fn signal(status: u16, pairs: &[(&'static str, &str)]) -> Option<(RateLimitKind, RetryAfter)> {
+        GitHubClassifier::new().signal(
+            StatusCode::from_u16(status).unwrap(),
+            &headers(pairs),
+            at(NOW),
+        )
+    }
+
+    #[test]
+    fn an_exhausted_primary_limit_waits_until_the_reset_time() {
+        let reset = (NOW + 600).to_string();
+        for status in [403, 429] {
+            assert_eq!(
+                signal(
+                    status,
+                    &[
+                        ("x-ratelimit-remaining", "0"),
+                        ("x-ratelimit-reset", &reset)
+                    ]
+                ),
+                Some((RateLimitKind::Primary, RetryAfter::At(at(NOW + 600))))
+            );
+        }
+    }
+
+    #[test]
+    fn a_primary_limit_with_a_later_retry_after_honours_the_later_one() {
+        let reset = (NOW + 10).to_string();
+        let pairs = [
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", reset.as_str()),
+            ("retry-after", "30"),
+        ];
+        assert_eq!(
+            signal(403, &pairs),
+            Some((
+                RateLimitKind::Primary,
+                RetryAfter::Delay(Duration::from_secs(30))
+            ))
+        );
+    }
+
+    #[test]
+    fn a_primary_limit_without_a_valid_reset_waits_the_secondary_minimum() {
+        assert_eq!(
+            signal(
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "soon")
+                ]
+            ),
+            Some((
+                RateLimitKind::Primary,
+                RetryAfter::Delay(SECONDARY_MINIMUM_WAIT)
+            ))
+        );
+    }
+
+    #[test]
+    fn a_secondary_limit_uses_retry_after_when_present() {
+        for status in [403, 429] {
+            assert_eq!(
+                signal(
+                    status,
+                    &[("retry-after", "7"), ("x-ratelimit-remaining", "4000")]
+                ),
+                Some((
+                    RateLimitKind::Secondary,
+                    RetryAfter::Delay(Duration::from_secs(7))
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn a_429_without_retry_after_waits_at_least_a_minute() {
+        assert_eq!(
+            signal(429, &[]),
+            Some((
+                RateLimitKind::Secondary,
+                RetryAfter::Delay(Duration::from_secs(60))
+            ))
+        );
+        let longer = GitHubClassifier::new().with_secondary_wait(Duration::from_secs(90));
+        assert_eq!(longer.secondary_wait(), Duration::from_secs(90));
+        let shorter = GitHubClassifier::new().with_secondary_wait(Duration::from_secs(5));
+        assert_eq!(shorter.secondary_wait(), SECONDARY_MINIMUM_WAIT);
+    }
+
+    #[test]
+    fn a_bare_403_and_other_statuses_are_not_rate_limits() {
+        assert_eq!(signal(403, &[]), None);
+        assert_eq!(signal(403, &[("x-ratelimit-remaining", "12")]), None);
+        assert_eq!(signal(404, &[("x-ratelimit-remaining", "0")]), None);
+        assert_eq!(signal(503, &[("retry-after", "5")]), None);
+    }
+
+    #[test]
+    fn rate_limit_headers_need_limit_remaining_and_reset() {
+        let full = headers(&[
+            ("x-ratelimit-limit", "5000"),
+            ("x-ratelimit-remaining", "4999"),
+            ("x-ratelimit-reset", "1372700873"),
+            ("x-ratelimit-used", "1"),
+            ("x-ratelimit-resource", "core"),
+        ]);
+        let limit = rate_limit_headers(&full).unwrap();
+        assert_eq!((limit.limit, limit.remaining, limit.used), (5000, 4999, 1));
+        assert_eq!(limit.reset_at(), at(1_372_700_873));
+        assert_eq!(limit.resource.as_deref(), Some("core"));
+        assert_eq!(
+            rate_limit_headers(&headers(&[("x-ratelimit-limit", "5000")])),
+            None
+        );
+    }
+}
