@@ -453,6 +453,12 @@ impl RequestBuilder {
         self.map(|r| Ok(r.with_classifier(classifier)))
     }
 
+    /// Sets the longest `Retry-After` (or vendor hint) honoured for this call; a longer one ends
+    /// it at once with [`Error::RateLimited`].
+    pub fn retry_after_cap(self, cap: Duration) -> Self {
+        self.map(|r| Ok(r.with_retry_after_cap(cap)))
+    }
+
     /// Names the operation in telemetry, such as `get_entity`.
     pub fn operation(self, name: impl Into<Cow<'static, str>>) -> Self {
         self.map(|mut r| {

@@ -65,6 +65,7 @@ pub struct Exchange {
     idempotency_key: Option<IdempotencyKey>,
     max_attempts: u32,
     attempt_timeout: Duration,
+    retry_after_cap: Duration,
     start: Instant,
     deadline: Instant,
     last_now: Instant,
@@ -179,6 +180,7 @@ impl Exchange {
             idempotency_key,
             max_attempts,
             attempt_timeout,
+            retry_after_cap: o.retry_after_cap.unwrap_or(config.retry.retry_after_cap),
             start: now,
             deadline: saturating_add(now, deadline_after),
             last_now: now,
@@ -442,6 +444,7 @@ impl Exchange {
         let outcome = Outcome::Response {
             status: parts.status,
             headers: &parts.headers,
+            body: &body,
         };
         let action = self.classify(&outcome, wall);
         let status = parts.status;
@@ -532,7 +535,7 @@ impl Exchange {
             Some(hint) => {
                 let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
                 let delay = resolve(hint, date, wall);
-                let cap = self.policy.config().retry.retry_after_cap;
+                let cap = self.retry_after_cap;
                 if delay > cap || saturating_add(at, delay) >= self.deadline {
                     let retry_at = wall.checked_add(delay).unwrap_or(wall);
                     let limited = Error::RateLimited {

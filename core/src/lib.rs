@@ -109,6 +109,7 @@ pub mod test_util;
 pub mod url;
 pub mod validate;
 
+pub use bytes;
 pub use http;
 pub use secrecy;
 pub use secrecy::SecretString;

@@ -53,6 +53,9 @@ pub struct Overrides {
     pub service: Option<Cow<'static, str>>,
     /// The operation name for telemetry, such as `get_repository`.
     pub operation: Option<Cow<'static, str>>,
+    /// The longest `Retry-After` (or vendor hint) honoured for this call; longer ones end it
+    /// with `RateLimited` at once.
+    pub retry_after_cap: Option<Duration>,
 }
 
 impl fmt::Debug for Overrides {
@@ -67,6 +70,7 @@ impl fmt::Debug for Overrides {
             .field("classifier", &self.classifier)
             .field("service", &self.service)
             .field("operation", &self.operation)
+            .field("retry_after_cap", &self.retry_after_cap)
             .finish()
     }
 }
@@ -202,6 +206,12 @@ impl Request {
     /// Sets the correlation ID.
     pub fn with_correlation_id(mut self, id: CorrelationId) -> Self {
         self.overrides.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the longest `Retry-After` honoured for this call.
+    pub fn with_retry_after_cap(mut self, cap: Duration) -> Self {
+        self.overrides.retry_after_cap = Some(cap);
         self
     }
 

@@ -87,6 +87,19 @@ impl Response {
             .map_err(|e| self.invalid(e))
     }
 
+    /// Wraps a validation failure found by the caller (see
+    /// [`ValidationError::semantic`](crate::validate::ValidationError::semantic)) with this
+    /// call's metadata, its excerpt taken from this body and redacted.
+    pub fn validation_error(&self, source: crate::validate::ValidationError) -> Error {
+        let source = if source.excerpt().is_empty() {
+            let excerpt = self.redactor.excerpt(&self.body);
+            source.with_excerpt(excerpt)
+        } else {
+            source
+        };
+        self.invalid(source)
+    }
+
     fn invalid(&self, source: crate::validate::ValidationError) -> Error {
         let meta = CallMeta {
             attempts: self.attempts,

@@ -112,6 +112,22 @@ impl ValidationError {
         }
     }
 
+    /// A semantic failure found by the caller after decoding, for checks that need context the
+    /// payload alone does not have (such as "the returned id is the one asked for"). Wrap it
+    /// with the call's metadata through [`Response::validation_error`](crate::Response::validation_error).
+    pub fn semantic(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(ValidationKind::Semantic, message);
+        e.path = Some(cap_path(&path.into()));
+        e
+    }
+
+    /// Attaches an excerpt (redact it first, for example with
+    /// [`Redactor::excerpt`](crate::redact::Redactor::excerpt)).
+    pub fn with_excerpt(mut self, excerpt: impl Into<String>) -> Self {
+        self.excerpt = excerpt.into();
+        self
+    }
+
     /// The kind of problem.
     pub fn kind(&self) -> ValidationKind {
         self.kind
@@ -169,6 +185,16 @@ impl Invalid {
             path: path.into(),
             message: message.into(),
         }
+    }
+
+    /// The JSON path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 

@@ -637,3 +637,72 @@ fn the_shipped_runtime_sends_retries_after_the_backoff_alone() {
     assert_eq!(arrivals(&transport), [ms(0), ms(100), ms(300)]);
     assert_eq!(response.elapsed(), ms(300));
 }
+
+#[test]
+fn a_per_request_retry_after_cap_lets_a_long_hint_be_waited() {
+    // The client-wide cap is 30 s; this call allows 90 s, so Retry-After: 60 is honoured.
+    let (transport, client) = upstream(
+        no_jitter(),
+        [step(429).header("retry-after", "60"), step(200)],
+    );
+    let response = block_on(
+        client
+            .get("/x")
+            .retry_after_cap(Duration::from_secs(90))
+            .deadline(Duration::from_secs(120))
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(response.attempts(), 2);
+    assert_eq!(arrivals(&transport), [ms(0), ms(60_000)]);
+}
+
+/// Retries a 403 whose body says "secondary rate limit", as some vendors signal only there.
+#[derive(Debug)]
+struct BodySignal;
+
+impl egress_core::retry::Classifier for BodySignal {
+    fn classify(
+        &self,
+        outcome: &egress_core::retry::Outcome<'_>,
+        ctx: &egress_core::retry::ClassifyContext<'_>,
+    ) -> egress_core::retry::RetryAction {
+        if let egress_core::retry::Outcome::Response { status, body, .. } = outcome {
+            if status.as_u16() == 403 && body.windows(9).any(|w| w == b"secondary") {
+                return egress_core::retry::RetryAction::Retry {
+                    reason: egress_core::retry::RetryReason::Throttled,
+                    hint: Some(egress_core::RetryAfter::Delay(Duration::from_secs(1))),
+                };
+            }
+        }
+        egress_core::retry::classify(outcome, ctx)
+    }
+}
+
+#[test]
+fn a_classifier_can_read_the_response_body() {
+    let (transport, client) = upstream(
+        no_jitter(),
+        [
+            step(403).json(r#"{"message":"You have exceeded a secondary rate limit"}"#),
+            step(200),
+        ],
+    );
+    let response = block_on(client.get("/x").classifier(Arc::new(BodySignal)).send()).unwrap();
+    assert_eq!(response.attempts(), 2);
+    assert_eq!(arrivals(&transport), [ms(0), ms(1_000)]);
+}
+
+#[test]
+fn a_caller_found_semantic_failure_carries_the_call_metadata() {
+    let (_transport, client) = upstream(no_jitter(), [step(200).json(r#"{"id":"8"}"#)]);
+    let response = block_on(client.get("/entities/7").send()).unwrap();
+    let failure = egress_core::validate::ValidationError::semantic("id", "expected 7, got 8");
+    let error = response.validation_error(failure);
+    let validation = error.validation().unwrap();
+    assert_eq!(validation.path(), Some("id"));
+    assert_eq!(validation.excerpt(), r#"{"id":"8"}"#);
+    assert_eq!(error.attempts(), 1);
+    assert_eq!(error.correlation_id(), Some(response.correlation_id()));
+    assert!(!error.is_retryable());
+}

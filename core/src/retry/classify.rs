@@ -20,6 +20,8 @@ pub enum Outcome<'a> {
         status: StatusCode,
         /// The headers.
         headers: &'a HeaderMap,
+        /// The body (complete, within the limit), for vendors that signal in it.
+        body: &'a bytes::Bytes,
     },
     /// The transport failed.
     Failed(&'a TransportError),
@@ -132,7 +134,9 @@ pub fn classify(outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction
         }
     };
     match *outcome {
-        Outcome::Response { status, headers } => {
+        Outcome::Response {
+            status, headers, ..
+        } => {
             let code = status.as_u16();
             let hint = retry_after::from_headers(headers).and_then(Result::ok);
             let throttled = ctx.policy.throttling_statuses.contains(&code);
@@ -195,9 +199,11 @@ mod tests {
 
     fn status(code: u16, headers: &HeaderMap, method: Method) -> RetryAction {
         let policy = RetryPolicy::standard();
+        let body = bytes::Bytes::new();
         let outcome = Outcome::Response {
             status: StatusCode::from_u16(code).unwrap(),
             headers,
+            body: &body,
         };
         classify(&outcome, &ctx(&method, &policy))
     }
