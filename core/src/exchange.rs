@@ -401,6 +401,13 @@ impl Exchange {
     }
 
     fn on_failure(&mut self, at: Instant, failure: TransportError) {
+        // A transport timeout at or past the attempt's deadline is that deadline expiring (the
+        // transport's limits are capped by it and may fire first): report it as the core's own.
+        if let State::InFlight { until, .. } = self.state {
+            if at >= until && failure.kind().timeout_kind().is_some() {
+                return self.check_expiry(at);
+            }
+        }
         self.maybe_sent |= failure.may_have_been_sent();
         self.telemetry
             .attempt_finished(at, None, Some(failure.kind().as_str()));

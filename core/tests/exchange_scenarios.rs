@@ -723,3 +723,41 @@ fn a_post_refused_on_every_attempt_reports_the_request_as_never_sent() {
     assert_eq!(error.stop_reason(), Some(StopReason::AttemptsExhausted));
     assert!(!error.may_have_been_sent());
 }
+
+#[test]
+fn a_transport_timeout_at_the_attempt_deadline_is_reported_as_the_attempt_timeout() {
+    use egress_core::{Exchange, Input, Output, TransportError, TransportErrorKind};
+    let policy = Config::default()
+        .with_attempt_timeout(Duration::from_secs(1))
+        .with_retry(RetryPolicy::disabled())
+        .build()
+        .unwrap();
+    let request = egress_core::Request::new(Method::GET, "https://api.example.com/x").unwrap();
+    let start = std::time::Instant::now();
+    let mut exchange = Exchange::new(request, &policy, start, 0);
+    let Output::Send(attempt) = exchange.poll_output(start) else {
+        panic!("the first output sends")
+    };
+    // The transport's read limit is capped by the attempt deadline, and fires with it.
+    assert_eq!(attempt.read_timeout, Duration::from_secs(1));
+    let at = start + attempt.read_timeout;
+    let error = TransportError::from_kind(TransportErrorKind::ReadTimeout);
+    exchange.handle_input(Input::Failed {
+        attempt: 1,
+        at,
+        error,
+    });
+    let Output::Done(Err(error)) = exchange.poll_output(at) else {
+        panic!("the exchange ends")
+    };
+    assert!(
+        matches!(
+            error,
+            Error::Timeout {
+                kind: TimeoutKind::Attempt,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
