@@ -27,13 +27,12 @@
 //! assert_eq!(err.to_string(), "items[1].id: invalid type: null, expected a string");
 //! ```
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::DeserializeOwned;
 
 use crate::redact::Redactor;
 
@@ -455,112 +454,95 @@ fn offset_of(body: &[u8], line: usize, column: usize) -> usize {
     body.len()
 }
 
-/// Finds the first object key that appears twice in the same object, with its path. The body is
-/// already known to be valid JSON within the recursion limit.
+/// Finds the first object key that appears twice in the same object, with its path.
+///
+/// A token scan rather than a second parse: the body already decoded into `T`, but fields that
+/// `T` skips were read laxly (a lone surrogate, a number out of range, nesting past the limit),
+/// and a strict re-parse would stop there and miss a repeat after them. Keys compare after
+/// unescaping, so `"a"` and `"\u0061"` are the same key.
 fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
-    let mut found = None;
-    let mut path = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let _ = DupSeed {
-        path: &mut path,
-        found: &mut found,
+    enum Frame {
+        Object {
+            keys: HashSet<String>,
+            key: Option<String>,
+        },
+        Array {
+            index: usize,
+        },
     }
-    .deserialize(&mut de);
-    found
-}
-
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-fn render(path: &[Seg]) -> String {
-    let mut s = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !s.is_empty() {
-                    s.push('.');
+    let render = |stack: &[Frame], last: &str| {
+        let mut path = String::new();
+        for frame in stack {
+            match frame {
+                Frame::Object { key: Some(k), .. } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
                 }
-                s.push_str(k);
+                Frame::Object { key: None, .. } => {}
+                Frame::Array { index } => path.push_str(&format!("[{index}]")),
             }
-            Seg::Index(i) => s.push_str(&format!("[{i}]")),
         }
-    }
-    s
-}
-
-struct DupSeed<'a> {
-    path: &'a mut Vec<Seg>,
-    found: &'a mut Option<(String, String)>,
-}
-
-impl<'de> DeserializeSeed<'de> for DupSeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for DupSeed<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut i = 0;
-        loop {
-            self.path.push(Seg::Index(i));
-            let more = seq.next_element_seed(DupSeed {
-                path: self.path,
-                found: self.found,
-            })?;
-            self.path.pop();
-            if more.is_none() {
-                return Ok(());
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(last);
+        path
+    };
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'{' => stack.push(Frame::Object {
+                keys: HashSet::new(),
+                key: None,
+            }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                stack.pop();
             }
-            i += 1;
-        }
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&key) {
-                self.path.push(Seg::Key(key.clone().into_owned()));
-                *self.found = Some((render(self.path), key.into_owned()));
-                return Err(de::Error::custom("duplicate key"));
+            b',' => {
+                if let Some(Frame::Array { index }) = stack.last_mut() {
+                    *index += 1;
+                }
             }
-            self.path.push(Seg::Key(key.clone().into_owned()));
-            let r = map.next_value_seed(DupSeed {
-                path: self.path,
-                found: self.found,
-            });
-            self.path.pop();
-            r?;
-            seen.insert(key);
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                let token = &body[start..(i + 1).min(body.len())];
+                let mut j = i + 1;
+                while j < body.len() && body[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if body.get(j) == Some(&b':') {
+                    let key = serde_json::from_slice::<String>(token).unwrap_or_else(|_| {
+                        String::from_utf8_lossy(&token[1..token.len().saturating_sub(1).max(1)])
+                            .into_owned()
+                    });
+                    let duplicate = match stack.last_mut() {
+                        Some(Frame::Object { keys, key: current }) => {
+                            let fresh = keys.insert(key.clone());
+                            *current = Some(key.clone());
+                            !fresh
+                        }
+                        _ => false,
+                    };
+                    if duplicate {
+                        // The path ends at the repeated key, not at the enclosing object's key.
+                        if let Some(Frame::Object { key: current, .. }) = stack.last_mut() {
+                            *current = None;
+                        }
+                        return Some((render(&stack, &key), key));
+                    }
+                }
+            }
+            _ => {}
         }
-        Ok(())
+        i += 1;
     }
+    None
 }

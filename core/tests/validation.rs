@@ -447,3 +447,62 @@ proptest! {
         let _ = validate::<serde_json::Value>(status, &headers, &body, &Expect::default());
     }
 }
+
+/// A type that skips unknown fields, as most vendor payload types do.
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+struct Lax {
+    items: Vec<serde_json::Value>,
+}
+
+#[test]
+fn a_repeated_key_after_a_laxly_skipped_field_is_still_found() {
+    // Found by the validate_json fuzz target: fields the type skips are read laxly, and a
+    // strict re-parse stopped at them and missed the repeat that follows.
+    let deep = format!(
+        r#"{{"items":[],"x":{}{{"a":1,"a":2}}{}}}"#,
+        "[".repeat(130),
+        "]".repeat(130)
+    );
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "a lone surrogate",
+            br#"{"items":[],"x":"\ud800","y":1,"y":2}"#,
+            "y",
+        ),
+        (
+            "a number out of range",
+            br#"{"items":[],"x":1e400,"y":1,"y":2}"#,
+            "y",
+        ),
+        ("nesting past the limit", deep.as_bytes(), "x[0][0]"),
+    ];
+    for (name, body, path_start) in cases {
+        let err = validate::<Lax>(
+            StatusCode::OK,
+            &json_headers("application/json"),
+            body,
+            &Expect::default(),
+        )
+        .expect_err(name);
+        assert_eq!(err.kind(), ValidationKind::DuplicateKey, "{name}: {err}");
+        assert!(
+            err.path().is_some_and(|p| p.starts_with(path_start)),
+            "{name}: {:?}",
+            err.path()
+        );
+    }
+}
+
+#[test]
+fn escaped_and_plain_spellings_of_a_key_are_the_same_key() {
+    let err = validate::<serde_json::Value>(
+        StatusCode::OK,
+        &json_headers("application/json"),
+        br#"{"a":{"b":1,"\u0062":2}}"#,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ValidationKind::DuplicateKey);
+    assert_eq!(err.path(), Some("a.b"));
+}
