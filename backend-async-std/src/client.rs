@@ -1,0 +1,173 @@
+//! Building a [`Client`] on async-std.
+
+use std::fmt;
+use std::sync::Arc;
+
+use egress_core::client::{AmbientCorrelation, Auth};
+use egress_core::{Client, Config, ConfigError, Runtime, SecretString};
+
+use crate::connector::Connector;
+use crate::h1::PooledH1;
+use crate::pool::Pool;
+use crate::rt::{AsyncStdClock, AsyncStdSleeper, OsEntropy, current_correlation_id};
+use crate::transport::SurfTransport;
+
+/// Which certificates a client trusts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Roots {
+    /// The operating system's trust store, as OpenSSL finds it.
+    #[default]
+    Native,
+    /// Only the certificates given.
+    Custom,
+}
+
+/// Builds an async-std [`Client`]: configuration, trust roots, TLS versions, default headers,
+/// authentication, or a surf client of your own.
+pub struct Builder {
+    config: Config,
+    roots: Roots,
+    custom_roots: Vec<Vec<u8>>,
+    min_tls_version: Option<native_tls::Protocol>,
+    default_headers: Vec<(String, String)>,
+    auth: Option<Arc<dyn Auth>>,
+    service: Option<String>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("roots", &self.roots)
+            .field("custom_roots", &self.custom_roots.len())
+            .field("min_tls_version", &self.min_tls_version)
+            .field(
+                "default_headers",
+                &self
+                    .default_headers
+                    .iter()
+                    .map(|(n, _)| n)
+                    .collect::<Vec<_>>(),
+            )
+            .field("auth", &self.auth)
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl Builder {
+    /// A builder with `config`, trusting the operating system's root certificates.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            roots: Roots::default(),
+            custom_roots: Vec::new(),
+            min_tls_version: None,
+            default_headers: Vec::new(),
+            auth: None,
+            service: None,
+        }
+    }
+
+    /// Trusts the operating system's root certificates (the default), as OpenSSL finds them.
+    pub fn with_native_roots(mut self) -> Self {
+        self.roots = Roots::Native;
+        self
+    }
+
+    /// Trusts this certificate (DER), and only the certificates given this way.
+    pub fn with_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.roots = Roots::Custom;
+        self.custom_roots.push(der.into());
+        self
+    }
+
+    /// Refuses TLS versions older than `version` (native-tls's default floor is TLS 1.0 on
+    /// some systems; OpenSSL 3's own configuration usually raises it).
+    pub fn with_min_tls_version(mut self, version: native_tls::Protocol) -> Self {
+        self.min_tls_version = Some(version);
+        self
+    }
+
+    /// Adds a header sent with every request.
+    pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
+        self.default_headers
+            .push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the authentication hook.
+    pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer_token(self, token: SecretString) -> Self {
+        self.with_auth(Arc::new(egress_core::BearerToken::new(token)))
+    }
+
+    /// Names the service (vendor) in telemetry.
+    pub fn with_service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    fn tls_connector(&self) -> Result<async_native_tls::TlsConnector, ConfigError> {
+        let mut tls = native_tls::TlsConnector::builder();
+        if self.roots == Roots::Custom {
+            tls.disable_built_in_roots(true);
+            for der in &self.custom_roots {
+                let certificate = native_tls::Certificate::from_der(der).map_err(|e| {
+                    ConfigError::new("tls.roots", format!("a root certificate is invalid: {e}"))
+                })?;
+                tls.add_root_certificate(certificate);
+            }
+        }
+        tls.min_protocol_version(self.min_tls_version);
+        // Fail at start-up, not at the first call, if OpenSSL refuses the settings.
+        tls.build()
+            .map_err(|e| ConfigError::new("tls", e.to_string()))?;
+        Ok(async_native_tls::TlsConnector::from(tls))
+    }
+
+    /// Builds the client: surf over egress's pooled HTTP/1.1 client (async-h1, TCP_NODELAY,
+    /// native-tls), with the connect timeout and pool settings from the configuration.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        let connector = Connector::new(self.tls_connector()?, self.config.timeouts.connect);
+        let pool = Pool::new(&self.config.pool);
+        let surf = surf::Client::with_http_client(PooledH1::new(connector, pool));
+        self.build_with_surf_client(surf)
+    }
+
+    /// Builds the client over an existing surf client (its HTTP client and middleware apply).
+    /// The trust roots and TLS version set on this builder do not; the phase limits are
+    /// enforced as [`SurfTransport::new`] says.
+    pub fn build_with_surf_client(self, surf: surf::Client) -> Result<Client, ConfigError> {
+        let ambient: AmbientCorrelation = Arc::new(current_correlation_id);
+        let runtime = Runtime::new(
+            Arc::new(SurfTransport::new(surf)),
+            Arc::new(AsyncStdClock::new()),
+            Arc::new(AsyncStdSleeper),
+            Arc::new(OsEntropy),
+        )
+        .with_ambient_correlation(ambient);
+        let mut builder = Client::builder(self.config, runtime);
+        for (name, value) in &self.default_headers {
+            builder = builder.with_default_header(name, value)?;
+        }
+        if let Some(auth) = self.auth {
+            builder = builder.with_auth(auth);
+        }
+        if let Some(service) = self.service {
+            builder = builder.with_service(service);
+        }
+        builder.build()
+    }
+}
+
+/// A client for `config`, trusting the operating system's roots. Build it once at start-up
+/// and clone it.
+pub fn client(config: Config) -> Result<Client, ConfigError> {
+    Builder::new(config).build()
+}

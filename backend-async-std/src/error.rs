@@ -1,0 +1,271 @@
+//! Mapping surf, async-h1, native-tls and IO errors into the core's [`TransportErrorKind`],
+//! keeping the native error as the source. The "may have been sent" rules are the tokio
+//! backend's: refused or failed connects, connect timeouts and TLS failures were never sent;
+//! resets, closes and protocol errors after connecting may have been.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+
+use egress_core::{TransportError, TransportErrorKind as Kind};
+
+use crate::connector::{ConnectError, ConnectFailure};
+use crate::convert::ConvertError;
+
+/// Where in the attempt the error happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Before the response head: connecting, writing, waiting for the head.
+    Head,
+    /// While reading the body.
+    Body,
+}
+
+/// The messages async-h1 gives when the connection ends before a response head: the request
+/// may have been read by the server.
+const CLOSED_BEFORE_HEAD: [&str; 2] = ["connection closed", "empty response"];
+
+/// Every error in the source chain, descending into the error an `io::Error` wraps (whose own
+/// `source()` skips it).
+fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut out = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if out.len() > 32 {
+            break; // a cyclic or absurdly deep chain
+        }
+        out.push(e);
+        next = match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    out
+}
+
+fn classify(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
+    let errors = chain(error);
+    for e in &errors {
+        if let Some(connect) = e.downcast_ref::<ConnectError>() {
+            return match connect.failure() {
+                ConnectFailure::Dns => Kind::Dns,
+                ConnectFailure::Refused => Kind::ConnectRefused,
+                ConnectFailure::TimedOut => Kind::ConnectTimeout,
+                ConnectFailure::Tls => Kind::Tls,
+                ConnectFailure::Other => Kind::Connect,
+            };
+        }
+        if e.is::<native_tls::Error>() {
+            return Kind::Tls;
+        }
+        if e.is::<ConvertError>() {
+            return Kind::Protocol;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::TimedOut => return Kind::ReadTimeout,
+                io::ErrorKind::InvalidData => return Kind::Protocol,
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => {
+                    return match stage {
+                        Stage::Head => Kind::ClosedBeforeResponse,
+                        Stage::Body => Kind::ClosedDuringBody,
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+    match stage {
+        Stage::Head
+            if errors
+                .iter()
+                .any(|e| CLOSED_BEFORE_HEAD.contains(&e.to_string().as_str())) =>
+        {
+            Kind::ClosedBeforeResponse
+        }
+        // Past connecting, what is left is async-h1 refusing the response head (malformed,
+        // over 8 KiB, not HTTP/1.1, an unregistered status, conflicting framing).
+        Stage::Head => Kind::Protocol,
+        Stage::Body => Kind::ClosedDuringBody,
+    }
+}
+
+/// A `surf::Error` as a standard error whose source is the error surf carries, so that the
+/// chain reaches the native error itself (`io::Error`, `native_tls::Error`, ...): converting
+/// surf's error into a box would hide it behind anyhow's wrapper type.
+struct SendError(surf::Error);
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Logs often show only the outermost message: make it the real one.
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl StdError for SendError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        let inner: &(dyn StdError + Send + Sync + 'static) = self.0.as_ref();
+        Some(inner)
+    }
+}
+
+/// Maps an error of `surf::Client::send` (connect, write, or waiting for the head).
+pub(crate) fn from_send(error: surf::Error) -> TransportError {
+    let error = SendError(error);
+    let kind = classify(&error, Stage::Head);
+    TransportError::new(kind, error)
+}
+
+/// Maps an error while reading the body.
+pub(crate) fn from_body(error: io::Error) -> TransportError {
+    let kind = classify(&error, Stage::Body);
+    TransportError::new(kind, error)
+}
+
+/// A request or response head one side of the `http` / `http-types` conversion cannot hold.
+pub(crate) fn from_convert(error: ConvertError) -> TransportError {
+    TransportError::new(Kind::Protocol, error)
+}
+
+/// The connection closed before the body reached its declared `Content-Length`.
+#[derive(Debug)]
+pub(crate) struct Truncated {
+    pub(crate) declared: u64,
+    pub(crate) received: u64,
+}
+
+impl fmt::Display for Truncated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the body ended after {} of its {} declared bytes",
+            self.received, self.declared
+        )
+    }
+}
+
+impl StdError for Truncated {}
+
+/// A response async-h1 cannot read faithfully: no `Content-Length` and not chunked (a body
+/// delimited by closing the connection), which it would silently report as empty.
+#[derive(Debug)]
+pub(crate) struct CloseDelimited;
+
+impl fmt::Display for CloseDelimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a body delimited by closing the connection is not supported by async-h1")
+    }
+}
+
+impl StdError for CloseDelimited {}
+
+/// A panic inside surf, async-h1 or http-types while handling the response (they `unwrap` on
+/// some server input, such as non-ASCII header values).
+#[derive(Debug)]
+pub(crate) struct Panicked(pub(crate) String);
+
+impl fmt::Display for Panicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the HTTP stack panicked on the response: {}", self.0)
+    }
+}
+
+impl StdError for Panicked {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: io::ErrorKind) -> io::Error {
+        io::Error::from(kind)
+    }
+
+    fn send_error(error: impl Into<surf::Error>) -> Kind {
+        from_send(error.into()).kind()
+    }
+
+    #[test]
+    fn connect_failures_are_never_sent_kinds() {
+        assert_eq!(
+            send_error(ConnectError::for_test(ConnectFailure::Refused)),
+            Kind::ConnectRefused
+        );
+        assert_eq!(
+            send_error(ConnectError::for_test(ConnectFailure::TimedOut)),
+            Kind::ConnectTimeout
+        );
+        assert_eq!(
+            send_error(ConnectError::for_test(ConnectFailure::Tls)),
+            Kind::Tls
+        );
+        assert_eq!(
+            send_error(ConnectError::for_test(ConnectFailure::Dns)),
+            Kind::Dns
+        );
+        for failure in [
+            ConnectFailure::Dns,
+            ConnectFailure::Refused,
+            ConnectFailure::TimedOut,
+            ConnectFailure::Tls,
+            ConnectFailure::Other,
+        ] {
+            assert!(!send_error(ConnectError::for_test(failure)).may_have_been_sent());
+        }
+    }
+
+    #[test]
+    fn resets_after_connecting_depend_on_the_stage() {
+        assert_eq!(
+            send_error(io(io::ErrorKind::ConnectionReset)),
+            Kind::ClosedBeforeResponse
+        );
+        assert_eq!(
+            from_body(io(io::ErrorKind::ConnectionReset)).kind(),
+            Kind::ClosedDuringBody
+        );
+        assert_eq!(
+            from_body(io(io::ErrorKind::UnexpectedEof)).kind(),
+            Kind::ClosedDuringBody
+        );
+    }
+
+    #[test]
+    fn async_h1s_closed_before_the_head_messages_are_resets_and_the_rest_protocol_errors() {
+        assert_eq!(
+            send_error(surf::Error::from_str(500, "connection closed")),
+            Kind::ClosedBeforeResponse
+        );
+        assert_eq!(
+            send_error(surf::Error::from_str(500, "Malformed HTTP head")),
+            Kind::Protocol
+        );
+    }
+
+    #[test]
+    fn a_bad_chunk_is_a_protocol_error() {
+        let bad = io::Error::new(io::ErrorKind::InvalidData, "Unexpected byte 122");
+        assert_eq!(from_body(bad).kind(), Kind::Protocol);
+    }
+
+    #[test]
+    fn the_native_error_stays_the_source() {
+        let error = from_send(io(io::ErrorKind::ConnectionReset).into());
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(
+            chain(source)
+                .iter()
+                .any(|e| e.downcast_ref::<io::Error>().map(io::Error::kind)
+                    == Some(io::ErrorKind::ConnectionReset)),
+            "{source:?}"
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! The HTTP client under surf: async-h1 (surf's HTTP/1.1 engine) over this crate's connector
+//! and pool, reporting each attempt's phase so the transport can time them apart.
+//!
+//! surf's built-in `H1Client` is not used: its pool takes back connections whose exchange was
+//! abandoned (a timeout, a dropped call), so a later request can read an earlier response; it
+//! has no connect timeout on pooled connections; and it turns connect failures into strings.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use surf::http::{Request, Response};
+
+use crate::connector::{Connector, Origin};
+use crate::pool::Pool;
+
+/// Where an attempt is, as far as timing goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// No client has picked the request up (or the client does not report phases).
+    Unclaimed,
+    /// Taking an idle connection or opening one (the connector enforces its own timeout).
+    Connecting,
+    /// Writing the request, since then.
+    Writing(Instant),
+    /// Waiting for the response head, since then.
+    Reading(Instant),
+}
+
+/// Shared between the transport (which reads it) and the client and lease (which advance it),
+/// through the request's extensions.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    phase: Mutex<Phase>,
+}
+
+impl Probe {
+    /// A probe for a request no client has picked up yet.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            phase: Mutex::new(Phase::Unclaimed),
+        })
+    }
+
+    fn set(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    /// The current phase.
+    pub(crate) fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The request is written; the wait for the head begins now.
+    pub(crate) fn reading(&self) {
+        self.set(Phase::Reading(Instant::now()));
+    }
+}
+
+/// The request extension carrying the probe.
+#[derive(Clone, Debug)]
+pub(crate) struct ProbeHandle(pub(crate) Arc<Probe>);
+
+/// surf's `HttpClient` over async-h1, with this crate's connector and pool.
+pub(crate) struct PooledH1 {
+    connector: Connector,
+    pool: Pool,
+}
+
+impl fmt::Debug for PooledH1 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledH1")
+            .field("connector", &self.connector)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl PooledH1 {
+    pub(crate) fn new(connector: Connector, pool: Pool) -> Self {
+        Self { connector, pool }
+    }
+}
+
+#[async_trait::async_trait]
+impl surf::HttpClient for PooledH1 {
+    async fn send(&self, mut request: Request) -> Result<Response, surf::Error> {
+        let probe = request.ext().get::<ProbeHandle>().map(|h| h.0.clone());
+        if let Some(probe) = &probe {
+            probe.set(Phase::Connecting);
+        }
+        let origin = Origin::of(request.url())?;
+        let conn = match self.pool.check_out(&origin) {
+            Some(conn) => conn,
+            None => self.connector.connect(&origin).await?,
+        };
+        if !self.pool.keeps_alive() {
+            request.insert_header("connection", "close");
+        }
+        if let Some(probe) = &probe {
+            probe.set(Phase::Writing(Instant::now()));
+        }
+        let (lease, reuse) = self.pool.lease(conn, origin, probe);
+        let mut response = async_h1::client::connect(lease, request).await?;
+        response.ext_mut().insert(reuse);
+        Ok(response)
+    }
+}

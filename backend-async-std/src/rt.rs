@@ -1,0 +1,189 @@
+//! The async-std runtime pieces: clock, sleeper, entropy and the correlation scope.
+
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::time::{Instant, SystemTime};
+
+use egress_core::CorrelationId;
+use egress_core::rt::{BoxFuture, Clock, Entropy, Sleeper};
+
+/// Time from `std::time::Instant`, the clock async-std's (async-io's) timers run on. The wall
+/// clock advances with it from the moment the clock was made, which keeps `Retry-After` dates
+/// immune to system clock jumps.
+///
+/// async-std has no paused or virtual time: tests that need it drive the core with
+/// `egress_core::test_util::{ManualClock, InstantSleeper}` instead.
+#[derive(Debug)]
+pub struct AsyncStdClock {
+    start: Instant,
+    wall_start: SystemTime,
+}
+
+impl AsyncStdClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            wall_start: SystemTime::now(),
+        }
+    }
+}
+
+impl Default for AsyncStdClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for AsyncStdClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.wall_start + (Instant::now() - self.start)
+    }
+}
+
+/// Sleeps with `async_io::Timer::at`, an `Instant`-based timer (the one under async-std's own
+/// `task::sleep`), so a sleep ends at its instant however late it was started.
+#[derive(Debug, Default)]
+pub struct AsyncStdSleeper;
+
+impl Sleeper for AsyncStdSleeper {
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        let timer = async_io::Timer::at(at);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+}
+
+/// The operating system's random number generator (through `getrandom`).
+#[derive(Debug, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&self, dest: &mut [u8]) {
+        if let Err(error) = getrandom::fill(dest) {
+            // Only possible on a system whose generator is unavailable. IDs and jitter stay
+            // usable (not secret) from the clock's low bits; say so loudly.
+            tracing::error!(%error, "the OS random number generator failed; using a time-based fallback");
+            let mut x = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            for b in dest.iter_mut() {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *b = (x >> 56) as u8;
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The correlation ID of the scope being polled on this thread, if any.
+    static CORRELATION_ID: RefCell<Option<CorrelationId>> = const { RefCell::new(None) };
+}
+
+/// Puts `id` in the thread-local for as long as it lives, then restores what was there (also
+/// when the poll panics), so that scopes nest.
+struct Entered {
+    previous: Option<CorrelationId>,
+}
+
+impl Entered {
+    fn new(id: &CorrelationId) -> Self {
+        let previous = CORRELATION_ID.with(|cell| cell.replace(Some(id.clone())));
+        Self { previous }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CORRELATION_ID.with(|cell| *cell.borrow_mut() = previous);
+    }
+}
+
+/// Runs `future` with `id` as the ambient correlation ID: every call made inside it without its
+/// own ID carries this one. Typically set by an inbound-request middleware.
+///
+/// The ID is set in a thread-local around each poll of `future` and restored after it, so it
+/// follows the future across the threads of async-std's executor (and works on any other
+/// executor). Tasks spawned inside the scope do not inherit it: wrap them too.
+///
+/// ```
+/// # async_std::task::block_on(async {
+/// use egress_async_std::{current_correlation_id, with_correlation_id};
+/// use egress_async_std::egress_core::CorrelationId;
+/// let id = CorrelationId::new("req-42").unwrap();
+/// let seen = with_correlation_id(id.clone(), async { current_correlation_id() }).await;
+/// assert_eq!(seen, Some(id));
+/// assert_eq!(current_correlation_id(), None);
+/// # });
+/// ```
+pub async fn with_correlation_id<F: Future>(id: CorrelationId, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    poll_fn(|cx| {
+        let _entered = Entered::new(&id);
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The ambient correlation ID of the scope being polled, if inside [`with_correlation_id`].
+pub fn current_correlation_id() -> Option<CorrelationId> {
+    CORRELATION_ID.with(|cell| cell.borrow().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_nest_and_restore_the_outer_id() {
+        let outer = CorrelationId::new("outer").unwrap();
+        let inner = CorrelationId::new("inner").unwrap();
+        let seen = async_std::task::block_on(with_correlation_id(outer.clone(), async {
+            let before = current_correlation_id();
+            let nested = with_correlation_id(inner.clone(), async {
+                async_std::task::yield_now().await;
+                current_correlation_id()
+            })
+            .await;
+            let after = current_correlation_id();
+            (before, nested, after)
+        }));
+        assert_eq!(seen, (Some(outer.clone()), Some(inner), Some(outer)));
+        assert_eq!(current_correlation_id(), None);
+    }
+
+    #[test]
+    fn the_id_follows_the_future_across_awaits_on_async_std_tasks() {
+        let id = CorrelationId::new("task-7").unwrap();
+        let seen = async_std::task::block_on(async_std::task::spawn(with_correlation_id(
+            id.clone(),
+            async {
+                async_io::Timer::after(std::time::Duration::from_millis(5)).await;
+                async_std::task::yield_now().await;
+                current_correlation_id()
+            },
+        )));
+        assert_eq!(seen, Some(id));
+    }
+
+    #[test]
+    fn the_wall_clock_advances_with_the_monotonic_one() {
+        let clock = AsyncStdClock::new();
+        let wall = clock.wall();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let advanced = clock.wall().duration_since(wall).unwrap();
+        assert!(
+            advanced >= std::time::Duration::from_millis(5),
+            "{advanced:?}"
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! The transport: a surf client, with the per-phase limits of each attempt.
+
+use std::any::Any;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use async_std::io::ReadExt;
+use bytes::{Bytes, BytesMut};
+use egress_core::rt::{BoxFuture, Transport};
+use egress_core::{AttemptRequest, TransportError, TransportErrorKind};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+
+use crate::convert;
+use crate::error::{self, CloseDelimited, Panicked, Truncated};
+use crate::h1::{Phase, Probe, ProbeHandle};
+use crate::pool::Reuse;
+
+/// Sends attempts over a surf client.
+///
+/// With the client a [`Builder`](crate::Builder) makes, every phase is timed apart: connecting
+/// (TCP and TLS) within the connect timeout, writing the request within the write timeout, the
+/// response head within the read timeout of the end of writing, every body chunk within the
+/// read timeout of the previous one; the body stops at the limit, and a connection goes back
+/// to the pool only after a response read to its exact end. Over another surf client (see
+/// [`SurfTransport::new`]) the head must arrive within `min(write, read)` of the attempt's
+/// start, and connection reuse is that client's business. The attempt and whole-call
+/// deadlines are the driver's.
+pub struct SurfTransport {
+    client: surf::Client,
+}
+
+impl SurfTransport {
+    /// A transport over an existing surf client, with its HTTP client and middleware.
+    ///
+    /// Prefer the client a [`Builder`](crate::Builder) makes. surf's own `H1Client` (what
+    /// `surf::Client::new()` gives with the `h1-client` feature) returns connections to its
+    /// pool even when an exchange was abandoned half-way (a timeout, a dropped call), so a
+    /// later request can read an earlier response: if you must use it, turn its keep-alive
+    /// off (`surf::Config::new().set_http_keep_alive(false)`).
+    pub fn new(client: surf::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl fmt::Debug for SurfTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SurfTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for SurfTransport {
+    fn send(
+        &self,
+        attempt: AttemptRequest,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        Box::pin(without_panics(self.execute(attempt)))
+    }
+}
+
+/// Runs `future`, turning a panic inside it into a protocol error: async-h1 and http-types
+/// `unwrap` on some server input (a non-ASCII header value), and a server must not be able to
+/// panic the caller's task.
+async fn without_panics<F>(future: F) -> Result<http::Response<Bytes>, TransportError>
+where
+    F: Future<Output = Result<http::Response<Bytes>, TransportError>>,
+{
+    let mut future = std::pin::pin!(future);
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => Poll::Ready(Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                Panicked(panic_message(&*payload)),
+            ))),
+        },
+    )
+    .await
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic".to_owned()
+    }
+}
+
+fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
+    TransportError::new(kind, what)
+}
+
+/// Awaits `sending` under the limit of the phase the probe reports.
+async fn head<F>(
+    sending: F,
+    probe: &Probe,
+    started: Instant,
+    read: Duration,
+    write: Duration,
+) -> Result<surf::Response, TransportError>
+where
+    F: Future<Output = surf::Result<surf::Response>>,
+{
+    let mut sending = std::pin::pin!(sending);
+    let mut timer = Timer::never();
+    let mut armed: Option<(Instant, TransportErrorKind)> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = sending.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(error::from_send));
+        }
+        let limit = match probe.phase() {
+            // A client that does not report phases: the stricter bound, from the start.
+            Phase::Unclaimed => Some((started + read.min(write), TransportErrorKind::ReadTimeout)),
+            // The connector enforces the connect timeout itself.
+            Phase::Connecting => None,
+            Phase::Writing(since) => Some((since + write, TransportErrorKind::WriteTimeout)),
+            Phase::Reading(since) => Some((since + read, TransportErrorKind::ReadTimeout)),
+        };
+        if limit.map(|(at, _)| at) != armed.map(|(at, _)| at) {
+            match limit {
+                Some((at, _)) => {
+                    timer.set_at(at);
+                }
+                None => timer = Timer::never(),
+            }
+            armed = limit;
+        }
+        if let Some((_, kind)) = armed {
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                return Poll::Ready(Err(match kind {
+                    TransportErrorKind::WriteTimeout => {
+                        timed_out(kind, "the request was not written within the write timeout")
+                    }
+                    _ => timed_out(kind, "no response head within the read timeout"),
+                }));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Reads `body` chunk by chunk, each within `read_timeout` of the previous one, never holding
+/// more than `limit + 1` bytes.
+async fn read_body(
+    body: &mut surf::Body,
+    declared: Option<u64>,
+    limit: u64,
+    read_timeout: Duration,
+) -> Result<Bytes, TransportError> {
+    let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
+    let mut collected = BytesMut::with_capacity(capacity);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        // One byte past the limit is enough to know it was passed.
+        let room = (limit - collected.len() as u64)
+            .saturating_add(1)
+            .min(chunk.len() as u64) as usize;
+        let read = async_std::future::timeout(read_timeout, body.read(&mut chunk[..room])).await;
+        let n = match read {
+            Err(_) => {
+                return Err(timed_out(
+                    TransportErrorKind::ReadTimeout,
+                    "the body stalled longer than the read timeout",
+                ));
+            }
+            Ok(Err(e)) => return Err(error::from_body(e)),
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        if (collected.len() + n) as u64 > limit {
+            // Dropping the body closes the connection instead of draining the rest.
+            return Err(TransportError::new(
+                TransportErrorKind::BodyTooLarge,
+                "the body exceeds the limit",
+            ));
+        }
+        collected.extend_from_slice(&chunk[..n]);
+    }
+    if let Some(declared) = declared {
+        let received = collected.len() as u64;
+        if received < declared {
+            return Err(TransportError::new(
+                TransportErrorKind::ClosedDuringBody,
+                Truncated { declared, received },
+            ));
+        }
+    }
+    Ok(collected.freeze())
+}
+
+fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl SurfTransport {
+    async fn execute(
+        &self,
+        attempt: AttemptRequest,
+    ) -> Result<http::Response<Bytes>, TransportError> {
+        let started = Instant::now();
+        let read_timeout = attempt.read_timeout;
+        let write_timeout = attempt.write_timeout;
+        let limit = attempt.body_limit;
+        let method = attempt.request.method().clone();
+        let asked_to_close = has_token(attempt.request.headers(), CONNECTION, "close");
+
+        let mut request = convert::request(attempt.request).map_err(error::from_convert)?;
+        let probe = Probe::new();
+        request.ext_mut().insert(ProbeHandle(Arc::clone(&probe)));
+        let sending = self.client.send(request);
+        let response = head(sending, &probe, started, read_timeout, write_timeout).await?;
+
+        let mut response: surf::http::Response = response.into();
+        let reuse = response.ext().get::<Reuse>().cloned();
+        let head = convert::response_head(&response).map_err(error::from_convert)?;
+        let headers = head.headers();
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let chunked = has_token(headers, TRANSFER_ENCODING, "chunked");
+        let status = head.status();
+        let bodiless = method == http::Method::HEAD
+            || status.is_informational()
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED;
+
+        // Held until the end: dropping it releases the connection.
+        let mut reader = response.take_body();
+        let body = if bodiless {
+            Bytes::new()
+        } else if declared.is_some_and(|n| n > limit) {
+            return Err(TransportError::new(
+                TransportErrorKind::BodyTooLarge,
+                "content-length exceeds the body limit",
+            ));
+        } else if declared.is_none() && !chunked {
+            return Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                CloseDelimited,
+            ));
+        } else {
+            read_body(&mut reader, declared, limit, read_timeout).await?
+        };
+
+        // Read to its exact end: the connection can carry the next request, unless either side
+        // asked to close it.
+        if !asked_to_close && !has_token(head.headers(), CONNECTION, "close") {
+            if let Some(reuse) = reuse {
+                reuse.allow();
+            }
+        }
+        drop(reader);
+        drop(response);
+        let (parts, ()) = head.into_parts();
+        Ok(http::Response::from_parts(parts, body))
+    }
+}
