@@ -6,7 +6,8 @@
 //! `tests/tests/fuzz_corpus.rs` includes the same file with `#[path]` and replays every committed
 //! corpus file through them on stable Rust. So a byte file means the same thing to both.
 //!
-//! This file depends on egress-core, serde, serde_json and std only.
+//! This file depends on egress-core, egress-vendors (for the GitHub `Link` parser), serde,
+//! serde_json and std only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
@@ -1196,4 +1197,35 @@ pub fn exchange(data: &[u8]) {
         }
     }
     panic!("the exchange did not finish on its own timers");
+}
+
+// ---------------------------------------------------------------------------------------------
+// link_header
+// ---------------------------------------------------------------------------------------------
+
+/// The GitHub vendor's `Link` header parser, on any header value (the bytes, as lossy UTF-8).
+///
+/// Asserts: nothing panics; every link's URL is a trimmed piece of the input without `>`;
+/// relation types are non-empty, lowercased and hold no space; `find_rel` agrees with the
+/// parse.
+pub fn link_header(data: &[u8]) {
+    use egress_vendors::github::{find_rel, parse_link_header};
+    let text = String::from_utf8_lossy(data);
+    let links = parse_link_header(&text);
+    for link in &links {
+        assert!(text.contains(&link.url), "{link:?} is not in {text:?}");
+        assert!(!link.url.contains('>'), "{link:?}");
+        assert_eq!(link.url, link.url.trim(), "{link:?}");
+        for rel in &link.rels {
+            assert!(!rel.is_empty(), "{link:?}");
+            assert_eq!(*rel, rel.to_ascii_lowercase(), "{link:?}");
+            // RFC 8288: relation types are separated by spaces, so none holds one.
+            assert!(!rel.contains(' '), "{link:?}");
+        }
+    }
+    let next = links
+        .iter()
+        .find(|l| l.has_rel("next"))
+        .map(|l| l.url.clone());
+    assert_eq!(find_rel([text.as_ref()], "next"), next);
 }

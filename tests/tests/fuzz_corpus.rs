@@ -69,3 +69,8 @@ fn every_retry_after_seed_passes_the_retry_after_target() {
 fn every_exchange_seed_passes_the_exchange_target() {
     replay("exchange", bodies::exchange);
 }
+
+#[test]
+fn every_link_header_seed_passes_the_link_header_target() {
+    replay("link_header", bodies::link_header);
+}
