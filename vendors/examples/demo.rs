@@ -1,0 +1,478 @@
+//! The egress demo: the `entities` vendor client against an embedded flaky upstream on loopback,
+//! through a scripted story, with a readable timeline of every call and a summary table.
+//!
+//! ```text
+//! cargo run -p egress-vendors --example demo                      # tokio backend, embedded upstream
+//! cargo run -p egress-vendors --example demo -- --backend async-std
+//! cargo run -p egress-vendors --example demo -- --upstream http://127.0.0.1:8080
+//! cargo run -p egress-vendors --example demo -- --json            # events as JSON lines
+//! ```
+//!
+//! The timeline comes from egress's own telemetry: a small `tracing` layer listens to the
+//! attempt spans and the retry-decision events, exactly as a service's log pipeline would.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use egress_core::retry::BudgetConfig;
+use egress_core::{Client, Config};
+use egress_tests::server::{Fault, FaultServer, Reply, Seen};
+use egress_vendors::entities::{EntitiesClient, EntitiesError, EntityId, NewEntity};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Tokio,
+    AsyncStd,
+}
+
+struct Args {
+    backend: Backend,
+    upstream: Option<String>,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        backend: Backend::Tokio,
+        upstream: None,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--backend" => {
+                args.backend = match it.next().as_deref() {
+                    Some("tokio") => Backend::Tokio,
+                    Some("async-std") => Backend::AsyncStd,
+                    other => {
+                        return Err(format!("--backend takes tokio or async-std, not {other:?}"));
+                    }
+                }
+            }
+            "--upstream" => args.upstream = Some(it.next().ok_or("--upstream takes a URL")?),
+            "--json" => args.json = true,
+            "--help" | "-h" => {
+                return Err(
+                    "usage: demo [--backend tokio|async-std] [--upstream URL] [--json]".into(),
+                );
+            }
+            other => return Err(format!("unknown argument {other:?}; try --help")),
+        }
+    }
+    Ok(args)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embedded upstream: an entities service with a bad day, scripted per path.
+
+fn entity_json(id: &str, name: &str) -> String {
+    format!(r#"{{"id":"{id}","name":"{name}","status":"active","version":3,"tags":["demo"]}}"#)
+}
+
+fn upstream() -> FaultServer {
+    let counts: Mutex<HashMap<String, usize>> = Mutex::default();
+    FaultServer::start(Arc::new(move |_, seen: &Seen| {
+        let n = {
+            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts
+                .entry(format!("{} {}", seen.method, seen.path))
+                .or_insert(0);
+            *n += 1;
+            *n
+        };
+        match (seen.method.as_str(), seen.path.as_str(), n) {
+            ("GET", "/entities/e-1", 1 | 2) => Reply::json(503, r#"{"error":"overloaded"}"#),
+            ("GET", "/entities/e-1", _) => Reply::json(200, &entity_json("e-1", "Ada")),
+            ("GET", "/entities/e-2", 1) => {
+                Reply::json(429, r#"{"error":"slow down"}"#).header("retry-after", "1")
+            }
+            ("GET", "/entities/e-2", _) => Reply::json(200, &entity_json("e-2", "Brian")),
+            ("GET", "/entities/e-3", 1) => {
+                Reply::json(200, &entity_json("e-3", "Cleo")).delay(Duration::from_secs(2))
+            }
+            ("GET", "/entities/e-3", _) => Reply::json(200, &entity_json("e-3", "Cleo")),
+            ("GET", "/entities/e-4", _) => Reply::json(
+                200,
+                r#"{"id":"e-4","name":"Dora","status":"active","version":3,"tags":["demo",7]}"#,
+            ),
+            ("GET", "/entities/e-404", _) => Reply::json(404, r#"{"error":"no such entity"}"#),
+            ("POST", "/entities", 1) => Reply::fault(Fault::ResetBeforeHead),
+            ("POST", "/entities", _) => Reply::json(201, &entity_json("e-5", "Eve")),
+            ("GET", path, _) if path.starts_with("/entities/storm-") => {
+                Reply::json(503, r#"{"error":"down"}"#)
+            }
+            _ => Reply::json(404, r#"{"error":"unknown route"}"#),
+        }
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The timeline: a tracing layer that turns egress's telemetry into demo events.
+
+#[derive(Clone, Debug, serde::Serialize)]
+struct Event_ {
+    story: String,
+    t_ms: u128,
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+}
+
+#[derive(Default)]
+struct Fields(HashMap<String, String>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(
+            field.name().to_owned(),
+            format!("{value:?}").trim_matches('"').to_owned(),
+        );
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+#[derive(Clone, Default)]
+struct Timeline {
+    inner: Arc<Mutex<TimelineState>>,
+}
+
+#[derive(Default)]
+struct TimelineState {
+    story: String,
+    started: Option<Instant>,
+    events: Vec<Event_>,
+    attempts: HashMap<Id, u64>,
+}
+
+impl Timeline {
+    fn begin(&self, story: &str) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        s.story = story.to_owned();
+        s.started = Some(Instant::now());
+        s.events.clear();
+    }
+
+    fn take(&self) -> Vec<Event_> {
+        std::mem::take(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()).events)
+    }
+
+    fn push(&self, event: &'static str, attempt: Option<u64>, f: &Fields) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let t_ms = s.started.map_or(0, |t| t.elapsed().as_millis());
+        let get = |k: &str| f.0.get(k).cloned().filter(|v| !v.is_empty());
+        let e = Event_ {
+            story: s.story.clone(),
+            t_ms,
+            event,
+            attempt,
+            status: get("http.response.status_code"),
+            error: get("error.type"),
+            reason: get("reason").or_else(|| get("stop")),
+            wait_ms: get("delay_ms").and_then(|v| v.parse().ok()),
+            source: get("delay_source"),
+        };
+        s.events.push(e);
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timeline {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+        if attrs.metadata().name() != "egress.attempt" {
+            return;
+        }
+        let mut f = Fields::default();
+        attrs.record(&mut f);
+        let n =
+            f.0.get("egress.attempt")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .attempts
+            .insert(id.clone(), n);
+        self.push("attempt_sent", Some(n), &f);
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let message = f.0.get("message").cloned().unwrap_or_default();
+        let parent = event
+            .parent()
+            .cloned()
+            .or_else(|| ctx.current_span().id().cloned());
+        let attempt = parent.and_then(|id| {
+            self.inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .attempts
+                .get(&id)
+                .copied()
+        });
+        match message.as_str() {
+            "attempt finished" => self.push("attempt_finished", attempt, &f),
+            "retrying" => self.push("retry", None, &f),
+            "call succeeded" => self.push("succeeded", None, &f),
+            m if m.starts_with("call failed") => self.push("failed", None, &f),
+            _ => {}
+        }
+    }
+}
+
+fn print_timeline(events: &[Event_], json: bool) {
+    for e in events {
+        if json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+            continue;
+        }
+        let t = format!("+{}ms", e.t_ms);
+        let line = match e.event {
+            "attempt_sent" => format!("attempt {} sent", e.attempt.unwrap_or(0)),
+            "attempt_finished" => {
+                let what = e
+                    .error
+                    .clone()
+                    .filter(|err| e.status.as_deref() != Some(err.as_str()));
+                match (&e.status, what) {
+                    (Some(s), _) => format!("attempt {} -> {s}", e.attempt.unwrap_or(0)),
+                    (None, Some(err)) => format!("attempt {} -> {err}", e.attempt.unwrap_or(0)),
+                    _ => format!("attempt {} done", e.attempt.unwrap_or(0)),
+                }
+            }
+            "retry" => format!(
+                "decision: retry ({}), wait {}ms [{}]",
+                e.reason.clone().unwrap_or_default(),
+                e.wait_ms.unwrap_or(0),
+                e.source.clone().unwrap_or_default()
+            ),
+            "succeeded" => "decision: done, success".to_owned(),
+            "failed" => format!(
+                "decision: stop ({}), error {}",
+                e.reason.clone().unwrap_or_else(|| "final".into()),
+                e.error.clone().unwrap_or_default()
+            ),
+            other => other.to_owned(),
+        };
+        println!("  {t:>8}  {line}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+fn client(backend: Backend, base: &str) -> Client {
+    // Short limits so that the story fits in seconds; a budget floor of 1 retry/s so that the
+    // storm at the end meets it.
+    let config = Config::default()
+        .with_base_url(base)
+        .with_attempt_timeout(Duration::from_secs(1))
+        .with_deadline(Duration::from_secs(8))
+        .with_budget(BudgetConfig::default().with_min_retries_per_sec(1));
+    let built = match backend {
+        Backend::Tokio => egress_tokio::Builder::new(config)
+            .with_service("entities")
+            .build(),
+        Backend::AsyncStd => egress_async_std::Builder::new(config)
+            .with_service("entities")
+            .build(),
+    };
+    built.expect("the demo's configuration is valid")
+}
+
+fn block_on<F: Future>(backend: Backend, future: F) -> F::Output {
+    match backend {
+        Backend::Tokio => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime builds")
+            .block_on(future),
+        Backend::AsyncStd => async_std::task::block_on(future),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The story
+
+struct Row {
+    story: &'static str,
+    attempts: usize,
+    elapsed: Duration,
+    outcome: String,
+}
+
+fn describe(result: &Result<String, EntitiesError>) -> String {
+    match result {
+        Ok(what) => format!("ok: {what}"),
+        Err(EntitiesError::InvalidPayload { path, message, .. }) => {
+            format!(
+                "InvalidPayload at {}: {message}",
+                path.as_deref().unwrap_or("the root")
+            )
+        }
+        Err(e @ EntitiesError::NotFound(_)) => format!("NotFound ({e})"),
+        Err(EntitiesError::RateLimited { .. }) => "RateLimited".to_owned(),
+        Err(EntitiesError::Unavailable { source }) => {
+            format!("Unavailable ({})", source.type_name())
+        }
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let embedded = args.upstream.is_none().then(upstream);
+    let base = args
+        .upstream
+        .clone()
+        .unwrap_or_else(|| embedded.as_ref().map(|s| s.url("")).unwrap_or_default());
+    let timeline = Timeline::default();
+    let subscriber = tracing_subscriber::registry().with(timeline.clone());
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("the demo installs the only subscriber");
+
+    if !args.json {
+        println!("egress demo: backend {:?}, upstream {base}", args.backend);
+    }
+    let backend = args.backend;
+    let entities = EntitiesClient::new(client(backend, &base));
+    let mut rows = Vec::new();
+    let id = |s: &str| EntityId::new(s).expect("the demo's ids are valid");
+
+    let mut run = |story: &'static str, call: &dyn Fn() -> Result<String, EntitiesError>| {
+        if !args.json {
+            println!("\n== {story}");
+        }
+        timeline.begin(story);
+        let started = Instant::now();
+        let result = call();
+        let elapsed = started.elapsed();
+        let events = timeline.take();
+        print_timeline(&events, args.json);
+        let outcome = describe(&result);
+        if !args.json {
+            println!("  result: {outcome}");
+        }
+        let attempts = events.iter().filter(|e| e.event == "attempt_sent").count();
+        rows.push(Row {
+            story,
+            attempts,
+            elapsed,
+            outcome,
+        });
+    };
+
+    let get = |name: &str| {
+        let entity = block_on(backend, entities.get_entity(&id(name)))?;
+        Ok(format!("{} {:?}", entity.id, entity.name))
+    };
+    run("transient 503s, then success", &|| get("e-1"));
+    run("429 with Retry-After honoured", &|| get("e-2"));
+    run(
+        "slow response hits the attempt timeout, then succeeds",
+        &|| get("e-3"),
+    );
+    run("malformed payload reported with its JSON path", &|| {
+        get("e-4")
+    });
+    run("404 mapped to NotFound", &|| get("e-404"));
+    run("POST with an idempotency key retried safely", &|| {
+        let entity = block_on(backend, entities.create_entity(&NewEntity::new("Eve")))?;
+        Ok(format!("created {}", entity.id))
+    });
+    if let Some(server) = &embedded {
+        let posts: Vec<_> = server
+            .requests()
+            .into_iter()
+            .filter(|s| s.method == "POST")
+            .collect();
+        let keys: Vec<_> = posts
+            .iter()
+            .filter_map(|s| s.header("idempotency-key"))
+            .collect();
+        if !args.json && keys.len() >= 2 {
+            println!(
+                "  the upstream saw {} POSTs with the same idempotency key: {}",
+                posts.len(),
+                keys.iter().all(|k| *k == keys[0])
+            );
+        }
+    }
+
+    // The storm: every call fails; the retry budget stops retrying once its share is spent.
+    if !args.json {
+        println!("\n== a storm of 503s: 20 calls, one shared retry budget");
+    }
+    let started = Instant::now();
+    let (mut stopped, mut attempts) = (0, 0);
+    for n in 0..20 {
+        timeline.begin("storm");
+        let result = block_on(backend, entities.get_entity(&id(&format!("storm-{n}"))));
+        let events = timeline.take();
+        let sent = events.iter().filter(|e| e.event == "attempt_sent").count();
+        attempts += sent;
+        let refused = matches!(&result, Err(EntitiesError::Unavailable { source }) if source.type_name() == "retry_budget_exhausted");
+        stopped += usize::from(refused);
+        if args.json {
+            print_timeline(&events, true);
+        } else {
+            let note = if refused {
+                "retry refused by the budget"
+            } else {
+                "retries allowed"
+            };
+            println!("  call {n:>2}: {sent} attempt(s), {note}");
+        }
+    }
+    if !args.json {
+        println!(
+            "  20 calls -> {attempts} upstream requests; the budget stopped {stopped} of them"
+        );
+    }
+    rows.push(Row {
+        story: "storm stopped by the retry budget",
+        attempts,
+        elapsed: started.elapsed(),
+        outcome: format!("{stopped} calls refused a retry"),
+    });
+
+    if args.json {
+        return;
+    }
+    println!("\n{:<56} {:>8} {:>9}  outcome", "story", "attempts", "time");
+    for row in &rows {
+        let time = format!("{}ms", row.elapsed.as_millis());
+        println!(
+            "{:<56} {:>8} {time:>9}  {}",
+            row.story, row.attempts, row.outcome
+        );
+    }
+}
