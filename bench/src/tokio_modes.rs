@@ -1,0 +1,171 @@
+//! The tokio modes: egress-tokio, raw hyper-util and reqwest-retry, each on a current-thread
+//! runtime (the child is pinned to one core, so one thread is all it gets).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use egress_core::{Config, RetryPolicy};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use reqwest_middleware::ClientWithMiddleware;
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{Jitter, RetryTransientMiddleware};
+
+use crate::measure;
+use crate::workload::{Entity, Measured, Mode, Tally, Workload};
+
+/// One reused client of a tokio mode (one per process, so the sizes of the variants do not
+/// matter).
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    Egress(egress_core::Client),
+    Hyper(HyperClient<HttpConnector, Full<Bytes>>, String),
+    Reqwest(ClientWithMiddleware, String),
+}
+
+fn decode(status: http::StatusCode, body: &[u8]) -> Result<Entity, String> {
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+/// The retry policy reqwest-retry gets: egress's defaults (3 attempts, exponential backoff from
+/// 100 ms capped at 10 s, full jitter), so that both retry the same way.
+pub(crate) fn reqwest_policy() -> ExponentialBackoff {
+    ExponentialBackoff::builder()
+        .retry_bounds(Duration::from_millis(100), Duration::from_secs(10))
+        .jitter(Jitter::Full)
+        .base(2)
+        .build_with_max_retries(RetryPolicy::standard().max_attempts - 1)
+}
+
+impl Client {
+    fn new(mode: Mode, base: String) -> Self {
+        match mode {
+            Mode::EgressTokio => Client::Egress(
+                egress_tokio::Builder::new(Config::default().with_base_url(base))
+                    .build()
+                    .expect("the default configuration is valid"),
+            ),
+            Mode::HyperUtil => {
+                let mut http = HttpConnector::new();
+                http.set_nodelay(true);
+                let client = HyperClient::builder(TokioExecutor::new()).build(http);
+                Client::Hyper(client, base)
+            }
+            Mode::ReqwestRetry => {
+                // reqwest is built without a crypto provider of its own (see Cargo.toml).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = reqwest::Client::builder()
+                    .tcp_nodelay(true)
+                    .build()
+                    .expect("reqwest builds");
+                let client = reqwest_middleware::ClientBuilder::new(client)
+                    .with(RetryTransientMiddleware::new_with_policy(reqwest_policy()))
+                    .build();
+                Client::Reqwest(client, base)
+            }
+        }
+    }
+
+    async fn call(&self, path: &str) -> Result<Entity, String> {
+        match self {
+            Client::Egress(client) => client
+                .get(path)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json::<Entity>()
+                .map_err(|e| e.to_string()),
+            Client::Hyper(client, base) => {
+                let request = http::Request::get(format!("{base}{path}"))
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| e.to_string())?;
+                let response = client.request(request).await.map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                decode(status, &body)
+            }
+            Client::Reqwest(client, base) => {
+                let response = client
+                    .get(format!("{base}{path}"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response.bytes().await.map_err(|e| e.to_string())?;
+                decode(status, &body)
+            }
+        }
+    }
+}
+
+async fn calls(client: Arc<Client>, workload: Workload, concurrency: usize, n: usize) -> Tally {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        workers.spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break tally;
+                }
+                let path = workload.path(i);
+                let start = Instant::now();
+                let result = client.call(&path).await;
+                tally.record(start.elapsed(), result);
+            }
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(tally) = workers.join_next().await {
+        total.merge(tally.expect("a worker does not panic"));
+    }
+    total
+}
+
+/// Runs `warmup` calls, then measures `n` calls: their tally, wall time, and the process's
+/// usage just before and just after them.
+pub(crate) fn run(
+    mode: Mode,
+    workload: Workload,
+    concurrency: usize,
+    warmup: usize,
+    n: usize,
+    base: String,
+) -> Measured {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    runtime.block_on(async move {
+        let client = Arc::new(Client::new(mode, base));
+        if warmup > 0 {
+            let _ = calls(client.clone(), workload, concurrency, warmup).await;
+        }
+        let before = measure::process();
+        let start = Instant::now();
+        let tally = calls(client, workload, concurrency, n).await;
+        let elapsed = start.elapsed();
+        let after = measure::process();
+        Measured {
+            tally,
+            elapsed,
+            before,
+            after,
+        }
+    })
+}
