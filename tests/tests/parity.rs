@@ -474,17 +474,27 @@ mod scenarios {
         assert_eq!(error.validation().unwrap().kind(), ValidationKind::Empty);
     }
 
-    pub(super) async fn an_http_1_0_peer_is_understood(b: Backend) {
+    /// The one documented difference between the backends: async-h1, surf's HTTP engine,
+    /// speaks HTTP/1.1 only and refuses an HTTP/1.0 response; it does so with a typed protocol
+    /// error, never retried.
+    pub(super) async fn an_http_1_0_peer_is_understood_or_refused_typed(b: Backend) {
         let server = FaultServer::start(FaultServer::always(
             Reply::json(200, ENTITY).with_fault(Fault::Http10),
         ));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        let result = b.client(config(&server.url(""))).get("/x").send().await;
+        match b {
+            Backend::Tokio => assert_eq!(result.unwrap().json::<Entity>().unwrap().id, "7"),
+            Backend::AsyncStd => {
+                let error = result.unwrap_err();
+                assert_eq!(
+                    transport_kind(&error),
+                    Some(TransportErrorKind::Protocol),
+                    "{error:?}"
+                );
+                assert_eq!(error.stop_reason(), Some(StopReason::NotRetryable));
+                assert_eq!(server.requests().len(), 1);
+            }
+        }
     }
 
     pub(super) async fn a_broken_chunk_is_a_protocol_error(b: Backend) {
@@ -594,6 +604,11 @@ macro_rules! parity {
             fn tokio() {
                 Backend::Tokio.run(super::scenarios::$name(Backend::Tokio));
             }
+
+            #[test]
+            fn async_std() {
+                Backend::AsyncStd.run(super::scenarios::$name(Backend::AsyncStd));
+            }
         }
     )*};
 }
@@ -625,7 +640,7 @@ parity!(
     malformed_json_names_the_path_in_the_error,
     a_wrong_content_type_is_a_validation_error,
     an_empty_body_is_a_validation_error,
-    an_http_1_0_peer_is_understood,
+    an_http_1_0_peer_is_understood_or_refused_typed,
     a_broken_chunk_is_a_protocol_error,
     tls_with_a_trusted_certificate_succeeds,
     tls_with_an_untrusted_certificate_fails_without_retry,

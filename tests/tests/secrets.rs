@@ -134,4 +134,9 @@ mod no_secret_leaks {
     fn tokio() {
         super::no_secret_leaks(Backend::Tokio);
     }
+
+    #[test]
+    fn async_std() {
+        super::no_secret_leaks(Backend::AsyncStd);
+    }
 }

@@ -176,6 +176,13 @@ impl RetryBudget {
         self.with_host(host, now, |w| w.slot(now, width).requests += 1);
     }
 
+    /// The first attempts and retries to `host` counted in the window ending at `now` (for
+    /// observability and tests).
+    pub fn usage(&self, host: &str, now: Instant) -> (u64, u64) {
+        let width = self.width();
+        self.with_host(host, now, |w| w.totals(now, width))
+    }
+
     /// Asks for one retry to `host` at `now`; records it and returns `true` when allowed.
     pub fn try_retry(&self, host: &str, now: Instant) -> bool {
         if !self.config.enabled {

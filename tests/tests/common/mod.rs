@@ -14,16 +14,19 @@ use egress_core::{Client, Config};
 pub enum Backend {
     /// egress-tokio.
     Tokio,
+    /// egress-async-std.
+    AsyncStd,
 }
 
 impl Backend {
     /// Every backend.
-    pub const ALL: [Backend; 1] = [Backend::Tokio];
+    pub const ALL: [Backend; 2] = [Backend::Tokio, Backend::AsyncStd];
 
     /// A client on this backend.
     pub fn client(self, config: Config) -> Client {
         match self {
             Backend::Tokio => egress_tokio::client(config).expect("test config is valid"),
+            Backend::AsyncStd => egress_async_std::client(config).expect("test config is valid"),
         }
     }
 
@@ -31,6 +34,10 @@ impl Backend {
     pub fn client_trusting(self, config: Config, certificate: &[u8]) -> Client {
         match self {
             Backend::Tokio => egress_tokio::Builder::new(config)
+                .with_root_certificate(certificate.to_vec())
+                .build()
+                .expect("test config is valid"),
+            Backend::AsyncStd => egress_async_std::Builder::new(config)
                 .with_root_certificate(certificate.to_vec())
                 .build()
                 .expect("test config is valid"),
@@ -46,6 +53,7 @@ impl Backend {
                 .build()
                 .expect("a tokio runtime builds")
                 .block_on(future),
+            Backend::AsyncStd => async_std::task::block_on(future),
         }
     }
 
@@ -58,6 +66,8 @@ impl Backend {
                 .build()
                 .expect("a tokio runtime builds")
                 .block_on(future),
+            // `block_on` polls the future on the calling thread.
+            Backend::AsyncStd => async_std::task::block_on(future),
         }
     }
 }
@@ -78,6 +88,14 @@ impl Backend {
                 }
                 out
             }
+            Backend::AsyncStd => {
+                let handles: Vec<_> = futures.into_iter().map(async_std::task::spawn).collect();
+                let mut out = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    out.push(handle.await);
+                }
+                out
+            }
         }
     }
 
@@ -85,6 +103,9 @@ impl Backend {
     pub async fn timeout<F: Future>(self, limit: Duration, future: F) -> Result<F::Output, ()> {
         match self {
             Backend::Tokio => tokio::time::timeout(limit, future).await.map_err(|_| ()),
+            Backend::AsyncStd => async_std::future::timeout(limit, future)
+                .await
+                .map_err(|_| ()),
         }
     }
 }
