@@ -131,9 +131,14 @@ pub(crate) fn from_body(error: io::Error) -> TransportError {
     TransportError::new(kind, error)
 }
 
-/// A request or response head one side of the `http` / `http-types` conversion cannot hold.
+/// A response head the `http` / `http-types` conversion cannot hold: the peer's fault.
 pub(crate) fn from_convert(error: ConvertError) -> TransportError {
     TransportError::new(Kind::Protocol, error)
+}
+
+/// A request the `http` / `http-types` conversion cannot hold: never sent.
+pub(crate) fn from_request_convert(error: ConvertError) -> TransportError {
+    TransportError::new(Kind::Unsupported, error)
 }
 
 /// The connection closed before the body reached its declared `Content-Length`.

@@ -92,6 +92,9 @@
 //!   (reported as closed before the response; retried only when the request is idempotent)
 //!   instead of being retried transparently on a new connection as hyper-util does.
 //! - Every request carries `Content-Length`, also `content-length: 0` on a `GET`.
+//! - A request `http-types` cannot express (a method it does not know, such as a custom
+//!   extension method) fails before anything is sent, as
+//!   [`Unsupported`](egress_core::TransportErrorKind::Unsupported), never retried.
 //! - A server can make async-h1 or http-types panic (a non-ASCII header value); the transport
 //!   catches it and reports a protocol error, but the panic message still reaches the panic
 //!   hook (stderr by default).

@@ -217,7 +217,7 @@ impl SurfTransport {
         let method = attempt.request.method().clone();
         let asked_to_close = has_token(attempt.request.headers(), CONNECTION, "close");
 
-        let mut request = convert::request(attempt.request).map_err(error::from_convert)?;
+        let mut request = convert::request(attempt.request).map_err(error::from_request_convert)?;
         let probe = Probe::new();
         request.ext_mut().insert(ProbeHandle(Arc::clone(&probe)));
         let sending = self.client.send(request);

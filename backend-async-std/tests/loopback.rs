@@ -747,3 +747,23 @@ async fn dropping_a_call_cancels_it_and_schedules_nothing_more() {
         "no retry after the call was dropped"
     );
 }
+
+#[async_std::test]
+async fn a_method_surf_cannot_send_fails_before_sending_and_is_not_retried() {
+    let server = FaultServer::start(FaultServer::always(Reply::json(200, "{}")));
+    let method = http::Method::from_bytes(b"FROBNICATE").unwrap();
+    let error = client(&server)
+        .request(method, "/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        transport_kind(&error),
+        Some(TransportErrorKind::Unsupported),
+        "{error:?}"
+    );
+    assert!(!error.may_have_been_sent());
+    assert!(!error.is_retryable());
+    assert_eq!(error.attempts(), 1);
+    assert_eq!(server.requests().len(), 0);
+}

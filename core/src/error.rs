@@ -208,6 +208,9 @@ pub enum TransportErrorKind {
     Protocol,
     /// The response body exceeded the size limit. The request was sent.
     BodyTooLarge,
+    /// The backend cannot express this request (a method or header value its HTTP stack cannot
+    /// carry). Never sent, never retried.
+    Unsupported,
     /// Anything else. Treated as "may have been sent".
     Other,
 }
@@ -223,6 +226,7 @@ impl TransportErrorKind {
                 | Self::ConnectTimeout
                 | Self::PoolTimeout
                 | Self::Tls
+                | Self::Unsupported
         )
     }
 
@@ -252,6 +256,7 @@ impl TransportErrorKind {
             Self::ClosedDuringBody => "closed_during_body",
             Self::Protocol => "protocol",
             Self::BodyTooLarge => "body_too_large",
+            Self::Unsupported => "unsupported",
             Self::Other => "other",
         }
     }
@@ -326,6 +331,7 @@ impl fmt::Display for TransportError {
             TransportErrorKind::ClosedDuringBody => "connection closed during the response body",
             TransportErrorKind::Protocol => "http protocol error",
             TransportErrorKind::BodyTooLarge => "response body too large",
+            TransportErrorKind::Unsupported => "the backend cannot express this request",
             TransportErrorKind::Other => "transport error",
         };
         f.write_str(what)
@@ -604,6 +610,7 @@ impl Error {
                 TransportErrorKind::Tls
                     | TransportErrorKind::Protocol
                     | TransportErrorKind::BodyTooLarge
+                    | TransportErrorKind::Unsupported
             ),
             Self::Status { source, .. } => matches!(source.status.as_u16(), 408 | 429 | 500..=599),
         }
