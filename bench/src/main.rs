@@ -1,5 +1,6 @@
-//! `load`: the end-to-end load benchmark of egress against raw hyper-util and
-//! reqwest + reqwest-middleware + reqwest-retry. A program that prints figures, not a test.
+//! `load`: the end-to-end load benchmark of egress (both backends) against raw hyper-util, raw
+//! surf and reqwest + reqwest-middleware + reqwest-retry. A program that prints figures, not a
+//! test.
 //!
 //! ```text
 //! cargo run --release -p egress-bench --bin load -- [--requests N] [--rounds R]
@@ -7,7 +8,7 @@
 //!
 //! The parent process starts the loopback upstream (see [`upstream`]) on its own thread, pinned to
 //! core 1 when the machine has two cores, then runs every measurement in a child process (this
-//! same binary with `--child`) pinned to core 0: modes run interleaved (A B C, A B C, ...) for
+//! same binary with `--child`) pinned to core 0: modes run interleaved (A B C D E, A B C D E, ...) for
 //! `--rounds` rounds, for each workload and concurrency. One child is one mode, one workload and
 //! one concurrency: it builds one client, warms it up, then makes a fixed number of calls with
 //! `concurrency` workers, each reading the whole body and decoding it into a typed struct.
@@ -27,6 +28,7 @@
 //! - **upstream busy**: CPU time of the upstream's thread / wall time of the child's life; near
 //!   100 % means the upstream, not the client, sets the pace.
 
+mod async_std_modes;
 mod measure;
 mod tokio_modes;
 mod upstream;
@@ -128,6 +130,9 @@ fn child(args: &[String]) {
     let measured = match mode {
         Mode::EgressTokio | Mode::HyperUtil | Mode::ReqwestRetry => {
             tokio_modes::run(mode, workload, concurrency, warmup, n, base)
+        }
+        Mode::EgressAsyncStd | Mode::Surf => {
+            async_std_modes::run(mode, workload, concurrency, warmup, n, base)
         }
     };
     let Measured {
@@ -355,6 +360,7 @@ fn row(samples: &[&Sample]) -> Row {
 fn floor_of(mode: Mode) -> Mode {
     match mode {
         Mode::EgressTokio | Mode::HyperUtil | Mode::ReqwestRetry => Mode::HyperUtil,
+        Mode::EgressAsyncStd | Mode::Surf => Mode::Surf,
     }
 }
 
@@ -471,6 +477,12 @@ fn print_report(o: &Options, samples: &[Sample], outage: &[Sample], took: Durati
         ratio(Mode::EgressTokio, Mode::HyperUtil, |r| r.cpu_us),
         1.10,
         false,
+    );
+    target(
+        "egress-async-std req/s vs surf",
+        ratio(Mode::EgressAsyncStd, Mode::Surf, |r| r.rps),
+        0.95,
+        true,
     );
     target(
         "egress-tokio req/s vs reqwest-retry",

@@ -70,6 +70,7 @@ impl Client {
                     .build();
                 Client::Reqwest(client, base)
             }
+            Mode::EgressAsyncStd | Mode::Surf => unreachable!("not a tokio mode"),
         }
     }
 

@@ -30,11 +30,21 @@ pub(crate) enum Mode {
     HyperUtil,
     /// reqwest + reqwest-middleware + reqwest-retry.
     ReqwestRetry,
+    /// egress over async-h1 on async-std (`egress-async-std`).
+    EgressAsyncStd,
+    /// surf's h1 client alone: the floor on async-std.
+    Surf,
 }
 
 impl Mode {
     /// Every mode, in the order a round runs them.
-    pub(crate) const ALL: [Mode; 3] = [Mode::EgressTokio, Mode::HyperUtil, Mode::ReqwestRetry];
+    pub(crate) const ALL: [Mode; 5] = [
+        Mode::EgressTokio,
+        Mode::HyperUtil,
+        Mode::ReqwestRetry,
+        Mode::EgressAsyncStd,
+        Mode::Surf,
+    ];
 
     /// The name on the command line and in the table.
     pub(crate) fn name(self) -> &'static str {
@@ -42,6 +52,8 @@ impl Mode {
             Mode::EgressTokio => "egress-tokio",
             Mode::HyperUtil => "hyper-util",
             Mode::ReqwestRetry => "reqwest-retry",
+            Mode::EgressAsyncStd => "egress-async-std",
+            Mode::Surf => "surf",
         }
     }
 
@@ -52,7 +64,7 @@ impl Mode {
 
     /// Whether the client retries (and so belongs in the outage run).
     pub(crate) fn retries(self) -> bool {
-        !matches!(self, Mode::HyperUtil)
+        !matches!(self, Mode::HyperUtil | Mode::Surf)
     }
 }
 
