@@ -8,7 +8,7 @@
 //! keys and correlation IDs; the mapping of failures to typed errors.
 //!
 //! Out of scope: sockets, TLS, timers, clocks and randomness. The backend crates (`egress-tokio`,
-//! `egress-async-std`) bring those and drive this core through [`rt`] and [`drive`]. Anyone can
+//! `egress-async-std`) bring those and drive this core through [`rt`] and [`drive()`]. Anyone can
 //! drive an [`Exchange`] by hand instead: a blocking loop, a third runtime, a test.
 //!
 //! # The drive loop

@@ -1,4 +1,4 @@
-//! Retry decisions: classification ([`classify`]), backoff ([`backoff::delay`]), jitter
+//! Retry decisions: classification ([`classify()`]), backoff ([`backoff::delay`]), jitter
 //! ([`Jitter`]) and the retry budget ([`RetryBudget`]). All pure; time and randomness come in
 //! as arguments.
 
