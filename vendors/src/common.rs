@@ -4,10 +4,6 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
 
-use egress_core::http::{HeaderMap, HeaderValue, StatusCode, header::CONTENT_TYPE};
-use egress_core::validate::{Expect, Invalid, Validate, validate_checked};
-use egress_core::{CallMeta, Error, Response};
-
 /// Runs `futures` with at most `limit` of them in flight at once (a `limit` of 0 counts as 1)
 /// and returns their outputs in the order of the input, whatever order they finish in.
 ///
@@ -57,47 +53,6 @@ where
         }
     })
     .await
-}
-
-/// A core [`Error::Validation`] for a problem a vendor finds in a response after decoding it,
-/// with checks that need the request's context (such as "the payload is about the entity we
-/// asked for"). It carries the call's attempts, elapsed time and correlation ID like every
-/// other core error.
-///
-/// The core has no public constructor for a `ValidationError`, so one is made the only public
-/// way: by validating a tiny synthetic document whose [`Validate`] check reports `path` and
-/// `message`. Its excerpt is therefore that document, not the response body.
-pub(crate) fn semantic_error(response: &Response, path: &str, message: &str) -> Error {
-    #[derive(serde::Deserialize)]
-    struct Problem {
-        path: String,
-        message: String,
-    }
-    impl Validate for Problem {
-        fn validate(&self) -> Result<(), Invalid> {
-            Err(Invalid::new(self.path.clone(), self.message.clone()))
-        }
-    }
-    let document = serde_json::json!({ "path": path, "message": message }).to_string();
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let source = validate_checked::<Problem>(
-        StatusCode::OK,
-        &headers,
-        document.as_bytes(),
-        &Expect::default(),
-    )
-    .err()
-    .expect("invariant: Problem::validate always fails");
-    let mut meta = CallMeta::default();
-    meta.attempts = response.attempts();
-    meta.elapsed = response.elapsed();
-    meta.correlation_id = Some(response.correlation_id().clone());
-    meta.may_have_been_sent = Some(true);
-    Error::Validation {
-        source: Box::new(source),
-        meta,
-    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use egress_core::bytes::Bytes;
 use egress_core::http::Method;
 use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
 use egress_core::rt::{BoxFuture, Sleeper, Transport};
 use egress_core::test_util::{
     ScriptedTransport, SeededEntropy, Step, WALL_EPOCH_SECS, block_on, fail, hang, step,
 };
+use egress_core::validate::ValidationKind;
 use egress_core::{
     AttemptRequest, Client, Config, IdempotencyKey, Runtime, TransportError, TransportErrorKind,
 };
@@ -211,6 +212,46 @@ fn a_payload_about_another_entity_maps_to_invalid_payload_at_id() {
         error.to_string(),
         format!("invalid entity payload at id: {message}")
     );
+}
+
+#[test]
+fn a_payload_about_another_entity_carries_the_real_bodys_excerpt_and_the_calls_correlation_id() {
+    let (transport, entities) = upstream([step(503), found("ent_8")]);
+    let error = block_on(entities.get_entity(&id("ent_7"))).expect_err("expected an error");
+    let EntitiesError::InvalidPayload { source, .. } = &error else {
+        panic!("expected InvalidPayload, got {error:?}");
+    };
+    let validation = source.validation().expect("a validation error");
+    assert_eq!(validation.kind(), ValidationKind::Semantic);
+    assert_eq!(validation.path(), Some("id"));
+    assert_eq!(
+        validation.excerpt(),
+        payload("ent_8"),
+        "the excerpt is the response's body, not a made-up document"
+    );
+    let requests = transport.requests();
+    assert_eq!(requests.len(), 2);
+    let sent = requests[1]
+        .header("x-correlation-id")
+        .expect("an id is sent");
+    assert_eq!(error.correlation_id().map(|c| c.as_str()), Some(sent));
+    assert_eq!(source.attempts(), 2, "the 503 and the answer");
+    assert!(source.may_have_been_sent());
+    assert!(!source.is_retryable());
+}
+
+#[test]
+fn a_secret_in_the_body_is_masked_in_the_excerpt_of_a_semantic_error() {
+    let body =
+        r#"{"id":"ent_8","name":"Widget","status":"active","version":1,"password":"hunter2"}"#;
+    let (_, error) = get_err([step(200).json(body)]);
+    let excerpt = error
+        .upstream()
+        .and_then(|e| e.validation())
+        .map(|v| v.excerpt().to_owned())
+        .expect("a validation error");
+    assert!(excerpt.contains(r#""id":"ent_8""#), "{excerpt}");
+    assert!(!excerpt.contains("hunter2"), "the secret leaked: {excerpt}");
 }
 
 #[test]

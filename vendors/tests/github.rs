@@ -9,8 +9,8 @@ use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
 use egress_core::test_util::{ScriptedTransport, Step, WALL_EPOCH_SECS, block_on, step};
 use egress_core::{Config, StopReason};
 use egress_vendors::github::{
-    self, GitHubApiError, GitHubClient, IssueState, IssuesQuery, RateLimitKind, RepoRef,
-    SecretString, StateFilter,
+    self, GitHubApiError, GitHubClassifier, GitHubClient, IssueState, IssuesQuery, RateLimitKind,
+    RepoRef, SecretString, StateFilter,
 };
 
 const TOKEN: &str = "ghp_s3cr3tT0kenThatMustNeverLeak";
@@ -519,28 +519,197 @@ fn a_secondary_rate_limit_without_retry_after_is_rate_limited_at_once_under_the_
     );
 }
 
+/// A background job's configuration: a five-minute deadline, the core's default 30 s
+/// `Retry-After` cap (which the GitHub client's own `max_rate_limit_wait` replaces).
+fn patient() -> Config {
+    config().with_deadline(secs(300))
+}
+
+fn arrivals(transport: &ScriptedTransport) -> Vec<Duration> {
+    transport.requests().iter().map(|r| r.at).collect()
+}
+
 #[test]
-fn a_403_whose_body_says_secondary_rate_limit_is_rate_limited_even_without_headers() {
-    let date = egress_date(0);
-    let (transport, error) =
-        get_repo_err([secondary_limited(403).header("date", &date), repository()]);
+fn a_403_or_429_whose_body_says_secondary_rate_limit_is_retried_after_retry_after_then_succeeds() {
+    for status in [403, 429] {
+        // 45 s is past the core's client-wide 30 s cap, within the GitHub client's 90 s.
+        let (transport, github) = upstream_with(
+            patient(),
+            [
+                secondary_limited(status).header("retry-after", "45"),
+                repository(),
+            ],
+        );
+        let repository = block_on(github.get_repository(&repo())).unwrap();
+        assert_eq!(repository.name, "Hello-World");
+        assert_eq!(arrivals(&transport), [secs(0), secs(45)], "{status}");
+    }
+}
+
+#[test]
+fn a_403_whose_body_alone_says_secondary_rate_limit_is_retried_after_a_minute_then_succeeds() {
+    for status in [403, 429] {
+        let (transport, github) =
+            upstream_with(patient(), [secondary_limited(status), repository()]);
+        let repository = block_on(github.get_repository(&repo())).unwrap();
+        assert_eq!(repository.name, "Hello-World");
+        assert_eq!(arrivals(&transport), [secs(0), secs(60)], "{status}");
+    }
+}
+
+#[test]
+fn a_longer_secondary_wait_on_the_classifier_applies_to_a_limit_signalled_in_the_body() {
+    let (transport, github) = upstream_with(patient(), [secondary_limited(403), repository()]);
+    let github = github.with_classifier(GitHubClassifier::new().with_secondary_wait(secs(75)));
+    block_on(github.get_repository(&repo())).unwrap();
+    assert_eq!(arrivals(&transport), [secs(0), secs(75)]);
+}
+
+#[test]
+fn a_403_whose_body_says_secondary_rate_limit_past_the_deadline_is_rate_limited_at_once() {
+    // With the response's Date, and without it: the minute is measured from the response.
+    for date in [Some(egress_date(0)), None] {
+        let limited = match &date {
+            Some(date) => secondary_limited(403).header("date", date),
+            None => secondary_limited(403),
+        };
+        let (transport, error) = get_repo_err([limited, repository()]);
+        let GitHubApiError::RateLimited {
+            kind,
+            retry_at,
+            error: body,
+            source,
+        } = &error
+        else {
+            panic!("expected RateLimited, got {error:?}");
+        };
+        assert_eq!(*kind, RateLimitKind::Secondary);
+        assert_eq!(*retry_at, Some(wall(60)), "a minute after the response");
+        assert!(body.as_ref().unwrap().is_secondary_rate_limit());
+        assert_eq!(
+            source.stop_reason(),
+            Some(StopReason::RateLimited),
+            "the core gave up on the wait the classifier asked for"
+        );
+        assert_eq!(transport.requests().len(), 1);
+        assert_eq!(
+            transport.clock().elapsed(),
+            Duration::ZERO,
+            "no time was slept"
+        );
+    }
+}
+
+#[test]
+fn a_secondary_limit_in_the_body_on_every_attempt_maps_to_rate_limited_with_the_last_wait() {
+    let (transport, github) = upstream_with(
+        patient(),
+        [
+            secondary_limited(403),
+            secondary_limited(403),
+            secondary_limited(403),
+        ],
+    );
+    let error = block_on(github.get_repository(&repo())).unwrap_err();
     let GitHubApiError::RateLimited {
         kind,
         retry_at,
-        error: body,
+        source,
         ..
     } = &error
     else {
         panic!("expected RateLimited, got {error:?}");
     };
     assert_eq!(*kind, RateLimitKind::Secondary);
+    assert_eq!(*retry_at, Some(wall(180)), "a minute after the last answer");
+    assert_eq!(source.stop_reason(), Some(StopReason::AttemptsExhausted));
+    assert_eq!(arrivals(&transport), [secs(0), secs(60), secs(120)]);
+}
+
+#[test]
+fn the_max_rate_limit_wait_lets_a_60_s_primary_limit_wait_happen() {
+    let (transport, github) =
+        upstream_with(patient(), [primary_limited(403, epoch(60)), repository()]);
     assert_eq!(
-        *retry_at,
-        Some(wall(60)),
-        "a minute after the response's Date"
+        github.max_rate_limit_wait(),
+        github::DEFAULT_MAX_RATE_LIMIT_WAIT
     );
-    assert!(body.as_ref().unwrap().is_secondary_rate_limit());
+    assert_eq!(github::DEFAULT_MAX_RATE_LIMIT_WAIT, secs(90));
+    block_on(github.get_repository(&repo())).unwrap();
+    assert_eq!(arrivals(&transport), [secs(0), secs(60)]);
+}
+
+#[test]
+fn a_primary_limit_wait_longer_than_the_max_rate_limit_wait_is_rate_limited_at_once() {
+    // Within the five-minute deadline, but past the 90 s maximum wait.
+    let (transport, github) =
+        upstream_with(patient(), [primary_limited(403, epoch(120)), repository()]);
+    let error = block_on(github.get_repository(&repo())).unwrap_err();
+    let GitHubApiError::RateLimited {
+        kind,
+        retry_at,
+        source,
+        ..
+    } = &error
+    else {
+        panic!("expected RateLimited, got {error:?}");
+    };
+    assert_eq!(*kind, RateLimitKind::Primary);
+    assert_eq!(*retry_at, Some(wall(120)));
+    assert_eq!(source.stop_reason(), Some(StopReason::RateLimited));
     assert_eq!(transport.requests().len(), 1);
+    assert_eq!(
+        transport.clock().elapsed(),
+        Duration::ZERO,
+        "no time was slept"
+    );
+}
+
+#[test]
+fn with_max_rate_limit_wait_raises_or_lowers_the_longest_wait() {
+    let (transport, github) =
+        upstream_with(patient(), [primary_limited(403, epoch(120)), repository()]);
+    let github = github.with_max_rate_limit_wait(secs(150));
+    block_on(github.get_repository(&repo())).unwrap();
+    assert_eq!(arrivals(&transport), [secs(0), secs(120)]);
+
+    // 20 s fits the core's client-wide 30 s cap, but not this client's 10 s.
+    let (transport, github) = upstream_with(
+        patient(),
+        [
+            secondary_limited(403).header("retry-after", "20"),
+            repository(),
+        ],
+    );
+    let github = github.with_max_rate_limit_wait(secs(10));
+    let error = block_on(github.get_repository(&repo())).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            GitHubApiError::RateLimited {
+                kind: RateLimitKind::Secondary,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.retry_at(), Some(wall(20)));
+    assert_eq!(transport.requests().len(), 1);
+    assert_eq!(transport.clock().elapsed(), Duration::ZERO);
+}
+
+#[test]
+fn the_default_max_rate_limit_wait_keeps_a_longer_cap_of_the_base_client() {
+    let long_cap = patient().with_retry(
+        RetryPolicy::standard()
+            .with_backoff(Backoff::default().with_jitter(JitterMode::None))
+            .with_retry_after_cap(secs(240)),
+    );
+    let (transport, github) =
+        upstream_with(long_cap, [primary_limited(429, epoch(200)), repository()]);
+    assert_eq!(github.max_rate_limit_wait(), secs(240));
+    block_on(github.get_repository(&repo())).unwrap();
+    assert_eq!(arrivals(&transport), [secs(0), secs(200)]);
 }
 
 #[test]

@@ -15,9 +15,10 @@
 mod error;
 mod types;
 
+use egress_core::validate::ValidationError;
 use egress_core::{Client, IdempotencyKey, Response};
 
-use crate::common::{ordered, semantic_error};
+use crate::common::ordered;
 
 pub use error::EntitiesError;
 pub use types::{
@@ -128,19 +129,23 @@ impl EntitiesClient {
 
 /// Validates a response as an [`EntityPayload`] and maps it. When `expected` is given, the
 /// payload must be about that entity.
+///
+/// A failed check is a core validation error made from this response, so it carries the call's
+/// attempts, elapsed time and correlation ID, and a redacted excerpt of the body.
 fn entity(response: &Response, expected: Option<&EntityId>) -> Result<Entity, EntitiesError> {
     let payload: EntityPayload = response
         .json_checked()
         .map_err(|e| EntitiesError::from_core(e, expected))?;
-    let invalid = |path: &str, message: String| {
-        EntitiesError::from_core(semantic_error(response, path, &message), expected)
+    let invalid = |path: &str, message: &str| {
+        let error = response.validation_error(ValidationError::semantic(path, message));
+        EntitiesError::from_core(error, expected)
     };
     if let Some(id) = expected.filter(|id| id.as_str() != payload.id) {
         return Err(invalid(
             "id",
-            format!("asked for entity {id}, got {:?}", payload.id),
+            &format!("asked for entity {id}, got {:?}", payload.id),
         ));
     }
     // `json_checked` ran the same checks, so this cannot fail; map it anyway rather than panic.
-    Entity::try_from(payload).map_err(|e| invalid("", format!("{e:?}")))
+    Entity::try_from(payload).map_err(|e| invalid(e.path(), e.message()))
 }

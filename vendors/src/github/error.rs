@@ -223,7 +223,8 @@ pub enum GitHubApiError {
         source: Error,
     },
     /// A primary or secondary rate limit, when waiting was not allowed (past the call's deadline
-    /// or the client's `Retry-After` cap) or did not help.
+    /// or the client's [`max_rate_limit_wait`](super::GitHubClient::with_max_rate_limit_wait))
+    /// or did not help.
     #[error("rate limited by GitHub ({kind:?})")]
     RateLimited {
         /// Which limit.
@@ -302,30 +303,20 @@ impl GitHubApiError {
                 }
                 Box::new(body)
             });
+        // The classifier's own reading of the response (headers, then GitHub's message): which
+        // limit it was, and when the response said a retry may succeed, measured from its `Date`.
         let signal = response.and_then(|r| {
             let date = response_date(r.headers());
             let wall = date.unwrap_or(SystemTime::UNIX_EPOCH);
-            let signal = classifier.signal(r.status(), r.headers(), wall);
-            let from_body = || {
-                let body = body.as_deref().filter(|b| b.is_rate_limit())?;
-                if !matches!(r.status().as_u16(), 403 | 429) {
-                    return None;
-                }
-                let kind = if body.is_secondary_rate_limit() {
-                    RateLimitKind::Secondary
-                } else {
-                    RateLimitKind::Primary
-                };
-                Some((kind, RetryAfter::Delay(classifier.secondary_wait())))
-            };
-            let (kind, hint) = signal.or_else(from_body)?;
-            // The time a hint points to, measured from the response's own `Date`.
+            let (kind, hint) = classifier.signal(r.status(), r.headers(), r.body(), wall)?;
             let retry_at = match hint {
                 RetryAfter::At(at) => Some(at),
                 RetryAfter::Delay(_) => date.and_then(|d| d.checked_add(resolve(hint, Some(d), d))),
             };
             Some((kind, retry_at))
         });
+        // The core gave up on a rate limit (the wait was past the cap or the deadline, or the
+        // last attempt was throttled): its `retry_at` is the time the classifier's hint named.
         if let Error::RateLimited { retry_at, .. } = &error {
             let kind = signal.map_or(RateLimitKind::Secondary, |(kind, _)| kind);
             return Self::RateLimited {
@@ -335,6 +326,8 @@ impl GitHubApiError {
                 source: error,
             };
         }
+        // A final 403 or 429 that is a rate limit (for example when the retry budget refused
+        // the retry).
         if let Some((kind, retry_at)) = signal {
             return Self::RateLimited {
                 kind,

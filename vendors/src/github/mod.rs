@@ -17,12 +17,15 @@
 //! # Rate limits and waiting
 //!
 //! GitHub asks clients to wait until `x-ratelimit-reset` (primary limit), for `Retry-After`, or
-//! at least a minute (secondary limit). The classifier hands that wait to the core, which sleeps
-//! only when the wait fits both the client's `retry.retry_after_cap` (default 30 s) and the
-//! call's deadline (default 30 s); otherwise the call ends at once with
-//! [`GitHubApiError::RateLimited`] and its `retry_at`, so a request handler is never held for
-//! minutes. A background job that would rather wait builds its base client with a larger cap
-//! and deadline.
+//! at least a minute (secondary limit, sometimes signalled only by the message of a 403). The
+//! classifier hands that wait to the core, which sleeps only when the wait fits both the
+//! client's [`max_rate_limit_wait`](GitHubClient::with_max_rate_limit_wait) (default
+//! [`DEFAULT_MAX_RATE_LIMIT_WAIT`], 90 s) and the call's deadline (the base client's, 30 s by
+//! default); otherwise the call ends at once with [`GitHubApiError::RateLimited`] and its
+//! `retry_at`, so a request handler is never held for minutes. Under the default 30 s deadline
+//! no minute-long wait fits, so a request handler gets `RateLimited` at once; a background job
+//! that would rather wait builds its base client with a longer deadline (a few minutes), and
+//! then rides out a secondary limit or a reset due within the next minute and a half.
 //!
 //! ```
 //! use egress_core::test_util::{ScriptedTransport, block_on, step};
@@ -51,6 +54,7 @@ mod types;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use egress_core::url::Url;
 use egress_core::{Client, Config, Response};
@@ -83,6 +87,18 @@ pub const DEFAULT_USER_AGENT: &str = concat!("egress-vendors/", env!("CARGO_PKG_
 /// How many pages a list walks by default before it stops ([`Pages::is_truncated`]).
 pub const DEFAULT_MAX_PAGES: u32 = 10;
 
+/// The longest rate-limit wait a [`GitHubClient`] sits out by default
+/// ([`GitHubClient::with_max_rate_limit_wait`]): 90 s.
+///
+/// GitHub's secondary limits ask for their `Retry-After`, or at least a minute
+/// ([`SECONDARY_MINIMUM_WAIT`]) without one, so the core's client-wide default cap of 30 s would
+/// end every such call at once. 90 s covers that minute with room to spare (a `Retry-After` of
+/// a little over a minute, a primary reset due within the next minute and a half), while a
+/// primary reset still tens of minutes away (the hourly quota) ends the call at once with
+/// [`GitHubApiError::RateLimited`] and its `retry_at`, for the caller to reschedule rather than
+/// hold a worker.
+pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(90);
+
 /// A configuration for a GitHub base client: the default policy with [`API_URL`] as its base
 /// URL and [`DEFAULT_USER_AGENT`]. Adjust it like any [`Config`] (for GitHub Enterprise Server,
 /// set the base URL to `https://HOST/api/v3`).
@@ -104,6 +120,8 @@ pub struct GitHubClient {
     user_agent: Option<String>,
     classifier: Arc<GitHubClassifier>,
     max_pages: u32,
+    /// The `Retry-After` cap of every request.
+    max_rate_limit_wait: Duration,
 }
 
 impl fmt::Debug for GitHubClient {
@@ -114,6 +132,7 @@ impl fmt::Debug for GitHubClient {
             .field("user_agent", &self.user_agent)
             .field("classifier", &self.classifier)
             .field("max_pages", &self.max_pages)
+            .field("max_rate_limit_wait", &self.max_rate_limit_wait)
             .field("client", &self.client)
             .finish()
     }
@@ -122,7 +141,17 @@ impl fmt::Debug for GitHubClient {
 impl GitHubClient {
     /// Wraps a base client. Its base URL is taken as the API root (see [`config`]); without one,
     /// requests go to [`API_URL`].
+    ///
+    /// The [`max_rate_limit_wait`](Self::with_max_rate_limit_wait) starts as the longer of
+    /// [`DEFAULT_MAX_RATE_LIMIT_WAIT`] and the base client's `retry.retry_after_cap`, so a base
+    /// client built to wait longer keeps doing so.
     pub fn new(client: Client) -> Self {
+        let max_rate_limit_wait = client
+            .policy()
+            .config()
+            .retry
+            .retry_after_cap
+            .max(DEFAULT_MAX_RATE_LIMIT_WAIT);
         let (api, joins) = match client.policy().base_url() {
             Some(base) => (as_directory(base.clone()), true),
             None => (
@@ -138,6 +167,7 @@ impl GitHubClient {
             user_agent: None,
             classifier: Arc::new(GitHubClassifier::new()),
             max_pages: DEFAULT_MAX_PAGES,
+            max_rate_limit_wait,
         }
     }
 
@@ -159,6 +189,25 @@ impl GitHubClient {
     pub fn with_max_pages(mut self, max_pages: u32) -> Self {
         self.max_pages = max_pages.max(1);
         self
+    }
+
+    /// Sets the longest rate-limit wait (primary reset, `Retry-After`, the secondary minimum) a
+    /// call sits out before retrying, in place of the base client's `retry.retry_after_cap` for
+    /// this client's requests only (other vendors sharing the base client keep theirs).
+    ///
+    /// A wait within it, and ending before the call's deadline, is waited and the request sent
+    /// again; a longer one ends the call at once with [`GitHubApiError::RateLimited`] and its
+    /// `retry_at`. Default: [`DEFAULT_MAX_RATE_LIMIT_WAIT`] (see there for why), or the base
+    /// client's cap when that is longer. The deadline still bounds every wait: raise the base
+    /// client's deadline as well for waits past it (30 s by default).
+    pub fn with_max_rate_limit_wait(mut self, wait: Duration) -> Self {
+        self.max_rate_limit_wait = wait;
+        self
+    }
+
+    /// The longest rate-limit wait a call sits out ([`with_max_rate_limit_wait`](Self::with_max_rate_limit_wait)).
+    pub fn max_rate_limit_wait(&self) -> Duration {
+        self.max_rate_limit_wait
     }
 
     /// Replaces the rate-limit classifier (to wait longer on secondary limits).
@@ -252,7 +301,8 @@ impl GitHubClient {
             .operation(operation)
             .header("accept", MEDIA_TYPE)
             .header("x-github-api-version", API_VERSION)
-            .classifier(self.classifier.clone());
+            .classifier(self.classifier.clone())
+            .retry_after_cap(self.max_rate_limit_wait);
         if let Some(user_agent) = &self.user_agent {
             request = request.header("user-agent", user_agent);
         }

@@ -3,12 +3,16 @@
 //! - **Primary limit**: a 403 or 429 with `x-ratelimit-remaining: 0` must not be retried before
 //!   `x-ratelimit-reset` (UTC epoch seconds).
 //! - **Secondary limit**: a 403 or 429 with `Retry-After` must not be retried before it; a
-//!   secondary limit without `Retry-After` waits at least one minute.
+//!   secondary limit without `Retry-After` waits at least one minute. GitHub signals some
+//!   secondary limits only in the body of a 403, its `message` mentioning "secondary rate
+//!   limit", which the classifier reads.
 //!
 //! The wait is handed to the core as a hint, so the core's rules apply: a wait longer than the
-//! client's `retry.retry_after_cap`, or one that would end past the call's deadline, ends the call
-//! at once with [`egress_core::Error::RateLimited`] and its `retry_at`, instead of sleeping for
-//! nothing. Every other outcome is classified by the core's default rules.
+//! call's `Retry-After` cap ([`GitHubClient`](super::GitHubClient) sets it from its
+//! [`max_rate_limit_wait`](super::GitHubClient::with_max_rate_limit_wait)), or one that would end
+//! past the call's deadline, ends the call at once with [`egress_core::Error::RateLimited`] and
+//! its `retry_at`, instead of sleeping for nothing. Every other outcome is classified by the
+//! core's default rules.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +24,7 @@ use egress_core::retry::{
 use egress_core::retry_after::{self, resolve, response_date};
 
 use super::RateLimit;
+use super::error::GitHubError;
 
 /// How long a secondary rate limit without `Retry-After` waits, at least.
 pub const SECONDARY_MINIMUM_WAIT: Duration = Duration::from_secs(60);
@@ -39,12 +44,18 @@ pub enum RateLimitKind {
 ///
 /// - **Primary limit**: a 403 or 429 with `x-ratelimit-remaining: 0` is retried at
 ///   `x-ratelimit-reset` (UTC epoch seconds; with a later `Retry-After` too, at the later one).
-/// - **Secondary limit**: a 403 or 429 with `Retry-After` is retried after it; a 429 without it
-///   after [`with_secondary_wait`](Self::with_secondary_wait) (at least a minute).
+/// - **Secondary limit**: a 403 or 429 with `Retry-After` is retried after it; a 429 without it,
+///   or a 403 whose body says "secondary rate limit", after
+///   [`with_secondary_wait`](Self::with_secondary_wait) (at least a minute).
+/// - A 403 without these headers whose GitHub message still names a rate limit ("API rate limit
+///   exceeded") is taken for the primary limit and retried after the same wait.
 ///
-/// The wait goes to the core as a hint: when it exceeds the client's `retry.retry_after_cap` or
-/// would end past the call's deadline, the call ends at once with `RateLimited` and its
-/// `retry_at` instead of sleeping.
+/// [`signal`](Self::signal) says exactly what each response is taken for.
+///
+/// The wait goes to the core as a hint: when it exceeds the call's `Retry-After` cap (the
+/// client's `retry.retry_after_cap`, or the per-request cap that
+/// [`GitHubClient`](super::GitHubClient) sets) or would end past the call's deadline, the call
+/// ends at once with `RateLimited` and its `retry_at` instead of sleeping.
 ///
 /// [`GitHubClient`](super::GitHubClient) installs it on every request; use it directly only for
 /// your own GitHub calls through a base client.
@@ -74,15 +85,20 @@ impl GitHubClassifier {
         self
     }
 
-    /// The rate limit a response signals by its status and headers, with the wait it asks for.
+    /// The rate limit a response signals by its status, headers and body, with the wait it asks
+    /// for.
     ///
-    /// A 403 without any rate-limit header is not taken for a rate limit here: GitHub also
-    /// answers 403 for missing permissions, and only the body tells a secondary limit without
-    /// `Retry-After` apart from those. [`GitHubApiError`](super::GitHubApiError) reads the body.
+    /// The headers decide first (`x-ratelimit-remaining: 0` is the primary limit, `Retry-After`
+    /// a secondary one). Without them, a 403 or 429 whose body is a GitHub error whose `message`
+    /// mentions a rate limit is one: secondary when it says "secondary rate limit", else primary,
+    /// and either waits the [`secondary_wait`](Self::secondary_wait); any other 429 is a
+    /// secondary limit with the same wait. Any other 403 is not a rate limit: GitHub also
+    /// answers 403 for missing permissions.
     pub fn signal(
         &self,
         status: StatusCode,
         headers: &HeaderMap,
+        body: &[u8],
         wall: SystemTime,
     ) -> Option<(RateLimitKind, RetryAfter)> {
         if !matches!(status.as_u16(), 403 | 429) {
@@ -106,18 +122,27 @@ impl GitHubClassifier {
         if let Some(ra) = retry_after {
             return Some((RateLimitKind::Secondary, ra));
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Some((
-                RateLimitKind::Secondary,
-                RetryAfter::Delay(self.secondary_wait),
-            ));
-        }
-        None
+        let kind = body_signal(body).or_else(|| {
+            (status == StatusCode::TOO_MANY_REQUESTS).then_some(RateLimitKind::Secondary)
+        })?;
+        Some((kind, RetryAfter::Delay(self.secondary_wait)))
     }
 
     /// How long a secondary limit without `Retry-After` waits.
     pub fn secondary_wait(&self) -> Duration {
         self.secondary_wait
+    }
+}
+
+/// The rate limit a GitHub error body names in its `message`, if any.
+fn body_signal(body: &[u8]) -> Option<RateLimitKind> {
+    let error: GitHubError = serde_json::from_slice(body).ok()?;
+    if error.is_secondary_rate_limit() {
+        Some(RateLimitKind::Secondary)
+    } else if error.is_rate_limit() {
+        Some(RateLimitKind::Primary)
+    } else {
+        None
     }
 }
 
@@ -132,10 +157,12 @@ fn later(a: RetryAfter, b: RetryAfter, date: Option<SystemTime>, wall: SystemTim
 impl Classifier for GitHubClassifier {
     fn classify(&self, outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction {
         if let Outcome::Response {
-            status, headers, ..
+            status,
+            headers,
+            body,
         } = outcome
         {
-            if let Some((_, hint)) = self.signal(*status, headers, ctx.wall) {
+            if let Some((_, hint)) = self.signal(*status, headers, body, ctx.wall) {
                 // The server did not process a rate-limited request, so any method may retry.
                 return RetryAction::Retry {
                     reason: RetryReason::Throttled,
@@ -186,12 +213,23 @@ mod tests {
     }
 
     fn signal(status: u16, pairs: &[(&'static str, &str)]) -> Option<(RateLimitKind, RetryAfter)> {
+        signal_with_body(status, pairs, "")
+    }
+
+    fn signal_with_body(
+        status: u16,
+        pairs: &[(&'static str, &str)],
+        body: &str,
+    ) -> Option<(RateLimitKind, RetryAfter)> {
         GitHubClassifier::new().signal(
             StatusCode::from_u16(status).unwrap(),
             &headers(pairs),
+            body.as_bytes(),
             at(NOW),
         )
     }
+
+    const SECONDARY_BODY: &str = r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}"#;
 
     #[test]
     fn an_exhausted_primary_limit_waits_until_the_reset_time() {
@@ -281,6 +319,63 @@ mod tests {
         assert_eq!(signal(403, &[("x-ratelimit-remaining", "12")]), None);
         assert_eq!(signal(404, &[("x-ratelimit-remaining", "0")]), None);
         assert_eq!(signal(503, &[("retry-after", "5")]), None);
+    }
+
+    #[test]
+    fn a_403_or_429_whose_body_says_secondary_rate_limit_waits_at_least_a_minute() {
+        for status in [403, 429] {
+            assert_eq!(
+                signal_with_body(status, &[], SECONDARY_BODY),
+                Some((
+                    RateLimitKind::Secondary,
+                    RetryAfter::Delay(SECONDARY_MINIMUM_WAIT)
+                )),
+                "{status}"
+            );
+        }
+        let upper = r#"{"message":"You have exceeded a SECONDARY RATE LIMIT."}"#;
+        assert_eq!(
+            signal_with_body(403, &[], upper).map(|(kind, _)| kind),
+            Some(RateLimitKind::Secondary)
+        );
+    }
+
+    #[test]
+    fn a_secondary_limit_in_the_body_with_retry_after_waits_for_retry_after() {
+        assert_eq!(
+            signal_with_body(403, &[("retry-after", "42")], SECONDARY_BODY),
+            Some((
+                RateLimitKind::Secondary,
+                RetryAfter::Delay(Duration::from_secs(42))
+            ))
+        );
+    }
+
+    #[test]
+    fn a_403_whose_body_says_the_primary_limit_was_exceeded_without_headers_waits_a_minute() {
+        let body = r#"{"message":"API rate limit exceeded for user ID 1."}"#;
+        assert_eq!(
+            signal_with_body(403, &[], body),
+            Some((
+                RateLimitKind::Primary,
+                RetryAfter::Delay(SECONDARY_MINIMUM_WAIT)
+            ))
+        );
+    }
+
+    #[test]
+    fn a_403_whose_body_is_not_about_a_rate_limit_is_not_one() {
+        for body in [
+            r#"{"message":"Resource not accessible by personal access token"}"#,
+            "<html>Forbidden</html>",
+            "",
+            "[]",
+        ] {
+            assert_eq!(signal_with_body(403, &[], body), None, "{body}");
+        }
+        // Only 403 and 429 are rate limits, whatever the body says.
+        assert_eq!(signal_with_body(404, &[], SECONDARY_BODY), None);
+        assert_eq!(signal_with_body(503, &[], SECONDARY_BODY), None);
     }
 
     #[test]
