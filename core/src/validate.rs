@@ -27,6 +27,7 @@
 //! assert_eq!(err.to_string(), "items[1].id: invalid type: null, expected a string");
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -256,12 +257,8 @@ impl Expect {
 /// Whether a `Content-Type` value names JSON: `application/json` or `<type>/<subtype>+json`,
 /// case-insensitive, with any parameters.
 pub fn is_json_content_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    // Compared without regard to ASCII case, and without allocating: this runs on every response.
+    let essence = value.split(';').next().unwrap_or_default().trim();
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;
     };
@@ -270,7 +267,11 @@ pub fn is_json_content_type(value: &str) -> bool {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
-    token(kind) && token(subtype) && (essence == "application/json" || subtype.ends_with("+json"))
+    // Both halves are ASCII once they pass `token`, so slicing the suffix is safe.
+    token(kind)
+        && token(subtype)
+        && (essence.eq_ignore_ascii_case("application/json")
+            || (subtype.len() >= 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json")))
 }
 
 /// Validates a response's parts and decodes the body into `T`.
@@ -294,7 +295,7 @@ pub fn validate<T: DeserializeOwned>(
     }
     let content_type = headers
         .get(CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
     match &content_type {
         Some(ct) if is_json_content_type(ct) => {}
         Some(ct) => {
@@ -345,11 +346,17 @@ pub fn validate<T: DeserializeOwned>(
         return Err(e);
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+    let value = match T::deserialize(&mut de) {
         Ok(value) => value,
-        Err(e) => {
-            let path = e.path().to_string();
-            return Err(decode_error(path, e.into_inner(), body, &expect.redactor));
+        Err(first) => {
+            // Only a failure pays for tracking the path: decode again with serde_path_to_error,
+            // which fails at the same place (decoding is deterministic) and names it.
+            let mut again = serde_json::Deserializer::from_slice(body);
+            let (path, error) = match serde_path_to_error::deserialize::<_, T>(&mut again) {
+                Err(e) => (e.path().to_string(), e.into_inner()),
+                Ok(_) => (String::new(), first),
+            };
+            return Err(decode_error(path, error, body, &expect.redactor));
         }
     };
     if let Err(e) = de.end() {
@@ -461,16 +468,22 @@ fn offset_of(body: &[u8], line: usize, column: usize) -> usize {
 /// and a strict re-parse would stop there and miss a repeat after them. Keys compare after
 /// unescaping, so `"a"` and `"\u0061"` are the same key.
 fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
-    enum Frame {
+    /// Objects with more keys than this are checked with a hash set instead of a linear scan,
+    /// so that a huge object cannot make the check quadratic.
+    const LINEAR: usize = 16;
+    enum Frame<'a> {
         Object {
-            keys: HashSet<String>,
-            key: Option<String>,
+            /// Where this object's keys start in `keys` (while it has at most `LINEAR` keys).
+            start: usize,
+            /// This object's keys once it has more than `LINEAR`.
+            set: Option<HashSet<Cow<'a, str>>>,
+            key: Option<Cow<'a, str>>,
         },
         Array {
             index: usize,
         },
     }
-    let render = |stack: &[Frame], last: &str| {
+    let render = |stack: &[Frame<'_>], last: &str| {
         let mut path = String::new();
         for frame in stack {
             match frame {
@@ -490,17 +503,23 @@ fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
         path.push_str(last);
         path
     };
-    let mut stack: Vec<Frame> = Vec::new();
+    // Keys borrow from the body unless they contain escapes: this runs on every JSON response,
+    // and a typical one has no escaped key at all.
+    let mut keys: Vec<Cow<'_, str>> = Vec::with_capacity(LINEAR);
+    let mut stack: Vec<Frame<'_>> = Vec::with_capacity(8);
     let mut i = 0;
     while i < body.len() {
         match body[i] {
             b'{' => stack.push(Frame::Object {
-                keys: HashSet::new(),
+                start: keys.len(),
+                set: None,
                 key: None,
             }),
             b'[' => stack.push(Frame::Array { index: 0 }),
             b'}' | b']' => {
-                stack.pop();
+                if let Some(Frame::Object { start, .. }) = stack.pop() {
+                    keys.truncate(start);
+                }
             }
             b',' => {
                 if let Some(Frame::Array { index }) = stack.last_mut() {
@@ -510,8 +529,16 @@ fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
             b'"' => {
                 let start = i;
                 i += 1;
-                while i < body.len() && body[i] != b'"' {
-                    i += if body[i] == b'\\' { 2 } else { 1 };
+                // To the closing quote, stepping over escapes (a tight search, not a byte loop).
+                while i < body.len() {
+                    match body[i..].iter().position(|&b| b == b'"' || b == b'\\') {
+                        Some(at) if body[i + at] == b'"' => {
+                            i += at;
+                            break;
+                        }
+                        Some(at) => i += at + 2,
+                        None => i = body.len(),
+                    }
                 }
                 let token = &body[start..(i + 1).min(body.len())];
                 let mut j = i + 1;
@@ -519,15 +546,39 @@ fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
                     j += 1;
                 }
                 if body.get(j) == Some(&b':') {
-                    let key = serde_json::from_slice::<String>(token).unwrap_or_else(|_| {
-                        String::from_utf8_lossy(&token[1..token.len().saturating_sub(1).max(1)])
-                            .into_owned()
-                    });
+                    // A key is followed by `:`, so its token is closed: `"..."`.
+                    let inner = &token[1..token.len().saturating_sub(1).max(1)];
+                    let key: Cow<'_, str> = if inner.contains(&b'\\') {
+                        Cow::Owned(
+                            serde_json::from_slice::<String>(token)
+                                .unwrap_or_else(|_| String::from_utf8_lossy(inner).into_owned()),
+                        )
+                    } else {
+                        // Without escapes the JSON string is its bytes (as lossy UTF-8, like the
+                        // fallback above when serde_json refuses a raw control character).
+                        String::from_utf8_lossy(inner)
+                    };
                     let duplicate = match stack.last_mut() {
-                        Some(Frame::Object { keys, key: current }) => {
-                            let fresh = keys.insert(key.clone());
+                        Some(Frame::Object {
+                            start,
+                            set,
+                            key: current,
+                        }) => {
+                            let repeated = match set {
+                                Some(set) => !set.insert(key.clone()),
+                                None => {
+                                    let repeated = keys[*start..].contains(&key);
+                                    if !repeated {
+                                        keys.push(key.clone());
+                                        if keys.len() - *start > LINEAR {
+                                            *set = Some(keys.drain(*start..).collect());
+                                        }
+                                    }
+                                    repeated
+                                }
+                            };
                             *current = Some(key.clone());
-                            !fresh
+                            repeated
                         }
                         _ => false,
                     };
@@ -536,7 +587,7 @@ fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
                         if let Some(Frame::Object { key: current, .. }) = stack.last_mut() {
                             *current = None;
                         }
-                        return Some((render(&stack, &key), key));
+                        return Some((render(&stack, &key), key.into_owned()));
                     }
                 }
             }
