@@ -33,7 +33,7 @@ pub async fn drive(
 ) -> Result<Response, Error> {
     let mut in_flight: Option<Attempt<'_>> = None;
     loop {
-        match exchange.poll_output(clock.now()) {
+        match exchange.poll_output_to_end(clock.now()) {
             Output::Done(result) => return result,
             Output::Send(attempt) => in_flight = Some(send(transport, attempt)),
             Output::Wait { until, .. } => match in_flight.take() {

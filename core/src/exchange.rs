@@ -246,8 +246,25 @@ impl Exchange {
     /// Returns what to do next. Call it after every [`handle_input`](Self::handle_input) until it
     /// returns [`Output::Wait`] or [`Output::Done`].
     pub fn poll_output(&mut self, now: Instant) -> Output {
+        self.poll(now, false)
+    }
+
+    /// [`poll_output`](Self::poll_output) for a driver that stops at [`Output::Done`] and drops
+    /// the exchange (as [`drive`](crate::drive()) does): the result is moved out instead of
+    /// cloned. Never poll the exchange again after it returned `Done` this way.
+    pub(crate) fn poll_output_to_end(&mut self, now: Instant) -> Output {
+        self.poll(now, true)
+    }
+
+    fn poll(&mut self, now: Instant, take: bool) -> Output {
         let now = self.observe(now);
         loop {
+            if take && matches!(self.state, State::Done(_)) {
+                // The driver drops the exchange at once; `Ready` is never looked at again.
+                if let State::Done(result) = std::mem::replace(&mut self.state, State::Ready) {
+                    return Output::Done(*result);
+                }
+            }
             match &self.state {
                 State::Done(result) => return Output::Done((**result).clone()),
                 State::Ready => {

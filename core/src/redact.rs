@@ -25,7 +25,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::url::Url;
@@ -88,6 +88,24 @@ impl RedactConfig {
     }
 }
 
+/// Whether `needle` (never empty) occurs in `haystack`. Both are short names: a plain scan is
+/// cheaper than setting up `str::contains`'s searcher, and this runs for every header.
+fn contains(haystack: &str, needle: &str) -> bool {
+    let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
+    haystack
+        .windows(needle.len())
+        .any(|w| w[0] == needle[0] && w == needle)
+}
+
+/// `name` in ASCII lowercase, borrowed when it already is.
+fn lowercase(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
 /// Knows what is secret and hides it. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Redactor {
@@ -126,33 +144,30 @@ impl Redactor {
 
     /// Whether a header's value is secret.
     pub fn is_secret_header(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        HEADERS.contains(&name.as_str())
-            || HEADER_PARTS.iter().any(|part| name.contains(part))
-            || self.headers.contains(&name)
+        // `HeaderName`s are already lowercase: only lowercase a copy when there is a need.
+        let name = lowercase(name);
+        let name = name.as_ref();
+        HEADERS.contains(&name)
+            || HEADER_PARTS.iter().any(|part| contains(name, part))
+            || self.headers.iter().any(|h| h == name)
     }
 
     /// Whether a query parameter's or body field's value is secret.
     pub fn is_secret_field(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        PARAMS.contains(&name.as_str())
-            || PARAM_PARTS.iter().any(|part| name.contains(part))
-            || self.fields.contains(&name)
+        let name = lowercase(name);
+        let name = name.as_ref();
+        PARAMS.contains(&name)
+            || PARAM_PARTS.iter().any(|part| contains(name, part))
+            || self.fields.iter().any(|f| f == name)
     }
 
     /// Marks every secret header value sensitive, so that `http`'s own `Debug` hides it and
     /// HTTP/2 never indexes it.
     pub fn mark_sensitive(&self, headers: &mut HeaderMap) {
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| self.is_secret_header(n.as_str()))
-            .cloned()
-            .collect();
-        for name in names {
-            if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
-                for value in entry.iter_mut() {
-                    value.set_sensitive(true);
-                }
+        // Every value of every secret header, in place: no list of names to build first.
+        for (name, value) in headers.iter_mut() {
+            if self.is_secret_header(name.as_str()) {
+                value.set_sensitive(true);
             }
         }
     }

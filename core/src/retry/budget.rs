@@ -161,6 +161,10 @@ impl RetryBudget {
             let window = self.config.window;
             hosts.retain(|_, w| now.saturating_duration_since(w.last_seen) < window);
         }
+        // Look the host up before inserting it: `entry` would need an owned key on every call.
+        if let Some(window) = hosts.get_mut(host) {
+            return f(window);
+        }
         let window = hosts
             .entry(host.to_owned())
             .or_insert_with(|| HostWindow::new(now));
