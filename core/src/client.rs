@@ -61,12 +61,6 @@ impl Runtime {
         self.ambient = Some(ambient);
         self
     }
-
-    fn random<const N: usize>(&self) -> [u8; N] {
-        let mut bytes = [0u8; N];
-        self.entropy.fill(&mut bytes);
-        bytes
-    }
 }
 
 impl fmt::Debug for Runtime {
@@ -350,14 +344,30 @@ impl Client {
             o.service.clone_from(&inner.service);
         }
         if o.correlation_id.is_none() {
-            let ambient = rt.ambient.as_ref().and_then(|read| read());
-            o.correlation_id =
-                Some(ambient.unwrap_or_else(|| CorrelationId::from_random_bytes(rt.random())));
+            o.correlation_id = rt.ambient.as_ref().and_then(|read| read());
         }
-        if o.idempotency_key == KeyChoice::Mint {
-            o.idempotency_key = KeyChoice::Given(IdempotencyKey::from_random_bytes(rt.random()));
+        let mint_id = o.correlation_id.is_none();
+        let mint_key = o.idempotency_key == KeyChoice::Mint;
+        // One draw for everything this call needs (one system call on the real backends instead
+        // of one per value), taken in the order they used to be drawn: ID, key, jitter seed.
+        let mut random = [0u8; 40];
+        let len = 16 * (usize::from(mint_id) + usize::from(mint_key)) + 8;
+        rt.entropy.fill(&mut random[..len]);
+        let mut rest = &random[..len];
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head
+        };
+        if mint_id {
+            let bytes = take(16).try_into().unwrap_or_default();
+            o.correlation_id = Some(CorrelationId::from_random_bytes(bytes));
         }
-        let seed = u64::from_le_bytes(rt.random());
+        if mint_key {
+            let bytes = take(16).try_into().unwrap_or_default();
+            o.idempotency_key = KeyChoice::Given(IdempotencyKey::from_random_bytes(bytes));
+        }
+        let seed = u64::from_le_bytes(take(8).try_into().unwrap_or_default());
         let exchange = Exchange::new(request, &inner.policy, rt.clock.now(), seed);
         drive(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
     }

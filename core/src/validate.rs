@@ -336,15 +336,18 @@ pub fn validate<T: DeserializeOwned>(
         e.excerpt = expect.redactor.excerpt(body);
         return Err(e);
     }
-    if let Err(utf8) = std::str::from_utf8(body) {
-        let at = utf8.valid_up_to();
-        let mut e = ValidationError::new(
-            ValidationKind::InvalidUtf8,
-            format!("the body is not valid UTF-8 at byte {at}"),
-        );
-        e.excerpt = expect.redactor.excerpt_around(body, at);
-        return Err(e);
-    }
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(utf8) => {
+            let at = utf8.valid_up_to();
+            let mut e = ValidationError::new(
+                ValidationKind::InvalidUtf8,
+                format!("the body is not valid UTF-8 at byte {at}"),
+            );
+            e.excerpt = expect.redactor.excerpt_around(body, at);
+            return Err(e);
+        }
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = match T::deserialize(&mut de) {
         Ok(value) => value,
@@ -362,7 +365,7 @@ pub fn validate<T: DeserializeOwned>(
     if let Err(e) = de.end() {
         return Err(decode_error(String::new(), e, body, &expect.redactor));
     }
-    if let Some((path, key)) = find_duplicate_key(body) {
+    if let Some((path, key)) = find_duplicate_key(text) {
         let mut e = ValidationError::new(
             ValidationKind::DuplicateKey,
             format!("duplicate key {key:?}"),
@@ -467,7 +470,8 @@ fn offset_of(body: &[u8], line: usize, column: usize) -> usize {
 /// `T` skips were read laxly (a lone surrogate, a number out of range, nesting past the limit),
 /// and a strict re-parse would stop there and miss a repeat after them. Keys compare after
 /// unescaping, so `"a"` and `"\u0061"` are the same key.
-fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
+fn find_duplicate_key(text: &str) -> Option<(String, String)> {
+    let body = text.as_bytes();
     /// Objects with more keys than this are checked with a hash set instead of a linear scan,
     /// so that a huge object cannot make the check quadratic.
     const LINEAR: usize = 16;
@@ -529,9 +533,9 @@ fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
             b'"' => {
                 let start = i;
                 i += 1;
-                // To the closing quote, stepping over escapes (a tight search, not a byte loop).
+                // To the closing quote, stepping over escapes (memchr, not a byte loop).
                 while i < body.len() {
-                    match body[i..].iter().position(|&b| b == b'"' || b == b'\\') {
+                    match memchr::memchr2(b'"', b'\\', &body[i..]) {
                         Some(at) if body[i + at] == b'"' => {
                             i += at;
                             break;
@@ -546,17 +550,18 @@ fn find_duplicate_key(body: &[u8]) -> Option<(String, String)> {
                     j += 1;
                 }
                 if body.get(j) == Some(&b':') {
-                    // A key is followed by `:`, so its token is closed: `"..."`.
-                    let inner = &token[1..token.len().saturating_sub(1).max(1)];
-                    let key: Cow<'_, str> = if inner.contains(&b'\\') {
+                    // A key is followed by `:`, so its token is closed: `"..."`, and its
+                    // quotes are ASCII, so the text between them is a `str` slice.
+                    let inner = &text[start + 1..i];
+                    let key: Cow<'_, str> = if inner.contains('\\') {
                         Cow::Owned(
                             serde_json::from_slice::<String>(token)
-                                .unwrap_or_else(|_| String::from_utf8_lossy(inner).into_owned()),
+                                .unwrap_or_else(|_| inner.to_owned()),
                         )
                     } else {
-                        // Without escapes the JSON string is its bytes (as lossy UTF-8, like the
-                        // fallback above when serde_json refuses a raw control character).
-                        String::from_utf8_lossy(inner)
+                        // Without escapes the JSON string is its text (also when serde_json
+                        // refuses a raw control character, like the fallback above).
+                        Cow::Borrowed(inner)
                     };
                     let duplicate = match stack.last_mut() {
                         Some(Frame::Object {
