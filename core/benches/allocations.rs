@@ -93,7 +93,10 @@ fn exchange(policy: &Policy, retry: bool) -> Vec<(&'static str, usize, usize)> {
             _ => unreachable!("Output's variants today"),
         }
     };
-    phase("poll_output -> Done (the result)", &mut region);
+    phase(
+        "poll_output -> Done (a clone of the result; drive() moves it instead: 0)",
+        &mut region,
+    );
     let response = result.expect("the call succeeds");
     let entity: Entity = response.json().expect("valid json");
     std::hint::black_box(entity);
