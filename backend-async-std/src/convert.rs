@@ -1,7 +1,9 @@
 //! Every `http` <-> `http-types` conversion of this crate, and nothing else: the core speaks
 //! `http` 1.x, surf and async-h1 speak `http-types` 2.x.
 //!
-//! Requests: the URL goes through `url::Url` (which normalises it as surf would), the method by
+//! Requests: the URL goes through `url::Url` (which normalises it as surf would; the parsed
+//! scheme and authority of the last origin are kept in a [`Urls`] so that the host is not parsed
+//! again on every attempt, only the path and the query are), the method by
 //! name, headers value by value (`http-types` only holds ASCII values; others are refused rather
 //! than altered), the body without copying. `http-types` would add a `Content-Type` the caller
 //! did not ask for; it is removed again. Responses: status, version and headers; the `Date`
@@ -11,6 +13,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use surf::http::headers::{CONTENT_TYPE, DATE, HeaderName, HeaderValue};
@@ -32,11 +35,64 @@ fn refuse(what: impl Into<String>) -> ConvertError {
     ConvertError(what.into())
 }
 
+/// `http::Uri` to `url::Url`, remembering the last origin parsed.
+///
+/// A full `Url::parse` of the serialised URI cost ~7.5k instructions per attempt, most of it
+/// the host (IDNA and IP checks). For an `http` or `https` URI whose scheme and authority are
+/// those of the last one, the remembered URL is cloned and only its path and query are set,
+/// through the same parser `Url::parse` uses for them (same percent-encoding and dot-segment
+/// rules: see the tests, which compare both ways).
+#[derive(Debug, Default)]
+pub(crate) struct Urls {
+    /// `scheme://authority` and its parsed URL.
+    last: Mutex<Option<(String, Url)>>,
+}
+
+impl Urls {
+    pub(crate) fn url(&self, uri: &http::Uri) -> Result<Url, ConvertError> {
+        let origin = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme @ ("http" | "https")), Some(authority)) => Some((scheme, authority)),
+            _ => None,
+        };
+        let Some((scheme, authority)) = origin else {
+            return parse(uri);
+        };
+        let same = |key: &str| {
+            key.len() == scheme.len() + 3 + authority.as_str().len()
+                && key.starts_with(scheme)
+                && key[scheme.len()..].starts_with("://")
+                && key.ends_with(authority.as_str())
+        };
+        let cached = {
+            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            last.as_ref()
+                .filter(|(key, _)| same(key))
+                .map(|(_, url)| url.clone())
+        };
+        if let Some(mut url) = cached {
+            url.set_path(uri.path());
+            url.set_query(uri.query());
+            return Ok(url);
+        }
+        let url = parse(uri)?;
+        let key = format!("{scheme}://{authority}");
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, url.clone()));
+        Ok(url)
+    }
+}
+
+fn parse(uri: &http::Uri) -> Result<Url, ConvertError> {
+    Url::parse(&uri.to_string())
+        .map_err(|e| refuse(format!("the request URI is not an absolute URL: {e}")))
+}
+
 /// `http::Request` to `http_types::Request`.
-pub(crate) fn request(request: http::Request<Bytes>) -> Result<http_types::Request, ConvertError> {
+pub(crate) fn request(
+    request: http::Request<Bytes>,
+    urls: &Urls,
+) -> Result<http_types::Request, ConvertError> {
     let (parts, body) = request.into_parts();
-    let url = Url::parse(&parts.uri.to_string())
-        .map_err(|e| refuse(format!("the request URI is not an absolute URL: {e}")))?;
+    let url = urls.url(&parts.uri)?;
     let method = Method::from_str(parts.method.as_str())
         .map_err(|_| refuse(format!("surf cannot send the method {}", parts.method)))?;
     let mut out = http_types::Request::new(method, url);
@@ -143,7 +199,7 @@ mod tests {
             )
             .body(Bytes::new())
             .unwrap();
-        assert!(super::request(request).is_err());
+        assert!(super::request(request, &Urls::default()).is_err());
     }
 
     #[test]
@@ -163,7 +219,38 @@ mod tests {
         assert_eq!(head.headers()["date"], "Wed, 21 Oct 2015 07:28:00 GMT");
     }
 
+    #[test]
+    fn a_remembered_origin_gives_the_same_url_as_a_full_parse() {
+        let urls = Urls::default();
+        let uris = [
+            "https://api.example.com/v1/entities?x=1",
+            "https://api.example.com/v1/entities/7",
+            "https://api.example.com/",
+            "https://api.example.com",
+            "https://api.example.com/a/./b/../c?",
+            "https://api.example.com/a%20b/%7e/sp%2Fx?q=a%20b&r=%zz&s='x'",
+            "https://api.example.com/caf%C3%A9/{id}/|x|?a=[1]&b={q}|",
+            "https://api.example.com:443/v1?x",
+            "https://API.Example.com/v1",
+            "https://api.example.com:8443/v1",
+            "http://api.example.com/v1",
+            "http://user:pw@api.example.com/v1",
+            "http://127.0.0.1:8080/entity/1",
+            "http://127.0.0.1:8080/entity/2?y=%41",
+            "http://[::1]:8080/x",
+            "http://[::1]:8080/x/../../y",
+            "http://127.0.0.1:8080/entity/1",
+        ];
+        for uri in uris {
+            let parsed: http::Uri = uri.parse().unwrap();
+            let full = Url::parse(&parsed.to_string()).unwrap();
+            // Twice: the first may parse and remember, the second uses what was remembered.
+            assert_eq!(urls.url(&parsed).unwrap(), full, "{uri}");
+            assert_eq!(urls.url(&parsed).unwrap().as_str(), full.as_str(), "{uri}");
+        }
+    }
+
     fn request_to_parts(request: http::Request<Bytes>) -> http_types::Request {
-        super::request(request).unwrap()
+        super::request(request, &Urls::default()).unwrap()
     }
 }

@@ -33,6 +33,7 @@ use crate::pool::Reuse;
 /// deadlines are the driver's.
 pub struct SurfTransport {
     client: surf::Client,
+    urls: convert::Urls,
 }
 
 impl SurfTransport {
@@ -44,7 +45,10 @@ impl SurfTransport {
     /// later request can read an earlier response: if you must use it, turn its keep-alive
     /// off (`surf::Config::new().set_http_keep_alive(false)`).
     pub fn new(client: surf::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            urls: convert::Urls::default(),
+        }
     }
 }
 
@@ -224,7 +228,8 @@ impl SurfTransport {
         let method = attempt.request.method().clone();
         let asked_to_close = has_token(attempt.request.headers(), CONNECTION, "close");
 
-        let mut request = convert::request(attempt.request).map_err(error::from_request_convert)?;
+        let mut request =
+            convert::request(attempt.request, &self.urls).map_err(error::from_request_convert)?;
         let probe = Probe::new();
         request.ext_mut().insert(ProbeHandle(Arc::clone(&probe)));
         let sending = self.client.send(request);
