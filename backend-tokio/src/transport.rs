@@ -1,6 +1,8 @@
 //! The transport: hyper-util's pooled client, with the per-phase limits of each attempt.
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use egress_core::rt::{BoxFuture, Transport};
@@ -18,7 +20,8 @@ use crate::error;
 /// within `min(write, read)` of the attempt's start (hyper does not report when writing ends, so
 /// the two are enforced as one stricter bound); every body chunk must arrive within `read` of
 /// the previous one; the body stops at the limit. The attempt and whole-call deadlines are the
-/// driver's.
+/// driver's; a head or chunk limit that would not end before the attempt deadline is left to
+/// the driver's timer, without a timer of its own.
 pub struct HyperTransport<C> {
     client: HyperClient<C, Full<Bytes>>,
 }
@@ -49,6 +52,22 @@ fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
     TransportError::new(kind, what)
 }
 
+/// Awaits `future` for at most `limit` from now: `None` when the limit passed first.
+///
+/// The driver already drops the attempt at `deadline` (the attempt deadline, with its own
+/// timer), so a limit that does not end before it needs no timer of its own: registering one
+/// cost a tokio timer entry per attempt for the head and one per body frame for nothing.
+async fn within<F: Future>(
+    limit: Duration,
+    deadline: tokio::time::Instant,
+    future: F,
+) -> Option<F::Output> {
+    match tokio::time::Instant::now().checked_add(limit) {
+        Some(at) if at < deadline => tokio::time::timeout_at(at, future).await.ok(),
+        _ => Some(future.await),
+    }
+}
+
 impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
     async fn execute(
         &self,
@@ -56,20 +75,20 @@ impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
     ) -> Result<http::Response<Bytes>, TransportError> {
         let read_timeout = attempt.read_timeout;
         let head_timeout = attempt.read_timeout.min(attempt.write_timeout);
+        let deadline = tokio::time::Instant::from_std(attempt.deadlines.attempt);
         let limit = attempt.body_limit;
         let (parts, body) = attempt.request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(body));
 
-        let response = match tokio::time::timeout(head_timeout, self.client.request(request)).await
-        {
-            Err(_) => {
+        let response = match within(head_timeout, deadline, self.client.request(request)).await {
+            None => {
                 return Err(timed_out(
                     TransportErrorKind::ReadTimeout,
                     "no response head within the read timeout",
                 ));
             }
-            Ok(Err(e)) => return Err(error::from_client(e)),
-            Ok(Ok(response)) => response,
+            Some(Err(e)) => return Err(error::from_client(e)),
+            Some(Ok(response)) => response,
         };
         let (parts, mut body) = response.into_parts();
         let declared = parts
@@ -86,16 +105,16 @@ impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
         let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
         let mut collected = BytesMut::with_capacity(capacity);
         loop {
-            let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
-                Err(_) => {
+            let frame = match within(read_timeout, deadline, body.frame()).await {
+                None => {
                     return Err(timed_out(
                         TransportErrorKind::ReadTimeout,
                         "the body stalled longer than the read timeout",
                     ));
                 }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(error::from_body(e)),
-                Ok(Some(Ok(frame))) => frame,
+                Some(None) => break,
+                Some(Some(Err(e))) => return Err(error::from_body(e)),
+                Some(Some(Ok(frame))) => frame,
             };
             if let Ok(data) = frame.into_data() {
                 if (collected.len() + data.len()) as u64 > limit {
