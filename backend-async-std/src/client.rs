@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use egress_core::client::{AmbientCorrelation, Auth};
-use egress_core::{Client, Config, ConfigError, Runtime, SecretString};
+use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretString};
 
 use crate::connector::Connector;
 use crate::h1::PooledH1;
@@ -29,9 +29,7 @@ pub struct Builder {
     roots: Roots,
     custom_roots: Vec<Vec<u8>>,
     min_tls_version: Option<native_tls::Protocol>,
-    default_headers: Vec<(String, String)>,
-    auth: Option<Arc<dyn Auth>>,
-    service: Option<String>,
+    options: ClientOptions,
 }
 
 impl fmt::Debug for Builder {
@@ -41,16 +39,7 @@ impl fmt::Debug for Builder {
             .field("roots", &self.roots)
             .field("custom_roots", &self.custom_roots.len())
             .field("min_tls_version", &self.min_tls_version)
-            .field(
-                "default_headers",
-                &self
-                    .default_headers
-                    .iter()
-                    .map(|(n, _)| n)
-                    .collect::<Vec<_>>(),
-            )
-            .field("auth", &self.auth)
-            .field("service", &self.service)
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -63,9 +52,7 @@ impl Builder {
             roots: Roots::default(),
             custom_roots: Vec::new(),
             min_tls_version: None,
-            default_headers: Vec::new(),
-            auth: None,
-            service: None,
+            options: ClientOptions::default(),
         }
     }
 
@@ -91,25 +78,25 @@ impl Builder {
 
     /// Adds a header sent with every request.
     pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
-        self.default_headers
-            .push((name.to_owned(), value.to_owned()));
+        self.options = self.options.with_default_header(name, value);
         self
     }
 
     /// Sets the authentication hook.
     pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
-        self.auth = Some(auth);
+        self.options = self.options.with_auth(auth);
         self
     }
 
     /// Sends `Authorization: Bearer <token>` with every request.
-    pub fn with_bearer_token(self, token: SecretString) -> Self {
-        self.with_auth(Arc::new(egress_core::BearerToken::new(token)))
+    pub fn with_bearer_token(mut self, token: SecretString) -> Self {
+        self.options = self.options.with_bearer_token(token);
+        self
     }
 
     /// Names the service (vendor) in telemetry.
     pub fn with_service(mut self, name: impl Into<String>) -> Self {
-        self.service = Some(name.into());
+        self.options = self.options.with_service(name.into());
         self
     }
 
@@ -152,17 +139,9 @@ impl Builder {
             Arc::new(OsEntropy),
         )
         .with_ambient_correlation(ambient);
-        let mut builder = Client::builder(self.config, runtime);
-        for (name, value) in &self.default_headers {
-            builder = builder.with_default_header(name, value)?;
-        }
-        if let Some(auth) = self.auth {
-            builder = builder.with_auth(auth);
-        }
-        if let Some(service) = self.service {
-            builder = builder.with_service(service);
-        }
-        builder.build()
+        Client::builder(self.config, runtime)
+            .with_options(self.options)?
+            .build()
     }
 }
 

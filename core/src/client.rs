@@ -177,6 +177,58 @@ impl fmt::Debug for Client {
     }
 }
 
+/// What every backend's builder passes through to the base client: default headers,
+/// authentication and the service name. A backend keeps one and hands it over with
+/// [`ClientBuilder::with_options`] when it builds, so the backends share this plumbing.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    default_headers: Vec<(String, String)>,
+    auth: Option<Arc<dyn Auth>>,
+    service: Option<Cow<'static, str>>,
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: names only.
+        let names: Vec<&str> = self
+            .default_headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        f.debug_struct("ClientOptions")
+            .field("default_headers", &names)
+            .field("auth", &self.auth)
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Adds a header sent with every request (checked when the client is built).
+    pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
+        self.default_headers
+            .push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the authentication hook.
+    pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer_token(self, token: SecretString) -> Self {
+        self.with_auth(Arc::new(BearerToken::new(token)))
+    }
+
+    /// Names the service (vendor) in telemetry.
+    pub fn with_service(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+}
+
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     config: Config,
@@ -224,6 +276,21 @@ impl ClientBuilder {
     /// Sends `Authorization: Bearer <token>` with every request.
     pub fn with_bearer_token(self, token: SecretString) -> Self {
         self.with_auth(Arc::new(BearerToken::new(token)))
+    }
+
+    /// Applies a backend's [`ClientOptions`]: its default headers (rejected here if invalid),
+    /// authentication and service name.
+    pub fn with_options(mut self, options: ClientOptions) -> Result<Self, ConfigError> {
+        for (name, value) in &options.default_headers {
+            self = self.with_default_header(name, value)?;
+        }
+        if let Some(auth) = options.auth {
+            self = self.with_auth(auth);
+        }
+        if let Some(service) = options.service {
+            self = self.with_service(service);
+        }
+        Ok(self)
     }
 
     /// Names the service (vendor) in the telemetry of every call, such as `github`.

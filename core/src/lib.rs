@@ -114,7 +114,9 @@ pub use http;
 pub use secrecy;
 pub use secrecy::SecretString;
 
-pub use client::{ApiKeyHeader, Auth, BearerToken, Client, ClientBuilder, RequestBuilder, Runtime};
+pub use client::{
+    ApiKeyHeader, Auth, BearerToken, Client, ClientBuilder, ClientOptions, RequestBuilder, Runtime,
+};
 pub use config::{Config, ConfigError, Credentials, Policy, PoolConfig, Timeouts};
 pub use drive::drive;
 pub use error::{

@@ -706,3 +706,34 @@ fn a_caller_found_semantic_failure_carries_the_call_metadata() {
     assert_eq!(error.correlation_id(), Some(response.correlation_id()));
     assert!(!error.is_retryable());
 }
+
+#[test]
+fn client_options_from_a_backend_reach_every_request_and_bad_headers_fail_the_build() {
+    let transport = ScriptedTransport::new();
+    transport.push(step(200));
+    let options = egress_core::ClientOptions::default()
+        .with_default_header("x-team", "payments")
+        .with_bearer_token(SecretString::from("opt-token-1"))
+        .with_service("entities");
+    let client = Client::builder(no_jitter(), transport.runtime())
+        .with_options(options)
+        .unwrap()
+        .build()
+        .unwrap();
+    block_on(client.get("/x").send()).unwrap();
+    let seen = &transport.requests()[0];
+    assert_eq!(seen.header("x-team"), Some("payments"));
+    assert_eq!(seen.header("authorization"), Some("Bearer opt-token-1"));
+    let bad = egress_core::ClientOptions::default().with_default_header("bad header", "v");
+    let error = Client::builder(no_jitter(), transport.runtime())
+        .with_options(bad)
+        .unwrap_err();
+    assert_eq!(error.field(), "default_headers");
+    assert!(
+        !format!(
+            "{:?}",
+            egress_core::ClientOptions::default().with_default_header("x-api-key", "k-secret-9")
+        )
+        .contains("k-secret-9")
+    );
+}
