@@ -27,7 +27,6 @@
 //! assert_eq!(err.to_string(), "items[1].id: invalid type: null, expected a string");
 //! ```
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -259,6 +258,10 @@ impl Expect {
 pub fn is_json_content_type(value: &str) -> bool {
     // Compared without regard to ASCII case, and without allocating: this runs on every response.
     let essence = value.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        // The common case, and both halves are tokens.
+        return true;
+    }
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;
     };
@@ -270,8 +273,8 @@ pub fn is_json_content_type(value: &str) -> bool {
     // Both halves are ASCII once they pass `token`, so slicing the suffix is safe.
     token(kind)
         && token(subtype)
-        && (essence.eq_ignore_ascii_case("application/json")
-            || (subtype.len() >= 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json")))
+        && subtype.len() >= 5
+        && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json")
 }
 
 /// Validates a response's parts and decodes the body into `T`.
@@ -293,13 +296,17 @@ pub fn validate<T: DeserializeOwned>(
         e.excerpt = expect.redactor.excerpt(body);
         return Err(e);
     }
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()));
-    match &content_type {
-        Some(ct) if is_json_content_type(ct) => {}
+    match headers.get(CONTENT_TYPE) {
+        Some(ct)
+            if ct.to_str().map_or_else(
+                |_| is_json_content_type(&String::from_utf8_lossy(ct.as_bytes())),
+                is_json_content_type,
+            ) => {}
         Some(ct) => {
-            let shown: String = ct.chars().take(64).collect();
+            let shown: String = String::from_utf8_lossy(ct.as_bytes())
+                .chars()
+                .take(64)
+                .collect();
             return Err(ValidationError::new(
                 ValidationKind::ContentType,
                 format!("content type {shown:?} is not json"),
@@ -348,13 +355,14 @@ pub fn validate<T: DeserializeOwned>(
             return Err(e);
         }
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // From the checked text: serde_json then need not check the UTF-8 of every string again.
+    let mut de = serde_json::Deserializer::from_str(text);
     let value = match T::deserialize(&mut de) {
         Ok(value) => value,
         Err(first) => {
             // Only a failure pays for tracking the path: decode again with serde_path_to_error,
             // which fails at the same place (decoding is deterministic) and names it.
-            let mut again = serde_json::Deserializer::from_slice(body);
+            let mut again = serde_json::Deserializer::from_str(text);
             let (path, error) = match serde_path_to_error::deserialize::<_, T>(&mut again) {
                 Err(e) => (e.path().to_string(), e.into_inner()),
                 Ok(_) => (String::new(), first),
@@ -464,30 +472,101 @@ fn offset_of(body: &[u8], line: usize, column: usize) -> usize {
     body.len()
 }
 
+/// Bytes the duplicate-key scan stops at outside strings.
+const STRUCTURAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    let special = *b"{}[],\"";
+    while i < special.len() {
+        table[special[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// The index of the first `"` or `\\` in `body` at or after `i` (or `body.len()`), eight bytes
+/// at a time: strings are most of a JSON payload, and most are too short for a vector search to
+/// pay for setting itself up.
+fn quote_or_backslash(body: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    while let Some(chunk) = body.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("the chunk has eight bytes"));
+        let (q, b) = (word ^ QUOTES, word ^ BACKSLASHES);
+        // A byte of `q` or `b` is zero where `word` has a quote or a backslash; the lowest
+        // flagged byte is exact (borrows only flag bytes above a true zero).
+        let found = (q.wrapping_sub(ONES) & !q | b.wrapping_sub(ONES) & !b) & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < body.len() && body[i] != b'"' && body[i] != b'\\' {
+        i += 1;
+    }
+    i
+}
+
+/// A key seen by the duplicate-key scan: where its text is, and a cheap tag (length and end
+/// bytes) that most distinct keys already differ in.
+#[derive(Clone, Copy)]
+struct KeyRef {
+    tag: u64,
+    /// The key's text: `text[start..end]` of the body, or `unescaped[start]` when `end` is
+    /// `usize::MAX` (a key spelled with escapes).
+    start: usize,
+    end: usize,
+}
+
+impl KeyRef {
+    fn resolve<'a>(self, text: &'a str, unescaped: &'a [String]) -> &'a str {
+        if self.end == usize::MAX {
+            &unescaped[self.start]
+        } else {
+            &text[self.start..self.end]
+        }
+    }
+}
+
+fn key_tag(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let first = b.first().copied().unwrap_or(0) as u64;
+    let last = b.last().copied().unwrap_or(0) as u64;
+    (b.len() as u64) << 16 | first << 8 | last
+}
+
 /// Finds the first object key that appears twice in the same object, with its path.
 ///
 /// A token scan rather than a second parse: the body already decoded into `T`, but fields that
 /// `T` skips were read laxly (a lone surrogate, a number out of range, nesting past the limit),
 /// and a strict re-parse would stop there and miss a repeat after them. Keys compare after
 /// unescaping, so `"a"` and `"\u0061"` are the same key.
+///
+/// This runs on every JSON response, so it is written for speed: one pass, a table lookup per
+/// byte outside strings and a word-at-a-time search inside them, keys kept as positions in the
+/// body unless escaped, and a key compared in full only with earlier keys of the same length
+/// and end bytes.
 fn find_duplicate_key(text: &str) -> Option<(String, String)> {
     let body = text.as_bytes();
+    let n = body.len();
     /// Objects with more keys than this are checked with a hash set instead of a linear scan,
     /// so that a huge object cannot make the check quadratic.
     const LINEAR: usize = 16;
-    enum Frame<'a> {
+    enum Frame {
         Object {
             /// Where this object's keys start in `keys` (while it has at most `LINEAR` keys).
-            start: usize,
+            first: usize,
             /// This object's keys once it has more than `LINEAR`.
-            set: Option<HashSet<Cow<'a, str>>>,
-            key: Option<Cow<'a, str>>,
+            set: Option<HashSet<String>>,
+            key: Option<KeyRef>,
         },
         Array {
             index: usize,
         },
     }
-    let render = |stack: &[Frame<'_>], last: &str| {
+    let render = |stack: &[Frame], unescaped: &[String], last: &str| {
         let mut path = String::new();
         for frame in stack {
             match frame {
@@ -495,7 +574,7 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
                     if !path.is_empty() {
                         path.push('.');
                     }
-                    path.push_str(k);
+                    path.push_str(k.resolve(text, unescaped));
                 }
                 Frame::Object { key: None, .. } => {}
                 Frame::Array { index } => path.push_str(&format!("[{index}]")),
@@ -507,22 +586,28 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
         path.push_str(last);
         path
     };
-    // Keys borrow from the body unless they contain escapes: this runs on every JSON response,
-    // and a typical one has no escaped key at all.
-    let mut keys: Vec<Cow<'_, str>> = Vec::with_capacity(LINEAR);
-    let mut stack: Vec<Frame<'_>> = Vec::with_capacity(8);
+    let mut keys: Vec<KeyRef> = Vec::with_capacity(LINEAR);
+    let mut stack: Vec<Frame> = Vec::with_capacity(8);
+    // Keys spelled with escapes, unescaped; a typical payload has none.
+    let mut unescaped: Vec<String> = Vec::new();
     let mut i = 0;
-    while i < body.len() {
+    loop {
+        while i < n && !STRUCTURAL[body[i] as usize] {
+            i += 1;
+        }
+        if i >= n {
+            return None;
+        }
         match body[i] {
             b'{' => stack.push(Frame::Object {
-                start: keys.len(),
+                first: keys.len(),
                 set: None,
                 key: None,
             }),
             b'[' => stack.push(Frame::Array { index: 0 }),
             b'}' | b']' => {
-                if let Some(Frame::Object { start, .. }) = stack.pop() {
-                    keys.truncate(start);
+                if let Some(Frame::Object { first, .. }) = stack.pop() {
+                    keys.truncate(first);
                 }
             }
             b',' => {
@@ -530,75 +615,109 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
                     *index += 1;
                 }
             }
-            b'"' => {
+            _ => {
+                // A string: to its closing quote, stepping over escapes.
                 let start = i;
+                let mut escaped = false;
                 i += 1;
-                // To the closing quote, stepping over escapes (memchr, not a byte loop).
-                while i < body.len() {
-                    match memchr::memchr2(b'"', b'\\', &body[i..]) {
-                        Some(at) if body[i + at] == b'"' => {
-                            i += at;
-                            break;
-                        }
-                        Some(at) => i += at + 2,
-                        None => i = body.len(),
+                loop {
+                    i = quote_or_backslash(body, i);
+                    if i < n && body[i] == b'\\' {
+                        escaped = true;
+                        i += 2;
+                    } else {
+                        break;
                     }
                 }
-                let token = &body[start..(i + 1).min(body.len())];
+                if i >= n {
+                    // Unterminated: nothing after it can be a key.
+                    return None;
+                }
                 let mut j = i + 1;
-                while j < body.len() && body[j].is_ascii_whitespace() {
+                while j < n && body[j].is_ascii_whitespace() {
                     j += 1;
                 }
-                if body.get(j) == Some(&b':') {
-                    // A key is followed by `:`, so its token is closed: `"..."`, and its
-                    // quotes are ASCII, so the text between them is a `str` slice.
-                    let inner = &text[start + 1..i];
-                    let key: Cow<'_, str> = if inner.contains('\\') {
-                        Cow::Owned(
-                            serde_json::from_slice::<String>(token)
-                                .unwrap_or_else(|_| inner.to_owned()),
-                        )
-                    } else {
-                        // Without escapes the JSON string is its text (also when serde_json
-                        // refuses a raw control character, like the fallback above).
-                        Cow::Borrowed(inner)
-                    };
-                    let duplicate = match stack.last_mut() {
-                        Some(Frame::Object {
-                            start,
-                            set,
-                            key: current,
-                        }) => {
-                            let repeated = match set {
-                                Some(set) => !set.insert(key.clone()),
-                                None => {
-                                    let repeated = keys[*start..].contains(&key);
-                                    if !repeated {
-                                        keys.push(key.clone());
-                                        if keys.len() - *start > LINEAR {
-                                            *set = Some(keys.drain(*start..).collect());
-                                        }
+                if j < n && body[j] == b':' {
+                    if let Some(Frame::Object { first, set, key }) = stack.last_mut() {
+                        // A key is followed by `:`, so its token is closed: `"..."`, and its
+                        // quotes are ASCII, so the text between them is a `str` slice.
+                        let this = if escaped {
+                            let inner = &text[start + 1..i];
+                            let owned = serde_json::from_str::<String>(&text[start..=i])
+                                .unwrap_or_else(|_| inner.to_owned());
+                            unescaped.push(owned);
+                            let at = unescaped.len() - 1;
+                            KeyRef {
+                                tag: key_tag(&unescaped[at]),
+                                start: at,
+                                end: usize::MAX,
+                            }
+                        } else {
+                            // Without escapes the JSON string is its text (also when
+                            // serde_json refuses a raw control character, like the fallback
+                            // above).
+                            KeyRef {
+                                tag: key_tag(&text[start + 1..i]),
+                                start: start + 1,
+                                end: i,
+                            }
+                        };
+                        let this_text = this.resolve(text, &unescaped);
+                        let repeated = match set {
+                            Some(set) => !set.insert(this_text.to_owned()),
+                            None => {
+                                let repeated = keys[*first..].iter().any(|seen| {
+                                    seen.tag == this.tag
+                                        && seen.resolve(text, &unescaped) == this_text
+                                });
+                                if !repeated {
+                                    keys.push(this);
+                                    if keys.len() - *first > LINEAR {
+                                        *set = Some(
+                                            keys.drain(*first..)
+                                                .map(|k| k.resolve(text, &unescaped).to_owned())
+                                                .collect(),
+                                        );
                                     }
-                                    repeated
                                 }
-                            };
-                            *current = Some(key.clone());
-                            repeated
+                                repeated
+                            }
+                        };
+                        if repeated {
+                            // The path ends at the repeated key, not at the enclosing
+                            // object's key.
+                            *key = None;
+                            let key = this_text.to_owned();
+                            return Some((render(&stack, &unescaped, &key), key));
                         }
-                        _ => false,
-                    };
-                    if duplicate {
-                        // The path ends at the repeated key, not at the enclosing object's key.
-                        if let Some(Frame::Object { key: current, .. }) = stack.last_mut() {
-                            *current = None;
-                        }
-                        return Some((render(&stack, &key), key.into_owned()));
+                        *key = Some(this);
                     }
                 }
             }
-            _ => {}
         }
         i += 1;
     }
-    None
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_word_at_a_time_search_finds_the_first_quote_or_backslash(
+            body in prop::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(0x80u8), Just(0x22 ^ 0x80), any::<u8>()],
+                0..40,
+            ),
+            from in 0usize..45,
+        ) {
+            let naive = (from.min(body.len())..body.len())
+                .find(|&i| body[i] == b'"' || body[i] == b'\\')
+                .unwrap_or(body.len());
+            let found = super::quote_or_backslash(&body, from);
+            prop_assert_eq!(found.min(body.len()), naive);
+            prop_assert!(found >= body.len() || found == naive);
+        }
+    }
 }

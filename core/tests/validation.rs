@@ -506,3 +506,151 @@ fn escaped_and_plain_spellings_of_a_key_are_the_same_key() {
     assert_eq!(err.kind(), ValidationKind::DuplicateKey);
     assert_eq!(err.path(), Some("a.b"));
 }
+
+/// A JSON document as a tree that may repeat keys, so that a test knows where the first
+/// repeat is without parsing anything.
+#[derive(Clone, Debug)]
+enum Doc {
+    Number(i32),
+    Text(String),
+    List(Vec<Doc>),
+    Object(Vec<(String, Doc)>),
+}
+
+fn arb_doc() -> impl Strategy<Value = Doc> {
+    // Few distinct keys, so that repeats are common; some need escaping, one is not ASCII.
+    let key = prop::sample::select(vec![
+        "a", "b", "ab", "ba", "abc", "axc", "q\"", "é", "a\\", "",
+    ]);
+    let leaf = prop_oneof![
+        any::<i32>().prop_map(Doc::Number),
+        "[a-z\"\\\\{}\\[\\],:]{0,6}".prop_map(Doc::Text),
+    ];
+    leaf.prop_recursive(4, 40, 5, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Doc::List),
+            prop::collection::vec((key.clone().prop_map(str::to_owned), inner), 0..5)
+                .prop_map(Doc::Object),
+        ]
+    })
+}
+
+impl Doc {
+    /// The JSON text; `unicode_keys` spells every key character as a `\uXXXX` escape.
+    fn render(&self, unicode_keys: bool, out: &mut String) {
+        match self {
+            Doc::Number(n) => out.push_str(&n.to_string()),
+            Doc::Text(t) => out.push_str(&serde_json::to_string(t).unwrap()),
+            Doc::List(items) => {
+                out.push_str("[ ");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    item.render(unicode_keys, out);
+                }
+                out.push(']');
+            }
+            Doc::Object(fields) => {
+                out.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if unicode_keys {
+                        out.push('"');
+                        for unit in key.encode_utf16() {
+                            out.push_str(&format!("\\u{unit:04x}"));
+                        }
+                        out.push('"');
+                    } else {
+                        out.push_str(&serde_json::to_string(key).unwrap());
+                    }
+                    out.push_str(" : ");
+                    value.render(unicode_keys, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// The first repeated key in document order, with its path as `validate` names it.
+    fn first_repeat(&self, path: &str) -> Option<(String, String)> {
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match self {
+            Doc::Number(_) | Doc::Text(_) => None,
+            Doc::List(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| item.first_repeat(&format!("{path}[{i}]"))),
+            Doc::Object(fields) => {
+                let mut seen = std::collections::HashSet::new();
+                for (key, value) in fields {
+                    if !seen.insert(key.as_str()) {
+                        return Some((join(key), key.clone()));
+                    }
+                    if let Some(found) = value.first_repeat(&join(key)) {
+                        return Some(found);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_first_repeated_key_is_found_with_its_path_in_any_document(
+        doc in arb_doc(),
+        unicode_keys in any::<bool>(),
+    ) {
+        let mut body = String::new();
+        doc.render(unicode_keys, &mut body);
+        let result = validate::<serde_json::Value>(
+            StatusCode::OK,
+            &json_headers("application/json"),
+            body.as_bytes(),
+            &Expect::default(),
+        );
+        match doc.first_repeat("") {
+            None => prop_assert!(result.is_ok(), "{body}: {:?}", result.err()),
+            Some((path, key)) => {
+                let err = result.expect_err(&body);
+                prop_assert_eq!(err.kind(), ValidationKind::DuplicateKey, "{}", body);
+                prop_assert_eq!(err.path(), Some(path.as_str()), "{}", body);
+                prop_assert_eq!(err.message(), format!("duplicate key {key:?}"), "{}", body);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_repeated_key_in_an_object_with_many_keys_is_found() {
+    // Past 16 keys an object's keys move into a hash set; the repeat must still be seen, in
+    // that object and not in its siblings.
+    let fields: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    let fields = fields.join(",");
+    let ok = format!(r#"{{"x":{{{fields}}},"y":{{{fields}}}}}"#);
+    let repeated = format!(r#"{{"x":{{{fields}}},"y":{{{fields},"k\u0031\u0037":1}}}}"#);
+    let headers = json_headers("application/json");
+    assert!(
+        validate::<serde_json::Value>(StatusCode::OK, &headers, ok.as_bytes(), &Expect::default())
+            .is_ok()
+    );
+    let err = validate::<serde_json::Value>(
+        StatusCode::OK,
+        &headers,
+        repeated.as_bytes(),
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ValidationKind::DuplicateKey);
+    assert_eq!(err.path(), Some("y.k17"));
+}
