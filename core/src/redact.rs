@@ -88,13 +88,31 @@ impl RedactConfig {
     }
 }
 
-/// Whether `needle` (never empty) occurs in `haystack`. Both are short names: a plain scan is
-/// cheaper than setting up `str::contains`'s searcher, and this runs for every header.
-fn contains(haystack: &str, needle: &str) -> bool {
-    let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
-    haystack
-        .windows(needle.len())
-        .any(|w| w[0] == needle[0] && w == needle)
+/// The first bytes of `needles`, as a table.
+const fn first_bytes(needles: &[&str]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < needles.len() {
+        table[needles[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+const HEADER_PART_STARTS: [bool; 256] = first_bytes(HEADER_PARTS);
+const PARAM_PART_STARTS: [bool; 256] = first_bytes(PARAM_PARTS);
+
+/// Whether any of `needles` (never empty; their first bytes in `starts`) occurs in `haystack`.
+/// One pass that stops only where a needle could begin: this runs for every header of every
+/// request and response, and most header names contain none.
+fn contains_any(haystack: &str, needles: &[&str], starts: &[bool; 256]) -> bool {
+    let haystack = haystack.as_bytes();
+    haystack.iter().enumerate().any(|(i, b)| {
+        starts[*b as usize]
+            && needles
+                .iter()
+                .any(|needle| haystack[i..].starts_with(needle.as_bytes()))
+    })
 }
 
 /// `name` in ASCII lowercase, borrowed when it already is.
@@ -148,7 +166,7 @@ impl Redactor {
         let name = lowercase(name);
         let name = name.as_ref();
         HEADERS.contains(&name)
-            || HEADER_PARTS.iter().any(|part| contains(name, part))
+            || contains_any(name, HEADER_PARTS, &HEADER_PART_STARTS)
             || self.headers.iter().any(|h| h == name)
     }
 
@@ -157,7 +175,7 @@ impl Redactor {
         let name = lowercase(name);
         let name = name.as_ref();
         PARAMS.contains(&name)
-            || PARAM_PARTS.iter().any(|part| contains(name, part))
+            || contains_any(name, PARAM_PARTS, &PARAM_PART_STARTS)
             || self.fields.iter().any(|f| f == name)
     }
 
@@ -408,6 +426,22 @@ impl fmt::Debug for RedactedHeaders<'_> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_one_pass_search_finds_a_secret_part_wherever_str_contains_does(
+            name in "[a-z-]{0,6}(token|secret|passwor|password|api-ke|api-key|apikey|session|sess)?[a-z-]{0,6}",
+        ) {
+            for (needles, starts) in [
+                (HEADER_PARTS, &HEADER_PART_STARTS),
+                (PARAM_PARTS, &PARAM_PART_STARTS),
+            ] {
+                let naive = needles.iter().any(|needle| name.contains(needle));
+                prop_assert_eq!(contains_any(&name, needles, starts), naive, "{}", name);
+            }
+        }
+    }
 
     #[test]
     fn default_and_configured_header_names_are_secret_case_insensitively() {
