@@ -58,7 +58,6 @@ pub struct Exchange {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-    budget_key: String,
     classifier: Option<std::sync::Arc<dyn crate::retry::Classifier>>,
     idempotent: bool,
     correlation_id: CorrelationId,
@@ -142,7 +141,6 @@ impl Exchange {
         let attempt_timeout = o.attempt_timeout.unwrap_or(config.timeouts.attempt);
         let deadline_after = o.deadline.unwrap_or(config.timeouts.deadline);
 
-        let budget_key = request.budget_key();
         let redactor = policy
             .redactor()
             .with_request_secrets(&request.url, &request.headers);
@@ -169,7 +167,6 @@ impl Exchange {
 
         let mut exchange = Self {
             policy: policy.clone(),
-            budget_key,
             method: request.method,
             uri: Uri::default(),
             headers,
@@ -343,6 +340,16 @@ impl Exchange {
         self.idempotent
     }
 
+    /// The host (and port, when not the scheme's default) the retry budget is kept for, as
+    /// [`Request::budget_key`] names it: the URI's authority (which never carries userinfo,
+    /// `Request` moves it into a header), read from the URI rather than copied per call.
+    fn budget_key(&self) -> &str {
+        self.uri.authority().map_or("", |a| {
+            let authority = a.as_str();
+            authority.rsplit('@').next().unwrap_or(authority)
+        })
+    }
+
     fn observe(&mut self, at: Instant) -> Instant {
         self.last_now = self.last_now.max(at);
         self.last_now
@@ -365,7 +372,7 @@ impl Exchange {
     fn start_attempt(&mut self, now: Instant) -> AttemptRequest {
         self.attempts += 1;
         if self.attempts == 1 {
-            self.policy.budget().record_request(&self.budget_key, now);
+            self.policy.budget().record_request(self.budget_key(), now);
         }
         let own = saturating_add(now, self.attempt_timeout);
         let (until, kind) = if own < self.deadline {
@@ -582,7 +589,7 @@ impl Exchange {
         if until >= self.deadline {
             return self.fail(at, StopReason::Deadline, error);
         }
-        if !self.policy.budget().try_retry(&self.budget_key, at) {
+        if !self.policy.budget().try_retry(self.budget_key(), at) {
             let refused = Error::RetryBudgetExhausted {
                 last: Box::new(error),
                 meta: CallMeta::default(),
@@ -622,5 +629,32 @@ fn saturating_add(at: Instant, d: Duration) -> Instant {
             return t;
         }
         d /= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_exchange_keeps_the_retry_budget_for_the_host_the_request_names() {
+        let policy = Config::default()
+            .build()
+            .expect("the default config is valid");
+        for url in [
+            "http://a.example/",
+            "http://a.example:8080/x?y=1",
+            "https://A.Example:443/",
+            "https://[::1]:8443/",
+            "https://user:secret@h.example:9000/",
+            "http://127.0.0.1:80/entity/1",
+        ] {
+            let request = Request::new(Method::GET, url).expect("the url is valid");
+            let expected = request.budget_key().to_owned();
+            let exchange = Exchange::new(request, &policy, Instant::now(), 7);
+            assert_eq!(exchange.budget_key(), expected, "{url}");
+            assert!(!expected.contains("secret"), "{url}");
+        }
     }
 }

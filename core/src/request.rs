@@ -258,12 +258,9 @@ impl Request {
     }
 
     /// The host (and port, when not the scheme's default) the retry budget is kept for.
-    pub fn budget_key(&self) -> String {
-        let host = self.url.host_str().unwrap_or_default();
-        match self.url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }
+    pub fn budget_key(&self) -> &str {
+        // The URL's own text from the host to the port: no copy.
+        &self.url[::url::Position::BeforeHost..::url::Position::AfterPort]
     }
 }
 
