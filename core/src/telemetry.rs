@@ -49,22 +49,38 @@ impl Telemetry {
         redactor: &Redactor,
         now: Instant,
     ) -> Self {
-        let url_full = redactor.url(url);
         let call = tracing::info_span!(
             "egress.call",
             service = overrides.service.as_deref().unwrap_or("egress"),
             operation = overrides.operation.as_deref().unwrap_or(""),
             correlation_id = %correlation_id,
             http.request.method = %method,
-            url.full = %url_full,
+            url.full = Empty,
             attempts = Empty,
         );
+        // The redacted URL and the host are copied only for someone who may read them: a
+        // subscriber that takes this call's span or could take its attempts' (DEBUG), or the
+        // metrics. Without one a call pays for no string here.
+        let listening = !call.is_disabled() || tracing::level_enabled!(tracing::Level::DEBUG);
+        let url_full = if listening {
+            redactor.url(url)
+        } else {
+            String::new()
+        };
+        if !call.is_disabled() {
+            call.record("url.full", url_full.as_str());
+        }
+        let host = if listening || cfg!(feature = "metrics") {
+            url.host_str().unwrap_or_default().to_owned()
+        } else {
+            String::new()
+        };
         Self {
             call,
             attempt: Span::none(),
             attempt_started: now,
             method: method.clone(),
-            host: url.host_str().unwrap_or_default().to_owned(),
+            host,
             port: url.port_or_known_default().unwrap_or(0),
             url: url_full,
         }

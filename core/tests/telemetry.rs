@@ -293,6 +293,12 @@ fn attempt_spans_carry_the_opentelemetry_http_client_fields() {
         .unwrap();
         assert_eq!(response.attempts(), 3);
     });
+    let calls = capture.spans("egress.call");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].fields.get("url.full").map(String::as_str),
+        Some("https://api.example.com:8443/v1/entities/7?token=REDACTED")
+    );
     let attempts = capture.spans("egress.attempt");
     assert_eq!(attempts.len(), 3);
     let field = |i: usize, name: &str| attempts[i].fields.get(name).cloned();
