@@ -24,6 +24,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,29 @@ const PARAMS: &[&str] = &[
     "sig",
 ];
 const PARAM_PARTS: &[&str] = &["token", "secret", "password"];
+/// Standard headers that never carry a secret (see `Redactor::is_known_public`).
+const KNOWN_PUBLIC: [http::HeaderName; 20] = [
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_LENGTH,
+    http::header::DATE,
+    http::header::SERVER,
+    http::header::CONNECTION,
+    http::header::CACHE_CONTROL,
+    http::header::ETAG,
+    http::header::VARY,
+    http::header::USER_AGENT,
+    http::header::ACCEPT,
+    http::header::HOST,
+    http::header::TRANSFER_ENCODING,
+    http::header::LAST_MODIFIED,
+    http::header::EXPIRES,
+    http::header::LOCATION,
+    http::header::RETRY_AFTER,
+    http::header::ACCEPT_ENCODING,
+    http::header::CONTENT_ENCODING,
+    http::header::AGE,
+    http::header::ACCEPT_RANGES,
+];
 /// Secret values shorter than this are not searched for in bodies (they would match noise).
 const MIN_VALUE_LEN: usize = 4;
 
@@ -125,11 +149,14 @@ fn lowercase(name: &str) -> Cow<'_, str> {
 }
 
 /// Knows what is secret and hides it. Cheap to clone.
+///
+/// Every exchange, response and error keeps one, so its lists are shared (`Arc`): a clone counts
+/// references instead of copying them.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    headers: Vec<String>,
-    fields: Vec<String>,
-    values: Vec<Vec<u8>>,
+    headers: Arc<[String]>,
+    fields: Arc<[String]>,
+    values: Arc<[Vec<u8>]>,
 }
 
 impl fmt::Debug for Redactor {
@@ -156,7 +183,7 @@ impl Redactor {
                 .iter()
                 .map(|f| f.to_ascii_lowercase())
                 .collect(),
-            values: Vec::new(),
+            values: Arc::default(),
         }
     }
 
@@ -168,6 +195,13 @@ impl Redactor {
         HEADERS.contains(&name)
             || contains_any(name, HEADER_PARTS, &HEADER_PART_STARTS)
             || self.headers.iter().any(|h| h == name)
+    }
+
+    /// Whether `name` is a standard header that never carries a secret and that the
+    /// configuration does not name: compared as `http`'s known names (no text compared), this
+    /// skips the name search for most headers of a response.
+    fn is_known_public(&self, name: &http::HeaderName) -> bool {
+        self.headers.is_empty() && KNOWN_PUBLIC.contains(name)
     }
 
     /// Whether a query parameter's or body field's value is secret.
@@ -184,6 +218,9 @@ impl Redactor {
     pub fn mark_sensitive(&self, headers: &mut HeaderMap) {
         // Every value of every secret header, in place: no list of names to build first.
         for (name, value) in headers.iter_mut() {
+            if self.is_known_public(name) {
+                continue;
+            }
             if self.is_secret_header(name.as_str()) {
                 value.set_sensitive(true);
             }
@@ -194,10 +231,12 @@ impl Redactor {
     /// (and the credential after an auth scheme such as `Bearer`), its userinfo, and its secret
     /// query parameters.
     pub fn with_request_secrets(&self, url: &Url, headers: &HeaderMap) -> Self {
-        let mut r = self.clone();
+        // Most requests carry no secret: then the copy shares this one's lists.
+        let mut found: Vec<Vec<u8>> = Vec::new();
         let mut add = |v: &[u8]| {
-            if v.len() >= MIN_VALUE_LEN && !r.values.iter().any(|known| known == v) {
-                r.values.push(v.to_vec());
+            let known = |list: &[Vec<u8>]| list.iter().any(|known| known == v);
+            if v.len() >= MIN_VALUE_LEN && !known(&self.values) && !known(&found) {
+                found.push(v.to_vec());
             }
         };
         for (name, value) in headers {
@@ -228,8 +267,14 @@ impl Redactor {
                 add(value.as_bytes());
             }
         }
-        // Longest first, so that a value containing another is replaced whole.
-        r.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let mut r = self.clone();
+        if !found.is_empty() {
+            let mut values = self.values.to_vec();
+            values.append(&mut found);
+            // Longest first, so that a value containing another is replaced whole.
+            values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+            r.values = values.into();
+        }
         r
     }
 
@@ -275,7 +320,7 @@ impl Redactor {
     /// secret value replaced.
     pub fn text(&self, body: &[u8]) -> String {
         let mut text = String::from_utf8_lossy(body).into_owned();
-        for value in &self.values {
+        for value in self.values.iter() {
             let value = String::from_utf8_lossy(value);
             if text.contains(value.as_ref()) {
                 text = text.replace(value.as_ref(), REDACTED);
@@ -427,6 +472,35 @@ mod tests {
     use super::*;
     use http::HeaderValue;
     use proptest::prelude::*;
+
+    #[test]
+    fn headers_skipped_as_known_public_are_never_secret_and_configured_ones_are_marked() {
+        let redactor = Redactor::default();
+        for name in KNOWN_PUBLIC {
+            assert!(redactor.is_known_public(&name));
+            assert!(!redactor.is_secret_header(name.as_str()), "{name}");
+        }
+        let mut headers = HeaderMap::new();
+        for name in [
+            "content-type",
+            "content-length",
+            "date",
+            "server",
+            "etag",
+            "retry-after",
+            "x-api-token",
+        ] {
+            let name = http::HeaderName::from_static(name);
+            headers.insert(name, HeaderValue::from_static("v"));
+        }
+        redactor.mark_sensitive(&mut headers);
+        assert!(headers["x-api-token"].is_sensitive());
+        assert!(!headers["date"].is_sensitive());
+        let configured = Redactor::new(&RedactConfig::default().with_header("Date"));
+        configured.mark_sensitive(&mut headers);
+        assert!(headers["date"].is_sensitive());
+        assert!(!headers["etag"].is_sensitive());
+    }
 
     proptest! {
         #[test]

@@ -66,9 +66,7 @@ impl Response {
     /// What [`json`](Self::json) expects: any 2xx, JSON, within the body limit; excerpts
     /// redacted with the call's secrets.
     pub fn expect(&self) -> Expect {
-        Expect::default()
-            .max_body(self.body_limit)
-            .redactor(self.redactor.clone())
+        Expect::any_success(self.body_limit, self.redactor.clone())
     }
 
     /// Validates the response and decodes its JSON body; see [`crate::validate`].

@@ -234,6 +234,16 @@ impl Default for Expect {
 }
 
 impl Expect {
+    /// What a [`Response`](crate::Response) expects by default: any 2xx within `max_body`,
+    /// excerpts redacted by `redactor`.
+    pub(crate) fn any_success(max_body: u64, redactor: Redactor) -> Self {
+        Self {
+            status: None,
+            max_body,
+            redactor,
+        }
+    }
+
     /// Expects exactly this status (default: any 2xx).
     pub fn status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
