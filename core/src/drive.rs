@@ -1,7 +1,8 @@
 //! [`drive`]: runs an [`Exchange`] to completion with a clock, a sleeper and a transport. It
 //! executes outputs and decides nothing.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -14,9 +15,11 @@ use crate::io::{AttemptRequest, Input, Output};
 use crate::response::Response;
 use crate::rt::{BoxFuture, Clock, Sleeper, Transport};
 
+/// The attempt in flight: its number and its future, run inside its span (the transport's box,
+/// not boxed again).
 type Attempt<'a> = (
     u32,
-    BoxFuture<'a, Result<http::Response<Bytes>, TransportError>>,
+    tracing::instrument::Instrumented<BoxFuture<'a, Result<http::Response<Bytes>, TransportError>>>,
 );
 
 /// Drives `exchange` until it is done.
@@ -49,7 +52,7 @@ pub async fn drive(
 fn send(transport: &dyn Transport, attempt: AttemptRequest) -> Attempt<'_> {
     let number = attempt.attempt;
     let span = attempt.span.clone();
-    (number, Box::pin(transport.send(attempt).instrument(span)))
+    (number, transport.send(attempt).instrument(span))
 }
 
 /// Waits for the attempt or its deadline, whichever comes first, and feeds the exchange.
@@ -63,7 +66,7 @@ async fn race<'a>(
 ) -> Option<Attempt<'a>> {
     let mut timer = sleeper.sleep_until(until);
     let finished = poll_fn(|cx| {
-        if let Poll::Ready(result) = response.as_mut().poll(cx) {
+        if let Poll::Ready(result) = Pin::new(&mut response).poll(cx) {
             return Poll::Ready(Some(result));
         }
         if timer.as_mut().poll(cx).is_ready() {
