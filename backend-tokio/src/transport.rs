@@ -57,14 +57,34 @@ fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
 /// The driver already drops the attempt at `deadline` (the attempt deadline, with its own
 /// timer), so a limit that does not end before it needs no timer of its own: registering one
 /// cost a tokio timer entry per attempt for the head and one per body frame for nothing.
-async fn within<F: Future>(
-    limit: Duration,
-    deadline: tokio::time::Instant,
-    future: F,
-) -> Option<F::Output> {
-    match tokio::time::Instant::now().checked_add(limit) {
-        Some(at) if at < deadline => tokio::time::timeout_at(at, future).await.ok(),
-        _ => Some(future.await),
+///
+/// `Limit::Never` says the limit was found, at the attempt's start, not to end before the
+/// deadline: it never will later either, so the clock is not read again.
+async fn within<F: Future>(limit: Limit, future: F) -> Option<F::Output> {
+    match limit {
+        Limit::Never => Some(future.await),
+        Limit::After(limit, deadline) => match tokio::time::Instant::now().checked_add(limit) {
+            Some(at) if at < deadline => tokio::time::timeout_at(at, future).await.ok(),
+            _ => Some(future.await),
+        },
+    }
+}
+
+/// A per-phase limit of one attempt, as [`within`] applies it.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// The limit cannot end before the attempt deadline.
+    Never,
+    /// `limit` from each start, when that is before `deadline`.
+    After(Duration, tokio::time::Instant),
+}
+
+impl Limit {
+    fn new(limit: Duration, now: tokio::time::Instant, deadline: tokio::time::Instant) -> Self {
+        match now.checked_add(limit) {
+            Some(at) if at < deadline => Limit::After(limit, deadline),
+            _ => Limit::Never,
+        }
     }
 }
 
@@ -73,14 +93,19 @@ impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
         &self,
         attempt: AttemptRequest,
     ) -> Result<http::Response<Bytes>, TransportError> {
-        let read_timeout = attempt.read_timeout;
-        let head_timeout = attempt.read_timeout.min(attempt.write_timeout);
         let deadline = tokio::time::Instant::from_std(attempt.deadlines.attempt);
+        let now = tokio::time::Instant::now();
+        let read_limit = Limit::new(attempt.read_timeout, now, deadline);
+        let head_limit = Limit::new(
+            attempt.read_timeout.min(attempt.write_timeout),
+            now,
+            deadline,
+        );
         let limit = attempt.body_limit;
         let (parts, body) = attempt.request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(body));
 
-        let response = match within(head_timeout, deadline, self.client.request(request)).await {
+        let response = match within(head_limit, self.client.request(request)).await {
             None => {
                 return Err(timed_out(
                     TransportErrorKind::ReadTimeout,
@@ -103,9 +128,13 @@ impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
             ));
         }
         let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
-        let mut collected = BytesMut::with_capacity(capacity);
+        // The first chunk is kept as hyper gives it (most bodies are one chunk: no copy); a
+        // second one starts a buffer.
+        let mut first = Bytes::new();
+        let mut more: Option<BytesMut> = None;
+        let mut received: u64 = 0;
         loop {
-            let frame = match within(read_timeout, deadline, body.frame()).await {
+            let frame = match within(read_limit, body.frame()).await {
                 None => {
                     return Err(timed_out(
                         TransportErrorKind::ReadTimeout,
@@ -117,16 +146,27 @@ impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
                 Some(Some(Ok(frame))) => frame,
             };
             if let Ok(data) = frame.into_data() {
-                if (collected.len() + data.len()) as u64 > limit {
+                received += data.len() as u64;
+                if received > limit {
                     // Dropping the body closes the connection instead of draining the rest.
                     return Err(TransportError::new(
                         TransportErrorKind::BodyTooLarge,
                         "the body exceeds the limit",
                     ));
                 }
-                collected.extend_from_slice(&data);
+                if first.is_empty() && more.is_none() {
+                    first = data;
+                } else {
+                    more.get_or_insert_with(|| {
+                        let mut buffer = BytesMut::with_capacity(capacity.max(first.len()));
+                        buffer.extend_from_slice(&first);
+                        buffer
+                    })
+                    .extend_from_slice(&data);
+                }
             }
         }
-        Ok(http::Response::from_parts(parts, collected.freeze()))
+        let body = more.map_or(first, BytesMut::freeze);
+        Ok(http::Response::from_parts(parts, body))
     }
 }

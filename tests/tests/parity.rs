@@ -328,6 +328,19 @@ mod scenarios {
         assert_eq!(server.requests().len(), 1);
     }
 
+    pub(super) async fn a_body_that_arrives_in_pieces_is_read_whole(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY).with_fault(
+            Fault::Drip {
+                chunk: 5,
+                every: ms(5),
+            },
+        )));
+        let config = config(&server.url("")).with_retry(RetryPolicy::disabled());
+        let response = b.client(config).get("/x").send().await.unwrap();
+        assert_eq!(response.body().as_ref(), ENTITY.as_bytes());
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+    }
+
     pub(super) async fn a_slow_drip_hits_the_read_timeout(b: Backend) {
         let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY).with_fault(
             Fault::Drip {
@@ -631,6 +644,7 @@ parity!(
     a_post_with_an_idempotency_key_is_retried,
     a_refused_connection_is_retried_for_any_method,
     a_server_that_never_answers_hits_the_read_timeout,
+    a_body_that_arrives_in_pieces_is_read_whole,
     a_slow_drip_hits_the_read_timeout,
     the_deadline_cuts_the_retries_short,
     a_truncated_body_is_retried_for_a_get,
