@@ -29,11 +29,16 @@ fn check(value: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn uuid_v4(bytes: [u8; 16]) -> String {
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+/// The text of a UUID v4 made from `bytes`, written on the stack and copied once into its
+/// `Arc` (this runs on every call).
+fn uuid_v4(bytes: [u8; 16]) -> Arc<str> {
+    let mut text = uuid::Uuid::encode_buffer();
+    Arc::from(
+        &*uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut text),
+    )
 }
 
 macro_rules! id_type {
@@ -52,7 +57,7 @@ macro_rules! id_type {
 
             /// A UUID v4 made from 16 random bytes.
             pub fn from_random_bytes(bytes: [u8; 16]) -> Self {
-                Self(uuid_v4(bytes).into())
+                Self(uuid_v4(bytes))
             }
 
             /// The value as a string.
