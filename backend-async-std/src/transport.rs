@@ -102,10 +102,16 @@ fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
 }
 
 /// Awaits `sending` under the limit of the phase the probe reports.
+///
+/// The driver already drops the attempt at `deadline` (the attempt deadline, with its own
+/// timer), so a phase limit that does not end before it needs no timer of its own: arming one
+/// cost an async-io timer entry (an insert, a removal and a reactor notification) per attempt
+/// for nothing, as the core clamps the read and write timeouts to the attempt's.
 async fn head<F>(
     sending: F,
     probe: &Probe,
     started: Instant,
+    deadline: Instant,
     read: Duration,
     write: Duration,
 ) -> Result<surf::Response, TransportError>
@@ -126,7 +132,8 @@ where
             Phase::Connecting => None,
             Phase::Writing(since) => Some((since + write, TransportErrorKind::WriteTimeout)),
             Phase::Reading(since) => Some((since + read, TransportErrorKind::ReadTimeout)),
-        };
+        }
+        .filter(|&(at, _)| at < deadline);
         if limit.map(|(at, _)| at) != armed.map(|(at, _)| at) {
             match limit {
                 Some((at, _)) => {
@@ -154,6 +161,26 @@ where
 /// The largest read of a body into memory at once.
 const CHUNK: usize = 16 * 1024;
 
+/// Awaits `future` for at most `limit` from now: `None` when the limit passed first. A limit
+/// that does not end before the attempt `deadline` gets no timer (see [`head`]).
+async fn within<F: Future>(limit: Duration, deadline: Instant, future: F) -> Option<F::Output> {
+    match Instant::now().checked_add(limit) {
+        Some(at) if at < deadline => {
+            let mut future = std::pin::pin!(future);
+            // The timer is registered with the reactor only if the future is not ready at once.
+            let mut timer = Timer::at(at);
+            poll_fn(|cx| {
+                if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                    return Poll::Ready(Some(output));
+                }
+                Pin::new(&mut timer).poll(cx).map(|_| None)
+            })
+            .await
+        }
+        _ => Some(future.await),
+    }
+}
+
 /// Reads `body` chunk by chunk, each within `read_timeout` of the previous one, never holding
 /// more than `limit + 1` bytes.
 async fn read_body(
@@ -161,6 +188,7 @@ async fn read_body(
     declared: Option<u64>,
     limit: u64,
     read_timeout: Duration,
+    deadline: Instant,
 ) -> Result<Bytes, TransportError> {
     let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
     let mut collected = BytesMut::with_capacity(capacity);
@@ -174,17 +202,17 @@ async fn read_body(
         let room = (limit - collected.len() as u64)
             .saturating_add(1)
             .min(chunk.len() as u64) as usize;
-        let read = async_std::future::timeout(read_timeout, body.read(&mut chunk[..room])).await;
+        let read = within(read_timeout, deadline, body.read(&mut chunk[..room])).await;
         let n = match read {
-            Err(_) => {
+            None => {
                 return Err(timed_out(
                     TransportErrorKind::ReadTimeout,
                     "the body stalled longer than the read timeout",
                 ));
             }
-            Ok(Err(e)) => return Err(error::from_body(e)),
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
+            Some(Err(e)) => return Err(error::from_body(e)),
+            Some(Ok(0)) => break,
+            Some(Ok(n)) => n,
         };
         if (collected.len() + n) as u64 > limit {
             // Dropping the body closes the connection instead of draining the rest.
@@ -222,6 +250,7 @@ impl SurfTransport {
         attempt: AttemptRequest,
     ) -> Result<http::Response<Bytes>, TransportError> {
         let started = Instant::now();
+        let deadline = attempt.deadlines.attempt;
         let read_timeout = attempt.read_timeout;
         let write_timeout = attempt.write_timeout;
         let limit = attempt.body_limit;
@@ -233,7 +262,15 @@ impl SurfTransport {
         let probe = Probe::new();
         request.ext_mut().insert(ProbeHandle(Arc::clone(&probe)));
         let sending = self.client.send(request);
-        let response = head(sending, &probe, started, read_timeout, write_timeout).await?;
+        let response = head(
+            sending,
+            &probe,
+            started,
+            deadline,
+            read_timeout,
+            write_timeout,
+        )
+        .await?;
 
         let mut response: surf::http::Response = response.into();
         let reuse = response.ext().get::<Reuse>().cloned();
@@ -265,7 +302,7 @@ impl SurfTransport {
                 CloseDelimited,
             ));
         } else {
-            read_body(&mut reader, declared, limit, read_timeout).await?
+            read_body(&mut reader, declared, limit, read_timeout, deadline).await?
         };
 
         // Read to its exact end: the connection can carry the next request, unless either side
