@@ -118,22 +118,27 @@ impl Builder {
         Ok(async_native_tls::TlsConnector::from(tls))
     }
 
-    /// Builds the client: surf over egress's pooled HTTP/1.1 client (async-h1, TCP_NODELAY,
-    /// native-tls), with the connect timeout and pool settings from the configuration.
+    /// Builds the client: egress's pooled HTTP/1.1 client (async-h1, surf's HTTP/1.1 engine;
+    /// TCP_NODELAY; native-tls), with the connect timeout and pool settings from the
+    /// configuration.
     pub fn build(self) -> Result<Client, ConfigError> {
         let connector = Connector::new(self.tls_connector()?, self.config.timeouts.connect);
         let pool = Pool::new(&self.config.pool);
-        let surf = surf::Client::with_http_client(PooledH1::new(connector, pool));
-        self.build_with_surf_client(surf)
+        let transport = SurfTransport::pooled(PooledH1::new(connector, pool));
+        self.build_with_transport(transport)
     }
 
     /// Builds the client over an existing surf client (its HTTP client and middleware apply).
     /// The trust roots and TLS version set on this builder do not; the phase limits are
     /// enforced as [`SurfTransport::new`] says.
     pub fn build_with_surf_client(self, surf: surf::Client) -> Result<Client, ConfigError> {
+        self.build_with_transport(SurfTransport::new(surf))
+    }
+
+    fn build_with_transport(self, transport: SurfTransport) -> Result<Client, ConfigError> {
         let ambient: AmbientCorrelation = Arc::new(current_correlation_id);
         let runtime = Runtime::new(
-            Arc::new(SurfTransport::new(surf)),
+            Arc::new(transport),
             Arc::new(AsyncStdClock::new()),
             Arc::new(AsyncStdSleeper),
             Arc::new(OsEntropy),

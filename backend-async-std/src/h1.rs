@@ -1,18 +1,21 @@
-//! The HTTP client under surf: async-h1 (surf's HTTP/1.1 engine) over this crate's connector
-//! and pool, reporting each attempt's phase so the transport can time them apart.
+//! The HTTP client of the clients a [`Builder`](crate::Builder) makes: async-h1 (surf's
+//! HTTP/1.1 engine) over this crate's connector and pool, reporting each attempt's phase so the
+//! transport can time them apart.
 //!
 //! surf's built-in `H1Client` is not used: its pool takes back connections whose exchange was
 //! abandoned (a timeout, a dropped call), so a later request can read an earlier response; it
 //! has no connect timeout on pooled connections; and it turns connect failures into strings.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use surf::http::{Request, Response};
 
 use crate::connector::{Connector, Origin};
-use crate::pool::Pool;
+use crate::pool::{Pool, Reuse};
 
 /// Where an attempt is, as far as timing goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +30,7 @@ pub(crate) enum Phase {
     Reading(Instant),
 }
 
-/// Shared between the transport (which reads it) and the client and lease (which advance it),
-/// through the request's extensions.
+/// Shared between the transport (which reads it) and the client and lease (which advance it).
 #[derive(Debug)]
 pub(crate) struct Probe {
     phase: Mutex<Phase>,
@@ -57,11 +59,17 @@ impl Probe {
     }
 }
 
-/// The request extension carrying the probe.
-#[derive(Clone, Debug)]
-pub(crate) struct ProbeHandle(pub(crate) Arc<Probe>);
+/// The response head of [`PooledH1::send`], with the permission to reuse its connection.
+pub(crate) type Sending<'a> =
+    Pin<Box<dyn Future<Output = Result<(Response, Reuse), surf::Error>> + Send + 'a>>;
 
-/// surf's `HttpClient` over async-h1, with this crate's connector and pool.
+/// This crate's HTTP/1.1 client: async-h1 (surf's HTTP/1.1 engine) over its connector and
+/// pool.
+///
+/// The transport calls it directly rather than through a `surf::Client`: with no middleware,
+/// surf's client only boxed the exchange twice more (its middleware chain and `HttpClient`'s
+/// `async_trait`) and carried the probe and the reuse permission in the request's and the
+/// response's extensions (type maps, one allocation and one hash each).
 pub(crate) struct PooledH1 {
     connector: Connector,
     pool: Pool,
@@ -80,29 +88,29 @@ impl PooledH1 {
     pub(crate) fn new(connector: Connector, pool: Pool) -> Self {
         Self { connector, pool }
     }
-}
 
-#[async_trait::async_trait]
-impl surf::HttpClient for PooledH1 {
-    async fn send(&self, mut request: Request) -> Result<Response, surf::Error> {
-        let probe = request.ext().get::<ProbeHandle>().map(|h| h.0.clone());
-        if let Some(probe) = &probe {
+    /// Sends `request` on an idle or a new connection and reads the response head, advancing
+    /// `probe` through the phases. The body streams from the connection, which returns to the
+    /// pool only if the returned [`Reuse`] is allowed before the body is dropped.
+    ///
+    /// Boxed: async-h1's response decoder alone is a 4 KiB future (its header array), which
+    /// every caller up to the transport's box would otherwise hold inline and copy each time
+    /// it moves.
+    pub(crate) fn send(&self, mut request: Request, probe: Arc<Probe>) -> Sending<'_> {
+        Box::pin(async move {
             probe.set(Phase::Connecting);
-        }
-        let origin = Origin::of(request.url())?;
-        let conn = match self.pool.check_out(&origin) {
-            Some(conn) => conn,
-            None => self.connector.connect(&origin).await?,
-        };
-        if !self.pool.keeps_alive() {
-            request.insert_header("connection", "close");
-        }
-        if let Some(probe) = &probe {
+            let origin = Origin::of(request.url())?;
+            let conn = match self.pool.check_out(&origin) {
+                Some(conn) => conn,
+                None => self.connector.connect(&origin).await?,
+            };
+            if !self.pool.keeps_alive() {
+                request.insert_header("connection", "close");
+            }
             probe.set(Phase::Writing(Instant::now()));
-        }
-        let (lease, reuse) = self.pool.lease(conn, origin, probe);
-        let mut response = async_h1::client::connect(lease, request).await?;
-        response.ext_mut().insert(reuse);
-        Ok(response)
+            let (lease, reuse) = self.pool.lease(conn, origin, probe);
+            let response = async_h1::client::connect(lease, request).await?;
+            Ok((response, reuse))
+        })
     }
 }

@@ -46,9 +46,10 @@
 //!
 //! # What it does
 //!
-//! - **Transport**: [`SurfTransport`] sends through a `surf::Client` (default features off, its
-//!   `h1-client` feature) whose HTTP client is this crate's: async-h1 (surf's HTTP/1.1 engine)
-//!   over TCP with TCP_NODELAY, and TLS through native-tls on the system's OpenSSL 3, trusting
+//! - **Transport**: [`SurfTransport`] sends through this crate's HTTP client: async-h1 (surf's
+//!   HTTP/1.1 engine, from surf with default features off and its `h1-client` feature), called
+//!   directly rather than through a `surf::Client` (which would add only its empty middleware
+//!   chain), over TCP with TCP_NODELAY, and TLS through native-tls on the system's OpenSSL 3, trusting
 //!   the system's roots by default ([`Builder::with_root_certificate`] for others). HTTP/1.1
 //!   only: no HTTP/2. Pool idle timeout and idle connections per host from
 //!   [`PoolConfig`](egress_core::PoolConfig) (an idle connection past its timeout is closed

@@ -104,12 +104,7 @@ impl Pool {
     }
 
     /// Lends `conn` to one exchange; it comes back only if the returned [`Reuse`] allows it.
-    pub(crate) fn lease(
-        &self,
-        conn: Conn,
-        origin: Origin,
-        probe: Option<Arc<Probe>>,
-    ) -> (Lease, Reuse) {
+    pub(crate) fn lease(&self, conn: Conn, origin: Origin, probe: Arc<Probe>) -> (Lease, Reuse) {
         let reuse = Reuse(Arc::new(AtomicBool::new(false)));
         let lease = Lease {
             conn: Some(conn),
@@ -124,7 +119,7 @@ impl Pool {
 }
 
 /// Permission to return a leased connection to the pool, given by whoever read the response
-/// to its end. Travels in the response's extensions.
+/// to its end.
 #[derive(Clone, Debug)]
 pub(crate) struct Reuse(Arc<AtomicBool>);
 
@@ -143,7 +138,7 @@ pub(crate) struct Lease {
     home: Weak<Shared>,
     origin: Option<Origin>,
     reuse: Reuse,
-    probe: Option<Arc<Probe>>,
+    probe: Arc<Probe>,
     reading: bool,
 }
 
@@ -168,9 +163,7 @@ impl AsyncRead for Lease {
     ) -> Poll<io::Result<usize>> {
         if !self.reading {
             self.reading = true;
-            if let Some(probe) = &self.probe {
-                probe.reading();
-            }
+            self.probe.reading();
         }
         match self.conn.as_mut() {
             Some(conn) => Pin::new(conn).poll_read(cx, buf),

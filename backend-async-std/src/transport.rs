@@ -18,12 +18,12 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 
 use crate::convert;
 use crate::error::{self, CloseDelimited, Panicked, Truncated};
-use crate::h1::{Phase, Probe, ProbeHandle};
+use crate::h1::{Phase, PooledH1, Probe};
 use crate::pool::Reuse;
 
-/// Sends attempts over a surf client.
+/// Sends attempts over surf's HTTP/1.1 engine or a surf client.
 ///
-/// With the client a [`Builder`](crate::Builder) makes, every phase is timed apart: connecting
+/// With the transport a [`Builder`](crate::Builder) makes, every phase is timed apart: connecting
 /// (TCP and TLS) within the connect timeout, writing the request within the write timeout, the
 /// response head within the read timeout of the end of writing, every body chunk within the
 /// read timeout of the previous one; the body stops at the limit, and a connection goes back
@@ -32,8 +32,16 @@ use crate::pool::Reuse;
 /// start, and connection reuse is that client's business. The attempt and whole-call
 /// deadlines are the driver's.
 pub struct SurfTransport {
-    client: surf::Client,
+    client: Client,
     urls: convert::Urls,
+}
+
+/// What a [`SurfTransport`] sends through.
+enum Client {
+    /// This crate's pooled async-h1 client, called directly (see [`PooledH1`]).
+    Pooled(PooledH1),
+    /// A surf client of the caller's, with its HTTP client and middleware.
+    Surf(surf::Client),
 }
 
 impl SurfTransport {
@@ -46,7 +54,15 @@ impl SurfTransport {
     /// off (`surf::Config::new().set_http_keep_alive(false)`).
     pub fn new(client: surf::Client) -> Self {
         Self {
-            client,
+            client: Client::Surf(client),
+            urls: convert::Urls::default(),
+        }
+    }
+
+    /// The transport of the clients a [`Builder`](crate::Builder) makes.
+    pub(crate) fn pooled(client: PooledH1) -> Self {
+        Self {
+            client: Client::Pooled(client),
             urls: convert::Urls::default(),
         }
     }
@@ -101,22 +117,23 @@ fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
     TransportError::new(kind, what)
 }
 
-/// Awaits `sending` under the limit of the phase the probe reports.
+/// Awaits `sending` under the limit of the phase the probe reports (none: the client does not
+/// report phases).
 ///
 /// The driver already drops the attempt at `deadline` (the attempt deadline, with its own
 /// timer), so a phase limit that does not end before it needs no timer of its own: arming one
 /// cost an async-io timer entry (an insert, a removal and a reactor notification) per attempt
 /// for nothing, as the core clamps the read and write timeouts to the attempt's.
-async fn head<F>(
+async fn head<F, T>(
     sending: F,
-    probe: &Probe,
+    probe: Option<&Probe>,
     started: Instant,
     deadline: Instant,
     read: Duration,
     write: Duration,
-) -> Result<surf::Response, TransportError>
+) -> Result<T, TransportError>
 where
-    F: Future<Output = surf::Result<surf::Response>>,
+    F: Future<Output = surf::Result<T>>,
 {
     let mut sending = std::pin::pin!(sending);
     let mut timer = Timer::never();
@@ -125,7 +142,7 @@ where
         if let Poll::Ready(result) = sending.as_mut().poll(cx) {
             return Poll::Ready(result.map_err(error::from_send));
         }
-        let limit = match probe.phase() {
+        let limit = match probe.map_or(Phase::Unclaimed, Probe::phase) {
             // A client that does not report phases: the stricter bound, from the start.
             Phase::Unclaimed => Some((started + read.min(write), TransportErrorKind::ReadTimeout)),
             // The connector enforces the connect timeout itself.
@@ -257,23 +274,37 @@ impl SurfTransport {
         let method = attempt.request.method().clone();
         let asked_to_close = has_token(attempt.request.headers(), CONNECTION, "close");
 
-        let mut request =
+        let request =
             convert::request(attempt.request, &self.urls).map_err(error::from_request_convert)?;
-        let probe = Probe::new();
-        request.ext_mut().insert(ProbeHandle(Arc::clone(&probe)));
-        let sending = self.client.send(request);
-        let response = head(
-            sending,
-            &probe,
-            started,
-            deadline,
-            read_timeout,
-            write_timeout,
-        )
-        .await?;
-
-        let mut response: surf::http::Response = response.into();
-        let reuse = response.ext().get::<Reuse>().cloned();
+        let (mut response, reuse): (surf::http::Response, Option<Reuse>) = match &self.client {
+            Client::Pooled(client) => {
+                let probe = Probe::new();
+                let sending = client.send(request, Arc::clone(&probe));
+                let (response, reuse) = head(
+                    sending,
+                    Some(&probe),
+                    started,
+                    deadline,
+                    read_timeout,
+                    write_timeout,
+                )
+                .await?;
+                (response, Some(reuse))
+            }
+            Client::Surf(client) => {
+                let sending = client.send(request);
+                let response = head(
+                    sending,
+                    None,
+                    started,
+                    deadline,
+                    read_timeout,
+                    write_timeout,
+                )
+                .await?;
+                (response.into(), None)
+            }
+        };
         let head = convert::response_head(&response).map_err(error::from_convert)?;
         let headers = head.headers();
         let declared = headers
