@@ -12,10 +12,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use async_std::io::{ReadExt, WriteExt};
 use surf::http::{Request, Response};
 
 use crate::connector::{Connector, Origin};
-use crate::pool::{Pool, Reuse};
+use crate::pool::{Lease, Pool, Reuse};
 
 /// Where an attempt is, as far as timing goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,9 +109,37 @@ impl PooledH1 {
                 request.insert_header("connection", "close");
             }
             probe.set(Phase::Writing(Instant::now()));
-            let (lease, reuse) = self.pool.lease(conn, origin, probe);
-            let response = async_h1::client::connect(lease, request).await?;
+            let (mut lease, reuse) = self.pool.lease(conn, origin, probe);
+            write_request(&mut lease, request).await?;
+            let response = async_h1::client::decode(lease).await?;
             Ok((response, reuse))
         })
     }
+}
+
+/// The most of the request held in memory at once: the head and a body up to this size go out
+/// in one write; a larger body follows in pieces of this size.
+const WRITE_PIECE: u64 = 64 * 1024;
+
+/// Writes `request` with async-h1's encoder, as `async_h1::client::connect` does, but without
+/// its copy's 8 KiB zero-filled buffer per request: the encoder is read into a buffer sized to
+/// what it yields (the head, and the body of a small request) and written from there.
+async fn write_request(lease: &mut Lease, request: Request) -> std::io::Result<()> {
+    let mut encoder = async_h1::client::Encoder::new(request);
+    let mut buffer = Vec::with_capacity(512);
+    loop {
+        buffer.clear();
+        let n = (&mut encoder)
+            .take(WRITE_PIECE)
+            .read_to_end(&mut buffer)
+            .await?;
+        if n == 0 {
+            break;
+        }
+        lease.write_all(&buffer).await?;
+        if (n as u64) < WRITE_PIECE {
+            break;
+        }
+    }
+    lease.flush().await
 }

@@ -116,6 +116,26 @@ async fn a_post_body_and_its_headers_arrive_exactly_as_given() {
 }
 
 #[async_std::test]
+async fn a_body_larger_than_one_write_arrives_whole_and_in_order() {
+    let server = FaultServer::start(FaultServer::always(Reply::json(201, r#"{"id":"9"}"#)));
+    // Several of the transport's 64 KiB write pieces, and not a multiple of them.
+    let body: Vec<u8> = (0..300_007u32).map(|i| (i % 251) as u8).collect();
+    let response = client(&server)
+        .post("/entities")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let seen = &server.requests()[0];
+    assert_eq!(seen.header("content-length"), Some("300007"));
+    assert!(
+        seen.body.as_ref() == body.as_slice(),
+        "the body arrived altered"
+    );
+}
+
+#[async_std::test]
 async fn a_503_then_a_200_makes_exactly_two_requests() {
     let server = FaultServer::start(FaultServer::script([
         Reply::status(503),
