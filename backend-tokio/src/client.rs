@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 
 use crate::connector::TimeoutConnector;
-use crate::rt::{OsEntropy, TokioClock, TokioSleeper, current_correlation_id};
+use crate::rt::{ThreadEntropy, TokioClock, TokioSleeper, current_correlation_id};
 use crate::transport::HyperTransport;
 
 /// Which certificates a client trusts.
@@ -190,7 +190,7 @@ impl Builder {
             Arc::new(HyperTransport::new(client)),
             Arc::new(TokioClock::new()),
             Arc::new(TokioSleeper),
-            Arc::new(OsEntropy),
+            Arc::new(ThreadEntropy),
         )
         .with_ambient_correlation(ambient);
         Client::builder(self.config, runtime)

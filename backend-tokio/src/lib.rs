@@ -73,5 +73,7 @@ pub use egress_core;
 
 pub use client::{Builder, client};
 pub use connector::TimeoutConnector;
-pub use rt::{OsEntropy, TokioClock, TokioSleeper, current_correlation_id, with_correlation_id};
+pub use rt::{
+    OsEntropy, ThreadEntropy, TokioClock, TokioSleeper, current_correlation_id, with_correlation_id,
+};
 pub use transport::HyperTransport;

@@ -101,7 +101,7 @@ async fn correlate(request: Request, next: Next) -> Response {
         .and_then(|v| CorrelationId::new(v).ok());
     let id = inbound.unwrap_or_else(|| {
         let mut bytes = [0u8; 16];
-        egress_tokio::OsEntropy.fill(&mut bytes);
+        egress_tokio::ThreadEntropy.fill(&mut bytes);
         CorrelationId::from_random_bytes(bytes)
     });
     let mut response = egress_tokio::with_correlation_id(id.clone(), next.run(request)).await;
