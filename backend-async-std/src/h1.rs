@@ -16,6 +16,7 @@ use async_std::io::{ReadExt, WriteExt};
 use surf::http::{Request, Response};
 
 use crate::connector::{Connector, Origin};
+use crate::convert::Encoded;
 use crate::pool::{Lease, Pool, Reuse};
 
 /// Where an attempt is, as far as timing goes.
@@ -97,24 +98,55 @@ impl PooledH1 {
     /// Boxed: async-h1's response decoder alone is a 4 KiB future (its header array), which
     /// every caller up to the transport's box would otherwise hold inline and copy each time
     /// it moves.
-    pub(crate) fn send(&self, mut request: Request, probe: Arc<Probe>) -> Sending<'_> {
+    pub(crate) fn send(&self, request: Outgoing, probe: Arc<Probe>) -> Sending<'_> {
         Box::pin(async move {
             probe.set(Phase::Connecting);
-            let origin = Origin::of(request.url())?;
+            let (origin, mut request) = match request {
+                Outgoing::Encoded(encoded) => (encoded.origin.clone(), Outgoing::Encoded(encoded)),
+                Outgoing::Request(request) => {
+                    (Origin::of(request.url())?, Outgoing::Request(request))
+                }
+            };
             let conn = match self.pool.check_out(&origin) {
                 Some(conn) => conn,
                 None => self.connector.connect(&origin).await?,
             };
-            if !self.pool.keeps_alive() {
-                request.insert_header("connection", "close");
+            if let Outgoing::Request(request) = &mut request {
+                if !self.pool.keeps_alive() {
+                    request.insert_header("connection", "close");
+                }
             }
             probe.set(Phase::Writing(Instant::now()));
             let (mut lease, reuse) = self.pool.lease(conn, origin, probe);
-            write_request(&mut lease, request).await?;
+            match request {
+                Outgoing::Encoded(encoded) => {
+                    lease.write_all(&encoded.head).await?;
+                    if !encoded.body.is_empty() {
+                        lease.write_all(&encoded.body).await?;
+                    }
+                    lease.flush().await?;
+                }
+                Outgoing::Request(request) => write_request(&mut lease, *request).await?,
+            }
             let response = async_h1::client::decode(lease).await?;
             Ok((response, reuse))
         })
     }
+
+    /// Whether connections are kept alive (else every request says `connection: close`).
+    pub(crate) fn keeps_alive(&self) -> bool {
+        self.pool.keeps_alive()
+    }
+}
+
+/// A request for [`PooledH1::send`].
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Already in the bytes async-h1's encoder would write (see [`encode`](crate::convert::encode)), with the
+    /// `connection: close` that [`PooledH1::keeps_alive`] asks for.
+    Encoded(Encoded),
+    /// For async-h1's encoder (boxed: the rare case, and the larger).
+    Request(Box<Request>),
 }
 
 /// The most of the request held in memory at once: the head and a body up to this size go out

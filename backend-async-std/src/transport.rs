@@ -18,7 +18,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 
 use crate::convert;
 use crate::error::{self, CloseDelimited, Panicked, Truncated};
-use crate::h1::{Phase, PooledH1, Probe};
+use crate::h1::{Outgoing, Phase, PooledH1, Probe};
 use crate::pool::Reuse;
 
 /// Sends attempts over surf's HTTP/1.1 engine or a surf client.
@@ -274,10 +274,16 @@ impl SurfTransport {
         let method = attempt.request.method().clone();
         let asked_to_close = has_token(attempt.request.headers(), CONNECTION, "close");
 
-        let request =
-            convert::request(attempt.request, &self.urls).map_err(error::from_request_convert)?;
         let (mut response, reuse): (surf::http::Response, Option<Reuse>) = match &self.client {
             Client::Pooled(client) => {
+                let request =
+                    match convert::encode(&attempt.request, &self.urls, client.keeps_alive()) {
+                        Some(encoded) => Outgoing::Encoded(encoded),
+                        None => Outgoing::Request(Box::new(
+                            convert::request(attempt.request, &self.urls)
+                                .map_err(error::from_request_convert)?,
+                        )),
+                    };
                 let probe = Probe::new();
                 let sending = client.send(request, Arc::clone(&probe));
                 let (response, reuse) = head(
@@ -292,6 +298,8 @@ impl SurfTransport {
                 (response, Some(reuse))
             }
             Client::Surf(client) => {
+                let request = convert::request(attempt.request, &self.urls)
+                    .map_err(error::from_request_convert)?;
                 let sending = client.send(request);
                 let response = head(
                     sending,
