@@ -5,15 +5,16 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use async_io::Async;
 use async_native_tls::{TlsConnector, TlsStream};
 use async_std::io::{Read as AsyncRead, Write as AsyncWrite};
-use async_std::net::{TcpStream, ToSocketAddrs};
+use async_std::net::ToSocketAddrs;
 use surf::Url;
 
 /// Where a connection goes: scheme, host and port. Connections are pooled per origin.
@@ -125,17 +126,18 @@ impl StdError for ConnectError {
     }
 }
 
-/// An established connection, plain or TLS.
+/// An established connection, plain or TLS, over async-io's `Async` (the socket under
+/// async-std's `TcpStream`), which can wait for readiness without reading.
 pub(crate) enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Async<TcpStream>),
+    Tls(Box<TlsStream<Async<TcpStream>>>),
 }
 
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, tcp) = match self {
-            Self::Plain(s) => ("Plain", s),
-            Self::Tls(s) => ("Tls", s.get_ref()),
+            Self::Plain(s) => ("Plain", s.get_ref()),
+            Self::Tls(s) => ("Tls", s.get_ref().get_ref()),
         };
         f.debug_struct(kind)
             .field("peer", &tcp.peer_addr().ok())
@@ -150,6 +152,17 @@ impl Conn {
         let mut probe = [0u8; 1];
         let mut cx = Context::from_waker(std::task::Waker::noop());
         matches!(Pin::new(self).poll_read(&mut cx, &mut probe), Poll::Pending)
+    }
+
+    /// Ready when a plain connection has something to read (or an error), without reading:
+    /// right after a request is written the answer cannot be there yet, and async-io would
+    /// first try a read that fails (a wasted system call per request). A TLS connection may
+    /// hold decrypted bytes already: always ready.
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Plain(s) => s.poll_readable(cx),
+            Self::Tls(_) => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -237,7 +250,7 @@ impl Connector {
         let mut stream = None;
         // Every address in turn (`localhost` may resolve to ::1 before 127.0.0.1).
         for addr in addrs {
-            match TcpStream::connect(addr).await {
+            match Async::<TcpStream>::connect(addr).await {
                 Ok(s) => {
                     stream = Some(s);
                     break;
@@ -259,7 +272,7 @@ impl Connector {
             }
         };
         // Requests are written whole; never hold the last segment back.
-        let _ = stream.set_nodelay(true);
+        let _ = stream.get_ref().set_nodelay(true);
         if !origin.tls {
             return Ok(Conn::Plain(stream));
         }

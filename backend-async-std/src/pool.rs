@@ -113,6 +113,7 @@ impl Pool {
             reuse: reuse.clone(),
             probe,
             reading: false,
+            awaiting: false,
         };
         (lease, reuse)
     }
@@ -140,6 +141,8 @@ pub(crate) struct Lease {
     reuse: Reuse,
     probe: Arc<Probe>,
     reading: bool,
+    /// The first read has not yet seen the connection readable.
+    awaiting: bool,
 }
 
 impl std::fmt::Debug for Lease {
@@ -163,7 +166,15 @@ impl AsyncRead for Lease {
     ) -> Poll<io::Result<usize>> {
         if !self.reading {
             self.reading = true;
+            self.awaiting = true;
             self.probe.reading();
+        }
+        if self.awaiting {
+            // The request was just written: wait for the answer instead of trying to read it.
+            if let Some(conn) = self.conn.as_ref() {
+                std::task::ready!(conn.poll_readable(cx))?;
+            }
+            self.awaiting = false;
         }
         match self.conn.as_mut() {
             Some(conn) => Pin::new(conn).poll_read(cx, buf),
