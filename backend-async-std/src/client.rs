@@ -9,7 +9,7 @@ use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretStr
 use crate::connector::Connector;
 use crate::h1::PooledH1;
 use crate::pool::Pool;
-use crate::rt::{AsyncStdClock, AsyncStdSleeper, OsEntropy, current_correlation_id};
+use crate::rt::{AsyncStdClock, AsyncStdSleeper, ThreadEntropy, current_correlation_id};
 use crate::transport::SurfTransport;
 
 /// Which certificates a client trusts.
@@ -141,7 +141,7 @@ impl Builder {
             Arc::new(transport),
             Arc::new(AsyncStdClock::new()),
             Arc::new(AsyncStdSleeper),
-            Arc::new(OsEntropy),
+            Arc::new(ThreadEntropy),
         )
         .with_ambient_correlation(ambient);
         Client::builder(self.config, runtime)

@@ -122,6 +122,7 @@ pub use native_tls;
 
 pub use client::{Builder, client};
 pub use rt::{
-    AsyncStdClock, AsyncStdSleeper, OsEntropy, current_correlation_id, with_correlation_id,
+    AsyncStdClock, AsyncStdSleeper, OsEntropy, ThreadEntropy, current_correlation_id,
+    with_correlation_id,
 };
 pub use transport::SurfTransport;
