@@ -395,7 +395,22 @@ impl Client {
     ///
     /// Dropping the returned future cancels the attempt in flight and schedules nothing more;
     /// only the retry budget's bookkeeping of attempts already made survives.
-    pub async fn send(&self, mut request: Request) -> Result<Response, Error> {
+    pub fn send(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, Error>> + Send + '_ {
+        // The exchange is made before the future: the future holds it once, inside the
+        // driver, instead of also holding the request it was made from (a call's future is
+        // moved and touched on every poll, so its size is part of every call's cost).
+        let exchange = self.start(request);
+        let rt = &self.inner.runtime;
+        drive(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport)
+    }
+
+    /// The exchange of `request`: default headers, authentication, IDs and the jitter seed
+    /// added. A request the authentication cannot be applied to gives an exchange that is
+    /// already done with that error.
+    fn start(&self, mut request: Request) -> Exchange {
         let inner = &*self.inner;
         let rt = &inner.runtime;
         for (name, value) in &inner.default_headers {
@@ -403,9 +418,10 @@ impl Client {
                 request.headers.append(name, value.clone());
             }
         }
-        if let Some(auth) = &inner.auth {
-            auth.apply(&mut request.headers)?;
-        }
+        let refused = inner
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.apply(&mut request.headers).err());
         let o = &mut request.overrides;
         if o.service.is_none() {
             o.service.clone_from(&inner.service);
@@ -435,8 +451,12 @@ impl Client {
             o.idempotency_key = KeyChoice::Given(IdempotencyKey::from_random_bytes(bytes));
         }
         let seed = u64::from_le_bytes(take(8).try_into().unwrap_or_default());
-        let exchange = Exchange::new(request, &inner.policy, rt.clock.now(), seed);
-        drive(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
+        let now = rt.clock.now();
+        let mut exchange = Exchange::new(request, &inner.policy, now, seed);
+        if let Some(error) = refused {
+            exchange.refuse(now, error);
+        }
+        exchange
     }
 }
 

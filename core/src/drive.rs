@@ -36,15 +36,19 @@ pub async fn drive(
 ) -> Result<Response, Error> {
     let mut in_flight: Option<Attempt<'_>> = None;
     loop {
-        match exchange.poll_output_to_end(clock.now()) {
+        // The output is taken apart before any await, so that this future does not keep room
+        // for it (an attempt's whole request) across the awaits.
+        let until = match exchange.poll_output_to_end(clock.now()) {
             Output::Done(result) => return result,
-            Output::Send(attempt) => in_flight = Some(send(transport, attempt)),
-            Output::Wait { until, .. } => match in_flight.take() {
-                Some(attempt) => {
-                    in_flight = race(&mut exchange, attempt, until, clock, sleeper).await
-                }
-                None => sleep(&mut exchange, until, clock, sleeper).await,
-            },
+            Output::Send(attempt) => {
+                in_flight = Some(send(transport, attempt));
+                continue;
+            }
+            Output::Wait { until, .. } => until,
+        };
+        match in_flight.take() {
+            Some(attempt) => in_flight = race(&mut exchange, attempt, until, clock, sleeper).await,
+            None => sleep(&mut exchange, until, clock, sleeper).await,
         }
     }
 }

@@ -203,11 +203,15 @@ impl Exchange {
             }
         };
         if let Some(reason) = problem {
-            let mut error = Error::invalid_request(reason);
-            *error.meta_mut() = exchange.meta(now, None);
-            exchange.state = State::Done(Box::new(Err(error)));
+            exchange.refuse(now, Error::invalid_request(reason));
         }
         exchange
+    }
+
+    /// Ends the exchange before its first attempt with `error` (a request it cannot send).
+    pub(crate) fn refuse(&mut self, now: Instant, mut error: Error) {
+        *error.meta_mut() = self.meta(now, None);
+        self.state = State::Done(Box::new(Err(error)));
     }
 
     /// Feeds one input. Inputs for an attempt that is not the one in flight, and timers that fire

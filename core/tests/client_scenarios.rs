@@ -737,3 +737,22 @@ fn client_options_from_a_backend_reach_every_request_and_bad_headers_fail_the_bu
         .contains("k-secret-9")
     );
 }
+
+#[test]
+fn a_credential_that_is_not_a_header_value_is_refused_with_nothing_sent_and_not_shown() {
+    let transport = ScriptedTransport::new();
+    transport.push(step(200));
+    let client = Client::builder(no_jitter(), runtime(&transport))
+        .with_bearer_token(SecretString::from("s3cret\nvalue"))
+        .build()
+        .expect("test config is valid");
+    let error = err(block_on(client.get("/entities/7").send()));
+    assert!(matches!(error, Error::InvalidRequest { .. }), "{error:?}");
+    assert!(!error.may_have_been_sent());
+    assert_eq!(error.attempts(), 0);
+    assert!(error.correlation_id().is_some());
+    for shown in [format!("{error}"), format!("{error:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    assert!(transport.requests().is_empty());
+}
