@@ -13,7 +13,7 @@ use async_io::Timer;
 use async_std::io::ReadExt;
 use bytes::{Bytes, BytesMut};
 use egress_core::rt::{BoxFuture, Transport};
-use egress_core::{AttemptRequest, TransportError, TransportErrorKind};
+use egress_core::{AttemptDeadlines, AttemptRequest, TransportError, TransportErrorKind};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 
 use crate::convert;
@@ -120,15 +120,15 @@ fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
 /// Awaits `sending` under the limit of the phase the probe reports (none: the client does not
 /// report phases).
 ///
-/// The driver already drops the attempt at `deadline` (the attempt deadline, with its own
-/// timer), so a phase limit that does not end before it needs no timer of its own: arming one
-/// cost an async-io timer entry (an insert, a removal and a reactor notification) per attempt
-/// for nothing, as the core clamps the read and write timeouts to the attempt's.
+/// A phase limit that does not end before the attempt deadline gets no timer
+/// ([`AttemptDeadlines::phase_end`]): the driver's own timer ends the attempt first, and arming
+/// one cost an async-io timer entry (an insert, a removal and a reactor notification) per
+/// attempt for nothing, as the core clamps the read and write timeouts to the attempt's.
 async fn head<F, T>(
     sending: F,
     probe: Option<&Probe>,
     started: Instant,
-    deadline: Instant,
+    deadlines: AttemptDeadlines,
     read: Duration,
     write: Duration,
 ) -> Result<T, TransportError>
@@ -144,13 +144,13 @@ where
         }
         let limit = match probe.map_or(Phase::Unclaimed, Probe::phase) {
             // A client that does not report phases: the stricter bound, from the start.
-            Phase::Unclaimed => Some((started + read.min(write), TransportErrorKind::ReadTimeout)),
+            Phase::Unclaimed => Some((started, read.min(write), TransportErrorKind::ReadTimeout)),
             // The connector enforces the connect timeout itself.
             Phase::Connecting => None,
-            Phase::Writing(since) => Some((since + write, TransportErrorKind::WriteTimeout)),
-            Phase::Reading(since) => Some((since + read, TransportErrorKind::ReadTimeout)),
+            Phase::Writing(since) => Some((since, write, TransportErrorKind::WriteTimeout)),
+            Phase::Reading(since) => Some((since, read, TransportErrorKind::ReadTimeout)),
         }
-        .filter(|&(at, _)| at < deadline);
+        .and_then(|(since, limit, kind)| Some((deadlines.phase_end(since, limit)?, kind)));
         if limit.map(|(at, _)| at) != armed.map(|(at, _)| at) {
             match limit {
                 Some((at, _)) => {
@@ -179,10 +179,14 @@ where
 const CHUNK: usize = 16 * 1024;
 
 /// Awaits `future` for at most `limit` from now: `None` when the limit passed first. A limit
-/// that does not end before the attempt `deadline` gets no timer (see [`head`]).
-async fn within<F: Future>(limit: Duration, deadline: Instant, future: F) -> Option<F::Output> {
-    match Instant::now().checked_add(limit) {
-        Some(at) if at < deadline => {
+/// that does not end before the attempt deadline gets no timer (see [`head`]).
+async fn within<F: Future>(
+    limit: Duration,
+    deadlines: AttemptDeadlines,
+    future: F,
+) -> Option<F::Output> {
+    match deadlines.phase_end(Instant::now(), limit) {
+        Some(at) => {
             let mut future = std::pin::pin!(future);
             // The timer is registered with the reactor only if the future is not ready at once.
             let mut timer = Timer::at(at);
@@ -194,7 +198,7 @@ async fn within<F: Future>(limit: Duration, deadline: Instant, future: F) -> Opt
             })
             .await
         }
-        _ => Some(future.await),
+        None => Some(future.await),
     }
 }
 
@@ -205,7 +209,7 @@ async fn read_body(
     declared: Option<u64>,
     limit: u64,
     read_timeout: Duration,
-    deadline: Instant,
+    deadlines: AttemptDeadlines,
 ) -> Result<Bytes, TransportError> {
     let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
     let mut collected = BytesMut::with_capacity(capacity);
@@ -219,7 +223,7 @@ async fn read_body(
         let room = (limit - collected.len() as u64)
             .saturating_add(1)
             .min(chunk.len() as u64) as usize;
-        let read = within(read_timeout, deadline, body.read(&mut chunk[..room])).await;
+        let read = within(read_timeout, deadlines, body.read(&mut chunk[..room])).await;
         let n = match read {
             None => {
                 return Err(timed_out(
@@ -267,7 +271,7 @@ impl SurfTransport {
         attempt: AttemptRequest,
     ) -> Result<http::Response<Bytes>, TransportError> {
         let started = Instant::now();
-        let deadline = attempt.deadlines.attempt;
+        let deadlines = attempt.deadlines;
         let read_timeout = attempt.read_timeout;
         let write_timeout = attempt.write_timeout;
         let limit = attempt.body_limit;
@@ -290,7 +294,7 @@ impl SurfTransport {
                     sending,
                     Some(&probe),
                     started,
-                    deadline,
+                    deadlines,
                     read_timeout,
                     write_timeout,
                 )
@@ -305,7 +309,7 @@ impl SurfTransport {
                     sending,
                     None,
                     started,
-                    deadline,
+                    deadlines,
                     read_timeout,
                     write_timeout,
                 )
@@ -341,7 +345,7 @@ impl SurfTransport {
                 CloseDelimited,
             ));
         } else {
-            read_body(&mut reader, declared, limit, read_timeout, deadline).await?
+            read_body(&mut reader, declared, limit, read_timeout, deadlines).await?
         };
 
         // Read to its exact end: the connection can carry the next request, unless either side

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use egress_core::rt::{BoxFuture, Transport};
-use egress_core::{AttemptRequest, TransportError, TransportErrorKind};
+use egress_core::{AttemptDeadlines, AttemptRequest, TransportError, TransportErrorKind};
 use http::header::CONTENT_LENGTH;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -54,19 +54,20 @@ fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
 
 /// Awaits `future` for at most `limit` from now: `None` when the limit passed first.
 ///
-/// The driver already drops the attempt at `deadline` (the attempt deadline, with its own
-/// timer), so a limit that does not end before it needs no timer of its own: registering one
-/// cost a tokio timer entry per attempt for the head and one per body frame for nothing.
-///
-/// `Limit::Never` says the limit was found, at the attempt's start, not to end before the
-/// deadline: it never will later either, so the clock is not read again.
+/// A limit that does not end before the attempt deadline gets no timer
+/// ([`AttemptDeadlines::phase_end`]): the driver's own timer ends the attempt first, and
+/// registering one cost a tokio timer entry per attempt for the head and one per body frame
+/// for nothing. `Limit::Never` says so was found at the attempt's start: it stays so later,
+/// so the clock is not read again.
 async fn within<F: Future>(limit: Limit, future: F) -> Option<F::Output> {
     match limit {
         Limit::Never => Some(future.await),
-        Limit::After(limit, deadline) => match tokio::time::Instant::now().checked_add(limit) {
-            Some(at) if at < deadline => tokio::time::timeout_at(at, future).await.ok(),
-            _ => Some(future.await),
-        },
+        Limit::After(limit, deadlines) => {
+            match deadlines.phase_end(tokio::time::Instant::now().into_std(), limit) {
+                Some(at) => tokio::time::timeout_at(at.into(), future).await.ok(),
+                None => Some(future.await),
+            }
+        }
     }
 }
 
@@ -75,15 +76,15 @@ async fn within<F: Future>(limit: Limit, future: F) -> Option<F::Output> {
 enum Limit {
     /// The limit cannot end before the attempt deadline.
     Never,
-    /// `limit` from each start, when that is before `deadline`.
-    After(Duration, tokio::time::Instant),
+    /// `limit` from each start, when that is before the attempt deadline.
+    After(Duration, AttemptDeadlines),
 }
 
 impl Limit {
-    fn new(limit: Duration, now: tokio::time::Instant, deadline: tokio::time::Instant) -> Self {
-        match now.checked_add(limit) {
-            Some(at) if at < deadline => Limit::After(limit, deadline),
-            _ => Limit::Never,
+    fn new(limit: Duration, now: std::time::Instant, deadlines: AttemptDeadlines) -> Self {
+        match deadlines.phase_end(now, limit) {
+            Some(_) => Limit::After(limit, deadlines),
+            None => Limit::Never,
         }
     }
 }
@@ -93,13 +94,13 @@ impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
         &self,
         attempt: AttemptRequest,
     ) -> Result<http::Response<Bytes>, TransportError> {
-        let deadline = tokio::time::Instant::from_std(attempt.deadlines.attempt);
-        let now = tokio::time::Instant::now();
-        let read_limit = Limit::new(attempt.read_timeout, now, deadline);
+        // Tokio's clock (paused in tests), in the std form the core's deadlines use.
+        let now = tokio::time::Instant::now().into_std();
+        let read_limit = Limit::new(attempt.read_timeout, now, attempt.deadlines);
         let head_limit = Limit::new(
             attempt.read_timeout.min(attempt.write_timeout),
             now,
-            deadline,
+            attempt.deadlines,
         );
         let limit = attempt.body_limit;
         let (parts, body) = attempt.request.into_parts();

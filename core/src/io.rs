@@ -105,6 +105,15 @@ pub struct AttemptDeadlines {
     pub attempt: Instant,
 }
 
+impl AttemptDeadlines {
+    /// When a phase that starts at `from` and may last `limit` must end, if that is before the
+    /// attempt deadline. `None` when the attempt deadline comes first: the driver's own timer
+    /// then ends the attempt, so a transport needs no timer for the phase.
+    pub fn phase_end(&self, from: Instant, limit: Duration) -> Option<Instant> {
+        from.checked_add(limit).filter(|at| *at < self.attempt)
+    }
+}
+
 /// One attempt to send: the exact request and the limits the transport must enforce.
 /// Its `Debug` shows the URI and headers redacted.
 #[non_exhaustive]
@@ -169,5 +178,25 @@ impl fmt::Debug for AttemptRequest {
             .field("write_timeout", &self.write_timeout)
             .field("body_limit", &self.body_limit)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_gets_an_end_only_when_it_comes_before_the_attempt_deadline() {
+        let start = Instant::now();
+        let deadlines = AttemptDeadlines {
+            connect: start,
+            pool: start,
+            attempt: start + Duration::from_secs(10),
+        };
+        let second = Duration::from_secs(1);
+        assert_eq!(deadlines.phase_end(start, second), Some(start + second));
+        assert_eq!(deadlines.phase_end(start, 10 * second), None);
+        assert_eq!(deadlines.phase_end(start + 5 * second, 5 * second), None);
+        assert_eq!(deadlines.phase_end(start, Duration::MAX), None);
     }
 }
