@@ -9,8 +9,8 @@ use egress_core::rt::{BoxFuture, Transport};
 use egress_core::{AttemptDeadlines, AttemptRequest, TransportError, TransportErrorKind};
 use http::header::CONTENT_LENGTH;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::Connect;
+use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
 
 use crate::error;
 
@@ -44,7 +44,26 @@ impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C>
         &self,
         attempt: AttemptRequest,
     ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
-        Box::pin(self.execute(attempt))
+        // The request is handed to hyper-util here, not inside the future: the boxed future
+        // then holds only what receiving needs (an `async fn` keeps its arguments for its whole
+        // life), which keeps it small enough for the allocator's fast path.
+        let now = tokio::time::Instant::now().into_std();
+        let read_limit = Limit::new(attempt.read_timeout, now, attempt.deadlines);
+        let head_limit = Limit::new(
+            attempt.read_timeout.min(attempt.write_timeout),
+            now,
+            attempt.deadlines,
+        );
+        let (parts, body) = attempt.request.into_parts();
+        let response = self
+            .client
+            .request(http::Request::from_parts(parts, Full::new(body)));
+        Box::pin(receive(
+            response,
+            head_limit,
+            read_limit,
+            attempt.body_limit,
+        ))
     }
 }
 
@@ -89,85 +108,75 @@ impl Limit {
     }
 }
 
-impl<C: Connect + Clone + Send + Sync + 'static> HyperTransport<C> {
-    async fn execute(
-        &self,
-        attempt: AttemptRequest,
-    ) -> Result<http::Response<Bytes>, TransportError> {
-        // Tokio's clock (paused in tests), in the std form the core's deadlines use.
-        let now = tokio::time::Instant::now().into_std();
-        let read_limit = Limit::new(attempt.read_timeout, now, attempt.deadlines);
-        let head_limit = Limit::new(
-            attempt.read_timeout.min(attempt.write_timeout),
-            now,
-            attempt.deadlines,
-        );
-        let limit = attempt.body_limit;
-        let (parts, body) = attempt.request.into_parts();
-        let request = http::Request::from_parts(parts, Full::new(body));
-
-        let response = match within(head_limit, self.client.request(request)).await {
+/// Receives one attempt's response: the head within `head_limit`, then the body, each chunk
+/// within `read_limit`, stopping past `limit` bytes.
+async fn receive(
+    response: ResponseFuture,
+    head_limit: Limit,
+    read_limit: Limit,
+    limit: u64,
+) -> Result<http::Response<Bytes>, TransportError> {
+    let response = match within(head_limit, response).await {
+        None => {
+            return Err(timed_out(
+                TransportErrorKind::ReadTimeout,
+                "no response head within the read timeout",
+            ));
+        }
+        Some(Err(e)) => return Err(error::from_client(e)),
+        Some(Ok(response)) => response,
+    };
+    let (parts, mut body) = response.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(TransportError::new(
+            TransportErrorKind::BodyTooLarge,
+            "content-length exceeds the body limit",
+        ));
+    }
+    let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
+    // The first chunk is kept as hyper gives it (most bodies are one chunk: no copy); a
+    // second one starts a buffer.
+    let mut first = Bytes::new();
+    let mut more: Option<BytesMut> = None;
+    let mut received: u64 = 0;
+    loop {
+        let frame = match within(read_limit, body.frame()).await {
             None => {
                 return Err(timed_out(
                     TransportErrorKind::ReadTimeout,
-                    "no response head within the read timeout",
+                    "the body stalled longer than the read timeout",
                 ));
             }
-            Some(Err(e)) => return Err(error::from_client(e)),
-            Some(Ok(response)) => response,
+            Some(None) => break,
+            Some(Some(Err(e))) => return Err(error::from_body(e)),
+            Some(Some(Ok(frame))) => frame,
         };
-        let (parts, mut body) = response.into_parts();
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(TransportError::new(
-                TransportErrorKind::BodyTooLarge,
-                "content-length exceeds the body limit",
-            ));
-        }
-        let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
-        // The first chunk is kept as hyper gives it (most bodies are one chunk: no copy); a
-        // second one starts a buffer.
-        let mut first = Bytes::new();
-        let mut more: Option<BytesMut> = None;
-        let mut received: u64 = 0;
-        loop {
-            let frame = match within(read_limit, body.frame()).await {
-                None => {
-                    return Err(timed_out(
-                        TransportErrorKind::ReadTimeout,
-                        "the body stalled longer than the read timeout",
-                    ));
-                }
-                Some(None) => break,
-                Some(Some(Err(e))) => return Err(error::from_body(e)),
-                Some(Some(Ok(frame))) => frame,
-            };
-            if let Ok(data) = frame.into_data() {
-                received += data.len() as u64;
-                if received > limit {
-                    // Dropping the body closes the connection instead of draining the rest.
-                    return Err(TransportError::new(
-                        TransportErrorKind::BodyTooLarge,
-                        "the body exceeds the limit",
-                    ));
-                }
-                if first.is_empty() && more.is_none() {
-                    first = data;
-                } else {
-                    more.get_or_insert_with(|| {
-                        let mut buffer = BytesMut::with_capacity(capacity.max(first.len()));
-                        buffer.extend_from_slice(&first);
-                        buffer
-                    })
-                    .extend_from_slice(&data);
-                }
+        if let Ok(data) = frame.into_data() {
+            received += data.len() as u64;
+            if received > limit {
+                // Dropping the body closes the connection instead of draining the rest.
+                return Err(TransportError::new(
+                    TransportErrorKind::BodyTooLarge,
+                    "the body exceeds the limit",
+                ));
+            }
+            if first.is_empty() && more.is_none() {
+                first = data;
+            } else {
+                more.get_or_insert_with(|| {
+                    let mut buffer = BytesMut::with_capacity(capacity.max(first.len()));
+                    buffer.extend_from_slice(&first);
+                    buffer
+                })
+                .extend_from_slice(&data);
             }
         }
-        let body = more.map_or(first, BytesMut::freeze);
-        Ok(http::Response::from_parts(parts, body))
     }
+    let body = more.map_or(first, BytesMut::freeze);
+    Ok(http::Response::from_parts(parts, body))
 }
