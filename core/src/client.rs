@@ -352,11 +352,18 @@ impl Client {
     /// A request with any method. `path` is joined onto the base URL (it cannot leave the base's
     /// origin); without a base URL it must be an absolute URL.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let request = match self.inner.policy.base_url() {
-            Some(base) => crate::url::join(base, path)
+        let policy = &self.inner.policy;
+        // A common path joins onto the prepared base without parsing a URL; any other takes
+        // the checked join.
+        let request = match (
+            policy.base_target().and_then(|t| t.join(path)),
+            policy.base_url(),
+        ) {
+            (Some(uri), _) => Ok(Request::from_uri(method, uri)),
+            (None, Some(base)) => crate::url::join(base, path)
                 .map_err(|e| Error::invalid_request(e.to_string()))
                 .and_then(|url| Request::from_url(method, url)),
-            None => Request::new(method, path),
+            (None, None) => Request::new(method, path),
         };
         RequestBuilder {
             client: self.clone(),
@@ -573,5 +580,74 @@ impl RequestBuilder {
     pub async fn send(self) -> Result<Response, Error> {
         let request = self.request?;
         self.client.send(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::ScriptedTransport;
+
+    /// The request `client.request(method, path)` built.
+    fn built(client: &Client, path: &str) -> Request {
+        client
+            .request(Method::GET, path)
+            .request
+            .expect("the path is valid")
+    }
+
+    #[test]
+    fn a_request_on_the_prepared_base_is_the_request_the_checked_join_gives() {
+        for base in [
+            "https://api.example.com/v1",
+            "http://127.0.0.1:8080/",
+            "http://[::1]:80/a/",
+        ] {
+            let transport = ScriptedTransport::new();
+            let client = transport
+                .client(Config::default().with_base_url(base))
+                .expect("the config is valid");
+            let parsed = crate::url::parse_base(base).expect("the base is valid");
+            for path in ["/entities/7", "entities/7?expand=owner&token=abcdefgh", ""] {
+                let fast = built(&client, path);
+                assert!(fast.uri.is_some(), "{path} on {base} took the checked join");
+                let url = crate::url::join(&parsed, path).expect("the path joins");
+                let slow = Request::from_url(Method::GET, url).expect("the url is valid");
+                assert_eq!(fast.url(), slow.url(), "{path} on {base}");
+                assert_eq!(fast.budget_key(), slow.budget_key(), "{path} on {base}");
+                assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{path} on {base}");
+                let redactor = client.policy().redactor();
+                let (a, b) = (fast.with_secrets(redactor), slow.with_secrets(redactor));
+                assert_eq!(
+                    a.text(b"token abcdefgh"),
+                    b.text(b"token abcdefgh"),
+                    "{path} on {base}"
+                );
+                if path.contains("token") {
+                    assert!(!a.text(b"token abcdefgh").contains("abcdefgh"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_the_prepared_base_cannot_take_still_joins_with_every_check() {
+        let transport = ScriptedTransport::new();
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com/v1"))
+            .expect("the config is valid");
+        let request = built(&client, "a/../b?q=it's");
+        assert!(request.uri.is_none());
+        assert_eq!(
+            request.url().as_str(),
+            "https://api.example.com/v1/b?q=it%27s"
+        );
+        assert!(client.request(Method::GET, "../admin").request.is_err());
+        assert!(
+            client
+                .request(Method::GET, "//evil.example/x")
+                .request
+                .is_err()
+        );
     }
 }

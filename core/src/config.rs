@@ -366,6 +366,7 @@ impl Config {
         let budget = Arc::new(RetryBudget::new(self.budget.clone()));
         Ok(Policy {
             inner: Arc::new(PolicyInner {
+                base_target: base_url.as_ref().and_then(crate::url::BaseTarget::new),
                 base_url,
                 idempotency_header,
                 correlation_header,
@@ -421,6 +422,8 @@ pub struct Policy {
 struct PolicyInner {
     config: Config,
     base_url: Option<Url>,
+    /// The base URL prepared for joining common paths without parsing.
+    base_target: Option<crate::url::BaseTarget>,
     idempotency_header: HeaderName,
     correlation_header: HeaderName,
     user_agent: http::HeaderValue,
@@ -437,6 +440,11 @@ impl Policy {
     /// The parsed base URL.
     pub fn base_url(&self) -> Option<&Url> {
         self.inner.base_url.as_ref()
+    }
+
+    /// The base URL prepared for the common paths ([`BaseTarget`](crate::url::BaseTarget)).
+    pub(crate) fn base_target(&self) -> Option<&crate::url::BaseTarget> {
+        self.inner.base_target.as_ref()
     }
 
     /// The shared retry budget.

@@ -104,6 +104,19 @@ impl Exchange {
     /// A request the policy cannot send (a bad override, a URL that is not a valid URI) gives an
     /// exchange that is already done with [`Error::InvalidRequest`].
     pub fn new(request: Request, policy: &Policy, now: Instant, seed: u64) -> Self {
+        let mut request = request;
+        // The URI to send: built already by a client from its prepared base, else parsed from
+        // the URL (which must then be an http URI too).
+        let bad_uri = match &request.uri {
+            Some(_) => None,
+            None => match request.url().as_str().parse::<Uri>() {
+                Ok(uri) => {
+                    request.uri = Some(uri);
+                    None
+                }
+                Err(e) => Some(format!("the url is not a valid http uri: {e}")),
+            },
+        };
         let mut ids = SeededJitter::new(seed ^ ID_STREAM);
         let mut mint = || {
             let mut bytes = [0u8; 16];
@@ -141,17 +154,8 @@ impl Exchange {
         let attempt_timeout = o.attempt_timeout.unwrap_or(config.timeouts.attempt);
         let deadline_after = o.deadline.unwrap_or(config.timeouts.deadline);
 
-        let redactor = policy
-            .redactor()
-            .with_request_secrets(&request.url, &request.headers);
-        let telemetry = Telemetry::new(
-            o,
-            &correlation_id,
-            &request.method,
-            &request.url,
-            &redactor,
-            now,
-        );
+        let redactor = request.with_secrets(policy.redactor());
+        let telemetry = Telemetry::new(&request, &correlation_id, &redactor, now);
         let mut headers = request.headers;
         redactor.mark_sensitive(&mut headers);
         if !headers.contains_key(USER_AGENT) {
@@ -168,7 +172,7 @@ impl Exchange {
         let mut exchange = Self {
             policy: policy.clone(),
             method: request.method,
-            uri: Uri::default(),
+            uri: request.uri.unwrap_or_default(),
             headers,
             body: request.body,
             classifier: o.classifier.clone(),
@@ -194,13 +198,7 @@ impl Exchange {
         } else if deadline_after.is_zero() || attempt_timeout.is_zero() {
             Some("deadline and attempt timeout overrides must be greater than zero".to_owned())
         } else {
-            match request.url.as_str().parse::<Uri>() {
-                Ok(uri) => {
-                    exchange.uri = uri;
-                    None
-                }
-                Err(e) => Some(format!("the url is not a valid http uri: {e}")),
-            }
+            bad_uri
         };
         if let Some(reason) = problem {
             exchange.refuse(now, Error::invalid_request(reason));

@@ -231,6 +231,18 @@ impl Redactor {
     /// (and the credential after an auth scheme such as `Bearer`), its userinfo, and its secret
     /// query parameters.
     pub fn with_request_secrets(&self, url: &Url, headers: &HeaderMap) -> Self {
+        self.with_secrets_of(url.username(), url.password(), url.query(), headers)
+    }
+
+    /// [`with_request_secrets`](Self::with_request_secrets) from the URL's parts: its userinfo
+    /// and its query.
+    pub(crate) fn with_secrets_of(
+        &self,
+        username: &str,
+        password: Option<&str>,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Self {
         // Most requests carry no secret: then the copy shares this one's lists.
         let mut found: Vec<Vec<u8>> = Vec::new();
         let mut add = |v: &[u8]| {
@@ -255,14 +267,15 @@ impl Redactor {
                 }
             }
         }
-        if let Some(password) = url.password() {
+        if let Some(password) = password {
             add(password.as_bytes());
             add(percent_decode(password).as_bytes());
         }
-        if !url.username().is_empty() {
-            add(url.username().as_bytes());
+        if !username.is_empty() {
+            add(username.as_bytes());
         }
-        for (name, value) in url.query_pairs() {
+        // What `Url::query_pairs` reads.
+        for (name, value) in ::url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             if self.is_secret_field(&name) {
                 add(value.as_bytes());
             }

@@ -3,13 +3,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::error::Error;
 use crate::ids::{CorrelationId, IdempotencyKey};
@@ -87,7 +87,12 @@ impl fmt::Debug for Overrides {
 #[derive(Clone)]
 pub struct Request {
     pub(crate) method: Method,
-    pub(crate) url: Url,
+    /// The URL; for a request built by a client from its prepared base, parsed from `uri` on
+    /// first use (most calls never ask).
+    url: OnceLock<Url>,
+    /// The URI to send, when already built (by a client from its prepared base); otherwise the
+    /// exchange parses it from `url`. At least one of the two is set.
+    pub(crate) uri: Option<Uri>,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) overrides: Overrides,
@@ -123,11 +128,25 @@ impl Request {
         }
         Ok(Self {
             method,
-            url,
+            url: OnceLock::from(url),
+            uri: None,
             headers,
             body: Bytes::new(),
             overrides: Overrides::default(),
         })
+    }
+
+    /// A request to a URI a client built from its prepared base URL (absolute, `http` or
+    /// `https`, no userinfo, and text the URL parser keeps as it is).
+    pub(crate) fn from_uri(method: Method, uri: Uri) -> Self {
+        Self {
+            method,
+            url: OnceLock::new(),
+            uri: Some(uri),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            overrides: Overrides::default(),
+        }
     }
 
     /// Converts an `http::Request` with an absolute URI.
@@ -239,7 +258,14 @@ impl Request {
 
     /// The URL.
     pub fn url(&self) -> &Url {
-        &self.url
+        self.url.get_or_init(|| {
+            let uri = self
+                .uri
+                .as_ref()
+                .expect("invariant: a request without its url was built with its uri");
+            Url::parse(&uri.to_string())
+                .expect("invariant: a uri built from a parsed base url and a verbatim path parses")
+        })
     }
 
     /// The headers.
@@ -257,10 +283,29 @@ impl Request {
         &self.overrides
     }
 
+    /// `redactor` extended with the secrets this request carries ([`Redactor::with_request_secrets`]),
+    /// without parsing the URL of a request built from a client's prepared base.
+    pub(crate) fn with_secrets(&self, redactor: &Redactor) -> Redactor {
+        match self.url.get() {
+            Some(url) => redactor.with_request_secrets(url, &self.headers),
+            // Built from a base without userinfo: only the query can carry a secret.
+            None => redactor.with_secrets_of(
+                "",
+                None,
+                self.uri.as_ref().and_then(Uri::query),
+                &self.headers,
+            ),
+        }
+    }
+
     /// The host (and port, when not the scheme's default) the retry budget is kept for.
     pub fn budget_key(&self) -> &str {
-        // The URL's own text from the host to the port: no copy.
-        &self.url[::url::Position::BeforeHost..::url::Position::AfterPort]
+        match self.uri.as_ref().and_then(Uri::authority) {
+            // Built from the base URL's text from the host to the port.
+            Some(authority) => authority.as_str(),
+            // The URL's own text from the host to the port: no copy.
+            None => &self.url()[::url::Position::BeforeHost..::url::Position::AfterPort],
+        }
     }
 }
 
@@ -269,7 +314,7 @@ impl fmt::Debug for Request {
         let redactor = Redactor::default();
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("url", &redactor.url(&self.url))
+            .field("url", &redactor.url(self.url()))
             .field("headers", &redactor.headers(&self.headers))
             .field("body_len", &self.body.len())
             .field("overrides", &self.overrides)

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use http::Method;
+use http::{Method, Uri};
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -25,9 +25,17 @@ use crate::error::Error;
 use crate::ids::CorrelationId;
 use crate::io::WaitReason;
 use crate::redact::Redactor;
-use crate::request::Overrides;
+use crate::request::Request;
 use crate::retry::RetryReason;
-use crate::url::Url;
+
+/// The URI's port, or its scheme's default (80, 443; 0 for another scheme).
+fn port_or_known_default(uri: &Uri) -> u16 {
+    uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        Some("http") => 80,
+        _ => 0,
+    })
+}
 
 #[derive(Debug)]
 pub(crate) struct Telemetry {
@@ -42,13 +50,13 @@ pub(crate) struct Telemetry {
 
 impl Telemetry {
     pub(crate) fn new(
-        overrides: &Overrides,
+        request: &Request,
         correlation_id: &CorrelationId,
-        method: &Method,
-        url: &Url,
         redactor: &Redactor,
         now: Instant,
     ) -> Self {
+        let overrides = request.overrides();
+        let method = request.method();
         let call = tracing::info_span!(
             "egress.call",
             service = overrides.service.as_deref().unwrap_or("egress"),
@@ -63,15 +71,17 @@ impl Telemetry {
         // metrics. Without one a call pays for no string here.
         let listening = !call.is_disabled() || tracing::level_enabled!(tracing::Level::DEBUG);
         let url_full = if listening {
-            redactor.url(url)
+            redactor.url(request.url())
         } else {
             String::new()
         };
         if !call.is_disabled() {
             call.record("url.full", url_full.as_str());
         }
+        // From the URI to send (a request built from a client's base has no parsed URL).
+        let uri = request.uri.as_ref();
         let host = if listening || cfg!(feature = "metrics") {
-            url.host_str().unwrap_or_default().to_owned()
+            uri.and_then(Uri::host).unwrap_or_default().to_owned()
         } else {
             String::new()
         };
@@ -81,7 +91,7 @@ impl Telemetry {
             attempt_started: now,
             method: method.clone(),
             host,
-            port: url.port_or_known_default().unwrap_or(0),
+            port: uri.map_or(0, port_or_known_default),
             url: url_full,
         }
     }
