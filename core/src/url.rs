@@ -206,21 +206,50 @@ impl BaseTarget {
 /// `.` or `..` segment, no `:`, `%` or `\\`), then optionally `?` and a query of the same
 /// characters plus `:`, `/`, `?` and `%`, without `'` (which the parser escapes in a query).
 fn is_verbatim(relative: &str) -> bool {
-    fn plain(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=@/".contains(&b)
-    }
-    fn plain_in_query(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=@/:?%".contains(&b)
-    }
-    let (path, query) = match relative.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (relative, None),
+    /// Bytes kept as they are in a path segment (1) and also in the query (2).
+    const KEPT: [u8; 256] = {
+        let mut table = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            if c.is_ascii_alphanumeric() {
+                table[b] = 3;
+            }
+            b += 1;
+        }
+        let both = b"-._~!$&()*+,;=@/";
+        let mut i = 0;
+        while i < both.len() {
+            table[both[i] as usize] = 3;
+            i += 1;
+        }
+        table[b'\'' as usize] = 1; // the parser escapes it in a query
+        table[b':' as usize] = 2; // in a first segment it would read as a scheme
+        table[b'%' as usize] = 2; // in a path it could spell a dot segment
+        table[b'?' as usize] = 2;
+        table
     };
-    path.bytes().all(plain)
-        && path
-            .split('/')
-            .all(|segment| segment != "." && segment != "..")
-        && query.is_none_or(|q| q.bytes().all(plain_in_query))
+    let bytes = relative.as_bytes();
+    let mut segment_start = 0;
+    let mut in_query = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_query {
+            if KEPT[b as usize] & 2 == 0 {
+                return false;
+            }
+            continue;
+        }
+        if b == b'/' || b == b'?' {
+            if matches!(&bytes[segment_start..i], b"." | b"..") {
+                return false;
+            }
+            segment_start = i + 1;
+            in_query = b == b'?';
+        } else if KEPT[b as usize] & 1 == 0 {
+            return false;
+        }
+    }
+    in_query || !matches!(&bytes[segment_start..], b"." | b"..")
 }
 
 #[cfg(test)]
