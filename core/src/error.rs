@@ -73,7 +73,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -356,7 +356,9 @@ pub struct StatusError {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
-    excerpt: String,
+    /// Made on first use: a response that is retried and never shown costs no copy.
+    excerpt: OnceLock<String>,
+    redactor: Redactor,
 }
 
 impl StatusError {
@@ -372,12 +374,12 @@ impl StatusError {
         redactor: &Redactor,
     ) -> Self {
         redactor.mark_sensitive(&mut headers);
-        let excerpt = redactor.excerpt(&body);
         Self {
             status,
             headers,
             body,
-            excerpt,
+            excerpt: OnceLock::new(),
+            redactor: redactor.clone(),
         }
     }
 
@@ -399,7 +401,8 @@ impl StatusError {
     /// A short redacted excerpt of the body for messages: at most [`EXCERPT_LEN`] bytes, lossy
     /// UTF-8, secret fields and the request's secret values masked.
     pub fn body_excerpt(&self) -> &str {
-        &self.excerpt
+        self.excerpt
+            .get_or_init(|| self.redactor.excerpt(&self.body))
     }
 
     /// Decodes the body as the vendor's own JSON error type (any content type is accepted,
@@ -428,7 +431,7 @@ impl fmt::Debug for StatusError {
             .field("status", &self.status)
             .field("body_len", &self.body.len())
             .field("headers", &Redactor::default().headers(&self.headers))
-            .field("body_excerpt", &self.excerpt)
+            .field("body_excerpt", &self.body_excerpt())
             .finish_non_exhaustive()
     }
 }

@@ -43,11 +43,16 @@ use crate::retry_after::{resolve, response_date};
 use crate::telemetry::Telemetry;
 
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one state per exchange, never in a collection: moving it costs less than the \
+              allocation a boxed result cost on every call"
+)]
 enum State {
     Ready,
     InFlight { until: Instant, kind: TimeoutKind },
     Waiting { until: Instant, reason: WaitReason },
-    Done(Box<Result<Response, Error>>),
+    Done(Result<Response, Error>),
 }
 
 /// The state machine of one logical call. See the [module docs](self) and the crate docs for
@@ -209,7 +214,7 @@ impl Exchange {
     /// Ends the exchange before its first attempt with `error` (a request it cannot send).
     pub(crate) fn refuse(&mut self, now: Instant, mut error: Error) {
         *error.meta_mut() = self.meta(now, None);
-        self.state = State::Done(Box::new(Err(error)));
+        self.state = State::Done(Err(error));
     }
 
     /// Feeds one input. Inputs for an attempt that is not the one in flight, and timers that fire
@@ -261,11 +266,11 @@ impl Exchange {
             if take && matches!(self.state, State::Done(_)) {
                 // The driver drops the exchange at once; `Ready` is never looked at again.
                 if let State::Done(result) = std::mem::replace(&mut self.state, State::Ready) {
-                    return Output::Done(*result);
+                    return Output::Done(result);
                 }
             }
             match &self.state {
-                State::Done(result) => return Output::Done((**result).clone()),
+                State::Done(result) => return Output::Done(result.clone()),
                 State::Ready => {
                     if now >= self.deadline {
                         self.fail(
@@ -461,9 +466,8 @@ impl Exchange {
         self.maybe_sent = true;
         self.redactor.mark_sensitive(&mut parts.headers);
         let code = parts.status.as_u16();
-        let error_type = (!parts.status.is_success()).then(|| code.to_string());
-        self.telemetry
-            .attempt_finished(at, Some(code), error_type.as_deref());
+        let error_type = (!parts.status.is_success()).then(|| parts.status.as_str());
+        self.telemetry.attempt_finished(at, Some(code), error_type);
         let limit = self.policy.config().max_response_body;
         if body.len() as u64 > limit {
             let failure = TransportError::from_kind(TransportErrorKind::BodyTooLarge);
@@ -484,7 +488,7 @@ impl Exchange {
         if matches!(action, RetryAction::NoAction) && status.is_success() {
             let elapsed = at.saturating_duration_since(self.start);
             self.telemetry.succeeded(code, self.attempts, elapsed);
-            self.state = State::Done(Box::new(Ok(Response {
+            self.state = State::Done(Ok(Response {
                 status,
                 version: parts.version,
                 headers: parts.headers,
@@ -494,7 +498,7 @@ impl Exchange {
                 correlation_id: self.correlation_id.clone(),
                 body_limit: limit,
                 redactor: self.redactor.clone(),
-            })));
+            }));
             return;
         }
         let date = response_date(&parts.headers);
@@ -618,7 +622,7 @@ impl Exchange {
         }
         *error.meta_mut() = meta;
         self.telemetry.failed(&error);
-        self.state = State::Done(Box::new(Err(error)));
+        self.state = State::Done(Err(error));
     }
 }
 

@@ -6,10 +6,9 @@
 //! generator); an [`Exchange`](crate::Exchange) driven by hand with no IDs derives them from its
 //! seed, which is deterministic and therefore only as unique as the seeds you pick.
 
-use std::fmt;
-use std::sync::Arc;
-
+use bytes::Bytes;
 use http::HeaderValue;
+use std::fmt;
 
 /// The longest ID accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -29,56 +28,67 @@ fn check(value: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The text of a UUID v4 made from `bytes`, written on the stack and copied once into its
-/// `Arc` (this runs on every call).
-fn uuid_v4(bytes: [u8; 16]) -> Arc<str> {
-    let mut text = uuid::Uuid::encode_buffer();
-    Arc::from(
-        &*uuid::Builder::from_random_bytes(bytes)
-            .into_uuid()
-            .hyphenated()
-            .encode_lower(&mut text),
-    )
+/// The text of a UUID v4 made from `bytes`, written on the stack and moved into the one shared
+/// allocation the ID lives in (this runs on every call).
+fn uuid_v4(bytes: [u8; 16]) -> Bytes {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut text);
+    Bytes::from_owner(text)
 }
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
+        ///
+        /// It is kept as the header value it is sent as, in one shared allocation: cloning it,
+        /// or sending it on every attempt, copies nothing.
         #[derive(Clone, PartialEq, Eq, Hash)]
-        pub struct $name(Arc<str>);
+        pub struct $name(HeaderValue);
 
         impl $name {
             /// Validates a caller-supplied value: 1 to 128 bytes of visible ASCII.
             pub fn new(value: impl Into<String>) -> Result<Self, crate::Error> {
                 let value = value.into();
                 check(&value, $what).map_err(crate::Error::invalid_request)?;
-                Ok(Self(value.into()))
+                Ok(Self::from_checked(Bytes::from_owner(value.into_bytes())))
             }
 
             /// A UUID v4 made from 16 random bytes.
             pub fn from_random_bytes(bytes: [u8; 16]) -> Self {
-                Self(uuid_v4(bytes))
+                Self::from_checked(uuid_v4(bytes))
+            }
+
+            fn from_checked(bytes: Bytes) -> Self {
+                Self(
+                    HeaderValue::from_maybe_shared(bytes)
+                        .expect("invariant: IDs are checked to be visible ASCII"),
+                )
             }
 
             /// The value as a string.
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0
+                    .to_str()
+                    .expect("invariant: IDs are checked to be visible ASCII")
             }
 
             pub(crate) fn header_value(&self) -> HeaderValue {
-                HeaderValue::from_str(&self.0).expect("invariant: IDs are validated as visible ASCII")
+                self.0.clone()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), &*self.0)
+                write!(f, "{}({:?})", stringify!($name), self.as_str())
             }
         }
     };

@@ -33,6 +33,7 @@ use std::fmt;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
 
 use crate::redact::Redactor;
 
@@ -596,8 +597,10 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
         path.push_str(last);
         path
     };
-    let mut keys: Vec<KeyRef> = Vec::with_capacity(LINEAR);
-    let mut stack: Vec<Frame> = Vec::with_capacity(8);
+    // Inline for up to a few objects' worth of keys and eight levels of nesting (a typical
+    // payload: no heap allocation); deeper or wider documents spill to the heap.
+    let mut keys: SmallVec<[KeyRef; 2 * LINEAR]> = SmallVec::new();
+    let mut stack: SmallVec<[Frame; 8]> = SmallVec::new();
     // Keys spelled with escapes, unescaped; a typical payload has none.
     let mut unescaped: Vec<String> = Vec::new();
     let mut i = 0;
