@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError, Credentials, Policy};
-use crate::drive::drive;
+use crate::drive::{drive, drive_mut};
 use crate::error::Error;
 use crate::exchange::Exchange;
 use crate::ids::{CorrelationId, IdempotencyKey};
@@ -576,10 +576,25 @@ impl RequestBuilder {
         self.request
     }
 
-    /// Sends the request. See [`Client::send`].
-    pub async fn send(self) -> Result<Response, Error> {
-        let request = self.request?;
-        self.client.send(request).await
+    /// Sends the request. See [`Client::send`]: as there, the call starts (its IDs are fixed
+    /// and its deadline runs) when `send` is called, and the future drives it.
+    pub fn send(self) -> impl Future<Output = Result<Response, Error>> + Send {
+        let RequestBuilder { client, request } = self;
+        // The exchange is made before the future, so that the future holds it once and not
+        // also the request and builder it was made from (an `async fn` keeps its arguments
+        // for its whole life; a call's future is moved and touched on every poll).
+        let mut started = request.map(|request| client.start(request)).map_err(Some);
+        async move {
+            match &mut started {
+                Ok(exchange) => {
+                    let rt = &client.inner.runtime;
+                    drive_mut(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
+                }
+                Err(error) => Err(error
+                    .take()
+                    .expect("invariant: a finished future is not polled again")),
+            }
+        }
     }
 }
 

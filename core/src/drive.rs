@@ -34,6 +34,17 @@ pub async fn drive(
     sleeper: &dyn Sleeper,
     transport: &dyn Transport,
 ) -> Result<Response, Error> {
+    drive_mut(&mut exchange, clock, sleeper, transport).await
+}
+
+/// [`drive`] over an exchange the caller's future holds (then it is held once, not moved into
+/// this future too). The exchange is finished when this returns; do not poll it again.
+pub(crate) async fn drive_mut(
+    exchange: &mut Exchange,
+    clock: &dyn Clock,
+    sleeper: &dyn Sleeper,
+    transport: &dyn Transport,
+) -> Result<Response, Error> {
     let mut in_flight: Option<Attempt<'_>> = None;
     loop {
         // The output is taken apart before any await, so that this future does not keep room
@@ -47,8 +58,8 @@ pub async fn drive(
             Output::Wait { until, .. } => until,
         };
         match in_flight.take() {
-            Some(attempt) => in_flight = race(&mut exchange, attempt, until, clock, sleeper).await,
-            None => sleep(&mut exchange, until, clock, sleeper).await,
+            Some(attempt) => in_flight = race(exchange, attempt, until, clock, sleeper).await,
+            None => sleep(exchange, until, clock, sleeper).await,
         }
     }
 }
