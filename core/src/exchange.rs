@@ -43,11 +43,6 @@ use crate::retry_after::{resolve, response_date};
 use crate::telemetry::Telemetry;
 
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one state per exchange, never in a collection: moving it costs less than the \
-              allocation a boxed result cost on every call"
-)]
 enum State {
     Ready,
     InFlight { until: Instant, kind: TimeoutKind },

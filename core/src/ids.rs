@@ -6,6 +6,8 @@
 //! generator); an [`Exchange`](crate::Exchange) driven by hand with no IDs derives them from its
 //! seed, which is deterministic and therefore only as unique as the seeds you pick.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::HeaderValue;
 use std::fmt;
@@ -28,67 +30,69 @@ fn check(value: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The text of a UUID v4 made from `bytes`, written on the stack and moved into the one shared
-/// allocation the ID lives in (this runs on every call).
-fn uuid_v4(bytes: [u8; 16]) -> Bytes {
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(&mut text);
-    Bytes::from_owner(text)
+/// The text of a UUID v4 made from `bytes`, written on the stack and copied once into its
+/// `Arc` (this runs on every call).
+fn uuid_v4(bytes: [u8; 16]) -> Arc<str> {
+    let mut text = uuid::Uuid::encode_buffer();
+    Arc::from(
+        &*uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut text),
+    )
+}
+
+/// An ID's text as the bytes of a header value, sharing the ID's allocation.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        ///
-        /// It is kept as the header value it is sent as, in one shared allocation: cloning it,
-        /// or sending it on every attempt, copies nothing.
         #[derive(Clone, PartialEq, Eq, Hash)]
-        pub struct $name(HeaderValue);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates a caller-supplied value: 1 to 128 bytes of visible ASCII.
             pub fn new(value: impl Into<String>) -> Result<Self, crate::Error> {
                 let value = value.into();
                 check(&value, $what).map_err(crate::Error::invalid_request)?;
-                Ok(Self::from_checked(Bytes::from_owner(value.into_bytes())))
+                Ok(Self(value.into()))
             }
 
             /// A UUID v4 made from 16 random bytes.
             pub fn from_random_bytes(bytes: [u8; 16]) -> Self {
-                Self::from_checked(uuid_v4(bytes))
-            }
-
-            fn from_checked(bytes: Bytes) -> Self {
-                Self(
-                    HeaderValue::from_maybe_shared(bytes)
-                        .expect("invariant: IDs are checked to be visible ASCII"),
-                )
+                Self(uuid_v4(bytes))
             }
 
             /// The value as a string.
             pub fn as_str(&self) -> &str {
-                self.0
-                    .to_str()
-                    .expect("invariant: IDs are checked to be visible ASCII")
+                &self.0
             }
 
+            /// The header value to send: it shares this ID's text (one small allocation for
+            /// its reference count, none for the text), and every attempt's clone of it is
+            /// free.
             pub(crate) fn header_value(&self) -> HeaderValue {
-                self.0.clone()
+                HeaderValue::from_maybe_shared(Bytes::from_owner(SharedText(self.0.clone())))
+                    .expect("invariant: IDs are checked to be visible ASCII")
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                f.write_str(&self.0)
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.as_str())
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
             }
         }
     };
