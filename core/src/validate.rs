@@ -548,6 +548,11 @@ fn key_tag(key: &str) -> u64 {
     (b.len() as u64) << 16 | first << 8 | last
 }
 
+/// The bit of a key tag in an object's `tags` word (a one-word Bloom filter).
+fn tag_bit(tag: u64) -> u64 {
+    1 << (tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
+}
+
 /// Finds the first object key that appears twice in the same object, with its path.
 ///
 /// A token scan rather than a second parse: the body already decoded into `T`, but fields that
@@ -557,8 +562,9 @@ fn key_tag(key: &str) -> u64 {
 ///
 /// This runs on every JSON response, so it is written for speed: one pass, a table lookup per
 /// byte outside strings and a word-at-a-time search inside them, keys kept as positions in the
-/// body unless escaped, and a key compared in full only with earlier keys of the same length
-/// and end bytes.
+/// body unless escaped, a key compared with no earlier key when its object has seen no key of
+/// its tag (length and end bytes; a one-word Bloom filter per object), and in full only with
+/// earlier keys of the same tag.
 fn find_duplicate_key(text: &str) -> Option<(String, String)> {
     let body = text.as_bytes();
     let n = body.len();
@@ -572,6 +578,9 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
             /// This object's keys once it has more than `LINEAR`.
             set: Option<HashSet<String>>,
             key: Option<KeyRef>,
+            /// One bit per tag seen in this object ([`tag_bit`]): a key whose bit is clear
+            /// has no earlier key with its tag, so it is new without comparing.
+            tags: u64,
         },
         Array {
             index: usize,
@@ -616,6 +625,7 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
                 first: keys.len(),
                 set: None,
                 key: None,
+                tags: 0,
             }),
             b'[' => stack.push(Frame::Array { index: 0 }),
             b'}' | b']' => {
@@ -651,7 +661,13 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
                     j += 1;
                 }
                 if j < n && body[j] == b':' {
-                    if let Some(Frame::Object { first, set, key }) = stack.last_mut() {
+                    if let Some(Frame::Object {
+                        first,
+                        set,
+                        key,
+                        tags,
+                    }) = stack.last_mut()
+                    {
                         // A key is followed by `:`, so its token is closed: `"..."`, and its
                         // quotes are ASCII, so the text between them is a `str` slice.
                         let this = if escaped {
@@ -679,10 +695,13 @@ fn find_duplicate_key(text: &str) -> Option<(String, String)> {
                         let repeated = match set {
                             Some(set) => !set.insert(this_text.to_owned()),
                             None => {
-                                let repeated = keys[*first..].iter().any(|seen| {
-                                    seen.tag == this.tag
-                                        && seen.resolve(text, &unescaped) == this_text
-                                });
+                                let bit = tag_bit(this.tag);
+                                let repeated = *tags & bit != 0
+                                    && keys.iter().skip(*first).any(|seen| {
+                                        seen.tag == this.tag
+                                            && seen.resolve(text, &unescaped) == this_text
+                                    });
+                                *tags |= bit;
                                 if !repeated {
                                     keys.push(this);
                                     if keys.len() - *first > LINEAR {
