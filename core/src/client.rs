@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError, Credentials, Policy};
-use crate::drive::{drive, drive_mut};
+use crate::drive::drive_mut;
 use crate::error::Error;
 use crate::exchange::Exchange;
 use crate::ids::{CorrelationId, IdempotencyKey};
@@ -402,16 +402,13 @@ impl Client {
     ///
     /// Dropping the returned future cancels the attempt in flight and schedules nothing more;
     /// only the retry budget's bookkeeping of attempts already made survives.
-    pub fn send(
-        &self,
-        request: Request,
-    ) -> impl Future<Output = Result<Response, Error>> + Send + '_ {
-        // The exchange is made before the future: the future holds it once, inside the
-        // driver, instead of also holding the request it was made from (a call's future is
-        // moved and touched on every poll, so its size is part of every call's cost).
-        let exchange = self.start(request);
+    pub async fn send(&self, request: Request) -> Result<Response, Error> {
+        // The call starts on the first poll, inside whatever scope the caller wraps the future
+        // in (an ambient correlation ID is read then). The exchange is a local of this future
+        // and the driver borrows it: held once, not also inside the driver's future.
+        let mut exchange = self.start(request);
         let rt = &self.inner.runtime;
-        drive(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport)
+        drive_mut(&mut exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
     }
 
     /// The exchange of `request`: default headers, authentication, IDs and the jitter seed
@@ -576,25 +573,13 @@ impl RequestBuilder {
         self.request
     }
 
-    /// Sends the request. See [`Client::send`]: as there, the call starts (its IDs are fixed
-    /// and its deadline runs) when `send` is called, and the future drives it.
-    pub fn send(self) -> impl Future<Output = Result<Response, Error>> + Send {
-        let RequestBuilder { client, request } = self;
-        // The exchange is made before the future, so that the future holds it once and not
-        // also the request and builder it was made from (an `async fn` keeps its arguments
-        // for its whole life; a call's future is moved and touched on every poll).
-        let mut started = request.map(|request| client.start(request)).map_err(Some);
-        async move {
-            match &mut started {
-                Ok(exchange) => {
-                    let rt = &client.inner.runtime;
-                    drive_mut(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
-                }
-                Err(error) => Err(error
-                    .take()
-                    .expect("invariant: a finished future is not polled again")),
-            }
-        }
+    /// Sends the request. See [`Client::send`].
+    pub async fn send(self) -> Result<Response, Error> {
+        // As in `Client::send`, the call starts on the first poll; the future holds the
+        // builder and the exchange, not a second future around them.
+        let mut exchange = self.client.start(self.request?);
+        let rt = &self.client.inner.runtime;
+        drive_mut(&mut exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
     }
 }
 
@@ -643,6 +628,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_ambient_correlation_id_is_read_when_the_call_is_first_polled_not_when_it_is_made() {
+        use std::sync::Mutex;
+        let ambient: Arc<Mutex<Option<CorrelationId>>> = Arc::default();
+        let read = ambient.clone();
+        let transport = ScriptedTransport::new();
+        transport.push(crate::test_util::step(200));
+        transport.push(crate::test_util::step(200));
+        let runtime = transport
+            .runtime()
+            .with_ambient_correlation(Arc::new(move || read.lock().expect("not poisoned").clone()));
+        let client = Client::new(
+            Config::default().with_base_url("https://api.example.com"),
+            runtime,
+        )
+        .expect("the config is valid");
+        // Made outside the scope, polled inside it (as a backend's `with_correlation_id` does).
+        let by_builder = client.get("/x").send();
+        let by_client =
+            client.send(Request::new(Method::GET, "https://api.example.com/y").unwrap());
+        let id = CorrelationId::new("scope-1").unwrap();
+        *ambient.lock().expect("not poisoned") = Some(id.clone());
+        let a = crate::test_util::block_on(by_builder).expect("the call succeeds");
+        let b = crate::test_util::block_on(by_client).expect("the call succeeds");
+        assert_eq!(a.correlation_id(), &id);
+        assert_eq!(b.correlation_id(), &id);
     }
 
     #[test]
