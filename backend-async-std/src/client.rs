@@ -118,9 +118,9 @@ impl Builder {
         Ok(async_native_tls::TlsConnector::from(tls))
     }
 
-    /// Builds the client: egress's pooled HTTP/1.1 client (async-h1, surf's HTTP/1.1 engine;
-    /// TCP_NODELAY; native-tls), with the connect timeout and pool settings from the
-    /// configuration.
+    /// Builds the client: egress's pooled HTTP/1.1 client (requests written as async-h1, surf's
+    /// HTTP/1.1 engine, writes them; responses read with httparse; TCP_NODELAY; native-tls),
+    /// with the connect timeout and pool settings from the configuration.
     pub fn build(self) -> Result<Client, ConfigError> {
         let connector = Connector::new(self.tls_connector()?, self.config.timeouts.connect);
         let pool = Pool::new(&self.config.pool);

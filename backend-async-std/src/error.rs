@@ -21,8 +21,9 @@ pub(crate) enum Stage {
     Body,
 }
 
-/// The messages async-h1 gives when the connection ends before a response head: the request
-/// may have been read by the server.
+/// The messages async-h1 gives (over a caller's surf client) when the connection ends before a
+/// response head: the request may have been read by the server. This crate's own reader says so
+/// with an `UnexpectedEof` error instead.
 const CLOSED_BEFORE_HEAD: [&str; 2] = ["connection closed", "empty response"];
 
 /// Every error in the source chain, descending into the error an `io::Error` wraps (whose own
@@ -86,8 +87,9 @@ fn classify(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
         {
             Kind::ClosedBeforeResponse
         }
-        // Past connecting, what is left is async-h1 refusing the response head (malformed,
-        // over 8 KiB, not HTTP/1.1, an unregistered status, conflicting framing).
+        // Past connecting, what is left is the response head being refused (malformed, over
+        // 8 KiB, not HTTP/1.1, conflicting framing; over a caller's surf client also a status
+        // http-types does not know).
         Stage::Head => Kind::Protocol,
         Stage::Body => Kind::ClosedDuringBody,
     }
@@ -160,14 +162,14 @@ impl fmt::Display for Truncated {
 
 impl StdError for Truncated {}
 
-/// A response async-h1 cannot read faithfully: no `Content-Length` and not chunked (a body
-/// delimited by closing the connection), which it would silently report as empty.
+/// A response framed by neither `Content-Length` nor chunked encoding (a body delimited by
+/// closing the connection): not supported (async-h1 would silently report it as empty).
 #[derive(Debug)]
 pub(crate) struct CloseDelimited;
 
 impl fmt::Display for CloseDelimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a body delimited by closing the connection is not supported by async-h1")
+        f.write_str("a body delimited by closing the connection is not supported")
     }
 }
 

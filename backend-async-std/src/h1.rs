@@ -1,6 +1,7 @@
-//! The HTTP client of the clients a [`Builder`](crate::Builder) makes: async-h1 (surf's
-//! HTTP/1.1 engine) over this crate's connector and pool, reporting each attempt's phase so the
-//! transport can time them apart.
+//! The HTTP client of the clients a [`Builder`](crate::Builder) makes: this crate's connector
+//! and pool, the request written directly or by async-h1's encoder (surf's HTTP/1.1 engine), the
+//! response read by [`decode`](crate::decode), reporting each attempt's phase so the transport
+//! can time them apart.
 //!
 //! surf's built-in `H1Client` is not used: its pool takes back connections whose exchange was
 //! abandoned (a timeout, a dropped call), so a later request can read an earlier response; it
@@ -13,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_std::io::{ReadExt, WriteExt};
-use surf::http::{Request, Response};
+use surf::http::Request;
 
 use crate::connector::{Connector, Origin};
 use crate::convert::Encoded;
+use crate::decode::{self, Body};
 use crate::pool::{Lease, Pool, Reuse};
 
 /// Where an attempt is, as far as timing goes.
@@ -61,9 +63,11 @@ impl Probe {
     }
 }
 
-/// The response head of [`PooledH1::send`], with the permission to reuse its connection.
-pub(crate) type Sending<'a> =
-    Pin<Box<dyn Future<Output = Result<(Response, Reuse), surf::Error>> + Send + 'a>>;
+/// The response head of [`PooledH1::send`], its body on the connection, and the permission to
+/// reuse the connection.
+pub(crate) type Sending<'a> = Pin<
+    Box<dyn Future<Output = Result<(http::Response<()>, Body, Reuse), surf::Error>> + Send + 'a>,
+>;
 
 /// This crate's HTTP/1.1 client: async-h1 (surf's HTTP/1.1 engine) over its connector and
 /// pool.
@@ -95,9 +99,8 @@ impl PooledH1 {
     /// `probe` through the phases. The body streams from the connection, which returns to the
     /// pool only if the returned [`Reuse`] is allowed before the body is dropped.
     ///
-    /// Boxed: async-h1's response decoder alone is a 4 KiB future (its header array), which
-    /// every caller up to the transport's box would otherwise hold inline and copy each time
-    /// it moves.
+    /// Boxed: the transport holds it across the head's timers; the head is read by
+    /// [`decode::read_head`].
     pub(crate) fn send(&self, request: Outgoing, probe: Arc<Probe>) -> Sending<'_> {
         Box::pin(async move {
             probe.set(Phase::Connecting);
@@ -128,8 +131,8 @@ impl PooledH1 {
                 }
                 Outgoing::Request(request) => write_request(&mut lease, *request).await?,
             }
-            let response = async_h1::client::decode(lease).await?;
-            Ok((response, reuse))
+            let (head, body) = decode::read_head(lease).await?;
+            Ok((head, body, reuse))
         })
     }
 

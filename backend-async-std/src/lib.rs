@@ -87,8 +87,8 @@
 //!
 //! - HTTP/1.1 only, and only responses framed by `Content-Length` or chunked encoding:
 //!   a body delimited by closing the connection (HTTP/1.0 style) is a
-//!   [`Protocol`](egress_core::TransportErrorKind::Protocol) error, as is an HTTP/1.0 response,
-//!   a response head over 8 KiB, or a status code `http-types` does not know (such as 599).
+//!   [`Protocol`](egress_core::TransportErrorKind::Protocol) error, as is an HTTP/1.0 response
+//!   or a response head over 8 KiB.
 //! - A stale pooled connection that the server closed just as it was reused fails the attempt
 //!   (reported as closed before the response; retried only when the request is idempotent)
 //!   instead of being retried transparently on a new connection as hyper-util does.
@@ -96,9 +96,11 @@
 //! - A request `http-types` cannot express (a method it does not know, such as a custom
 //!   extension method) fails before anything is sent, as
 //!   [`Unsupported`](egress_core::TransportErrorKind::Unsupported), never retried.
-//! - A server can make async-h1 or http-types panic (a non-ASCII header value); the transport
-//!   catches it and reports a protocol error, but the panic message still reaches the panic
-//!   hook (stderr by default).
+//! - Over a surf client of your own, a server can make async-h1 or http-types panic (a
+//!   non-ASCII header value); the transport catches it and reports a protocol error, but the
+//!   panic message still reaches the panic hook (stderr by default). The client a [`Builder`]
+//!   makes reads responses itself (httparse into `http` types) and keeps such a value as its
+//!   bytes, as hyper does.
 //!
 //! # Errors
 //!
@@ -110,6 +112,7 @@
 mod client;
 mod connector;
 mod convert;
+mod decode;
 mod error;
 mod h1;
 mod pool;

@@ -6,20 +6,20 @@ use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
-use async_std::io::ReadExt;
+use async_std::io::{Read as AsyncRead, ReadExt};
 use bytes::{Bytes, BytesMut};
 use egress_core::rt::{BoxFuture, Transport};
 use egress_core::{AttemptDeadlines, AttemptRequest, TransportError, TransportErrorKind};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 
 use crate::convert;
+use crate::decode;
 use crate::error::{self, CloseDelimited, Panicked, Truncated};
 use crate::h1::{Outgoing, Phase, PooledH1, Probe};
-use crate::pool::Reuse;
 
 /// Sends attempts over surf's HTTP/1.1 engine or a surf client.
 ///
@@ -202,10 +202,38 @@ async fn within<F: Future>(
     }
 }
 
+/// A response body: read off the pooled connection, or surf's.
+enum Reader {
+    Pooled(decode::Body),
+    Surf(surf::Body),
+}
+
+impl Reader {
+    fn has_leftover(&self) -> bool {
+        match self {
+            Reader::Pooled(body) => body.has_leftover(),
+            Reader::Surf(_) => false,
+        }
+    }
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Reader::Pooled(body) => Pin::new(body).poll_read(cx, buf),
+            Reader::Surf(body) => Pin::new(body).poll_read(cx, buf),
+        }
+    }
+}
+
 /// Reads `body` chunk by chunk, each within `read_timeout` of the previous one, never holding
 /// more than `limit + 1` bytes.
 async fn read_body(
-    body: &mut surf::Body,
+    body: &mut Reader,
     declared: Option<u64>,
     limit: u64,
     read_timeout: Duration,
@@ -278,7 +306,7 @@ impl SurfTransport {
         let method = attempt.request.method().clone();
         let asked_to_close = has_token(attempt.request.headers(), CONNECTION, "close");
 
-        let (mut response, reuse): (surf::http::Response, Option<Reuse>) = match &self.client {
+        let (head, mut reader, reuse) = match &self.client {
             Client::Pooled(client) => {
                 let request =
                     match convert::encode(&attempt.request, &self.urls, client.keeps_alive()) {
@@ -290,7 +318,7 @@ impl SurfTransport {
                     };
                 let probe = Probe::new();
                 let sending = client.send(request, Arc::clone(&probe));
-                let (response, reuse) = head(
+                let (head, body, reuse) = head(
                     sending,
                     Some(&probe),
                     started,
@@ -299,7 +327,7 @@ impl SurfTransport {
                     write_timeout,
                 )
                 .await?;
-                (response, Some(reuse))
+                (head, Reader::Pooled(body), Some(reuse))
             }
             Client::Surf(client) => {
                 let request = convert::request(attempt.request, &self.urls)
@@ -314,10 +342,12 @@ impl SurfTransport {
                     write_timeout,
                 )
                 .await?;
-                (response.into(), None)
+                let mut response: surf::http::Response = response.into();
+                let head = convert::response_head(&response).map_err(error::from_convert)?;
+                let body = response.take_body();
+                (head, Reader::Surf(body), None)
             }
         };
-        let head = convert::response_head(&response).map_err(error::from_convert)?;
         let headers = head.headers();
         let declared = headers
             .get(CONTENT_LENGTH)
@@ -331,7 +361,6 @@ impl SurfTransport {
             || status == http::StatusCode::NOT_MODIFIED;
 
         // Held until the end: dropping it releases the connection.
-        let mut reader = response.take_body();
         let body = if bodiless {
             Bytes::new()
         } else if declared.is_some_and(|n| n > limit) {
@@ -350,13 +379,16 @@ impl SurfTransport {
 
         // Read to its exact end: the connection can carry the next request, unless either side
         // asked to close it.
-        if !asked_to_close && !has_token(head.headers(), CONNECTION, "close") {
+        // Bytes past the body would be read as the next response's: such a connection closes.
+        if !asked_to_close
+            && !has_token(head.headers(), CONNECTION, "close")
+            && !reader.has_leftover()
+        {
             if let Some(reuse) = reuse {
                 reuse.allow();
             }
         }
         drop(reader);
-        drop(response);
         let (parts, ()) = head.into_parts();
         Ok(http::Response::from_parts(parts, body))
     }

@@ -510,6 +510,35 @@ mod scenarios {
         }
     }
 
+    pub(super) async fn an_unregistered_status_is_read_like_any_other(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(299, ENTITY)));
+        let response = b
+            .client(config(&server.url("")))
+            .get("/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 299);
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+    }
+
+    pub(super) async fn a_header_value_that_is_not_ascii_is_kept_as_its_bytes(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(
+            Reply::json(200, ENTITY).header("x-name", "caf\u{e9}"),
+        ));
+        let response = b
+            .client(config(&server.url("")))
+            .get("/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["x-name"].as_bytes(),
+            "caf\u{e9}".as_bytes()
+        );
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+    }
+
     pub(super) async fn a_broken_chunk_is_a_protocol_error(b: Backend) {
         let server = FaultServer::start(FaultServer::always(
             Reply::json(200, ENTITY).with_fault(Fault::BadChunk),
@@ -656,6 +685,8 @@ parity!(
     an_empty_body_is_a_validation_error,
     an_http_1_0_peer_is_understood_or_refused_typed,
     a_broken_chunk_is_a_protocol_error,
+    an_unregistered_status_is_read_like_any_other,
+    a_header_value_that_is_not_ascii_is_kept_as_its_bytes,
     tls_with_a_trusted_certificate_succeeds,
     tls_with_an_untrusted_certificate_fails_without_retry,
     the_correlation_id_and_idempotency_key_are_identical_on_every_attempt,
