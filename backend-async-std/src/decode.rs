@@ -63,10 +63,10 @@ enum Chunk {
     Done,
 }
 
-/// A response body on its connection: what the head's read buffered past the head first, then
-/// the connection.
-pub(crate) struct Body {
-    conn: Lease,
+/// A response body on its connection (a pooled [`Lease`]): what the head's read buffered past
+/// the head first, then the connection.
+pub(crate) struct Body<C = Lease> {
+    conn: C,
     buf: Vec<u8>,
     /// `buf[pos..end]` holds bytes read and not yet consumed.
     pos: usize,
@@ -74,7 +74,7 @@ pub(crate) struct Body {
     framing: Framing,
 }
 
-impl std::fmt::Debug for Body {
+impl<C> std::fmt::Debug for Body<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Body")
             .field("buffered", &(self.end - self.pos))
@@ -84,7 +84,9 @@ impl std::fmt::Debug for Body {
 }
 
 /// Reads a response head from `conn`; returns it with the body that follows.
-pub(crate) async fn read_head(mut conn: Lease) -> io::Result<(http::Response<()>, Body)> {
+pub(crate) async fn read_head<C: AsyncRead + Unpin>(
+    mut conn: C,
+) -> io::Result<(http::Response<()>, Body<C>)> {
     let mut buf = vec![0u8; FIRST_READ];
     let mut end = 0;
     loop {
@@ -191,7 +193,7 @@ fn framing(headers: &http::HeaderMap) -> io::Result<Framing> {
     Ok(length.map_or(Framing::Unframed, Framing::Length))
 }
 
-impl Body {
+impl<C: AsyncRead + Unpin> Body<C> {
     /// Whether bytes past the body were read (the peer sent more than the body): then the
     /// connection cannot carry another exchange.
     pub(crate) fn has_leftover(&self) -> bool {
@@ -281,7 +283,7 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
     u64::from_str_radix(text, 16).map_err(|_| invalid("invalid chunk size"))
 }
 
-impl AsyncRead for Body {
+impl<C: AsyncRead + Unpin> AsyncRead for Body<C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -354,6 +356,7 @@ impl AsyncRead for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_std::io::ReadExt;
 
     fn head(text: &str) -> io::Result<Option<(usize, http::Response<()>, Framing)>> {
         parse_head(text.as_bytes())
@@ -408,6 +411,137 @@ mod tests {
         assert_eq!(framing("chunked, gzip"), Framing::Unframed);
         let none = head("HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap().2;
         assert_eq!(none, Framing::Unframed);
+    }
+
+    /// Bytes handed out in pieces: each read returns at most the next piece.
+    struct Pieces {
+        data: Vec<u8>,
+        cuts: std::collections::VecDeque<usize>,
+        at: usize,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let piece = this.cuts.pop_front().unwrap_or(usize::MAX).max(1);
+            let n = piece.min(out.len()).min(this.data.len() - this.at);
+            out[..n].copy_from_slice(&this.data[this.at..this.at + n]);
+            this.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    /// The head and the whole body (read in 7-byte reads), or the first error.
+    fn read_all(data: Vec<u8>, cuts: Vec<usize>) -> io::Result<(http::Response<()>, Vec<u8>)> {
+        read_all_and_leftover(data, cuts).map(|(head, body, _)| (head, body))
+    }
+
+    /// [`read_all`], and whether bytes past the body were buffered.
+    fn read_all_and_leftover(
+        data: Vec<u8>,
+        cuts: Vec<usize>,
+    ) -> io::Result<(http::Response<()>, Vec<u8>, bool)> {
+        async_std::task::block_on(async {
+            let conn = Pieces {
+                data,
+                cuts: cuts.into(),
+                at: 0,
+            };
+            let (head, mut body) = read_head(conn).await?;
+            let mut out = Vec::new();
+            let mut piece = [0u8; 7];
+            loop {
+                let n = body.read(&mut piece).await?;
+                if n == 0 {
+                    return Ok((head, out, body.has_leftover()));
+                }
+                out.extend_from_slice(&piece[..n]);
+            }
+        })
+    }
+
+    fn chunked(body: &[u8], sizes: &[usize], trailer: bool) -> Vec<u8> {
+        let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        let mut rest = body;
+        let mut sizes = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let n = sizes.next().copied().unwrap_or(1).clamp(1, rest.len());
+            out.extend_from_slice(format!("{n:X};ext=1\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailer {
+            out.extend_from_slice(b"x-checksum: abc\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    #[test]
+    fn a_length_framed_body_is_read_to_its_length_and_the_rest_is_left_over() {
+        let data = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA".to_vec();
+        // Arriving with the head: buffered, so the connection must not be reused.
+        let (head, body, leftover) = read_all_and_leftover(data.clone(), vec![]).unwrap();
+        assert_eq!(head.status(), http::StatusCode::OK);
+        assert_eq!(body, b"hello");
+        assert!(leftover);
+        // The body in pieces: read to its length and no further.
+        let (_, body, _) = read_all_and_leftover(data, vec![3, 40, 2, 1]).unwrap();
+        assert_eq!(body, b"hello");
+        let exact = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec();
+        assert!(!read_all_and_leftover(exact, vec![]).unwrap().2);
+    }
+
+    #[test]
+    fn a_connection_closed_before_or_inside_the_head_is_an_unexpected_end() {
+        for data in [&b""[..], b"HTTP/1.1 200 OK\r\ncontent-le"] {
+            let error = read_all(data.to_vec(), vec![]).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{data:?}");
+        }
+    }
+
+    #[test]
+    fn a_head_longer_than_8_kib_is_refused() {
+        let mut data = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while data.len() < MAX_HEAD + 100 {
+            data.extend_from_slice(b"x-filler: 0123456789012345678901234567890123456789\r\n");
+        }
+        let error = read_all(data, vec![]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_chunked_body_reads_back_whole_however_the_bytes_arrive(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            sizes in proptest::collection::vec(1usize..90, 1..6),
+            cuts in proptest::collection::vec(1usize..50, 0..40),
+            trailer in proptest::bool::ANY,
+        ) {
+            let (_, read) = read_all(chunked(&body, &sizes, trailer), cuts).unwrap();
+            proptest::prop_assert_eq!(read, body);
+        }
+
+        #[test]
+        fn any_bytes_give_a_response_or_an_error_and_never_a_panic(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            cuts in proptest::collection::vec(1usize..50, 0..20),
+            prefix in proptest::sample::select(vec![
+                "",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n",
+            ]),
+        ) {
+            let mut all = prefix.as_bytes().to_vec();
+            all.extend_from_slice(&data);
+            let _ = read_all(all, cuts);
+        }
     }
 
     #[test]
