@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, config, ms};
 use egress_core::retry::{BudgetConfig, RetryPolicy};
-use egress_core::{Error, StopReason, TimeoutKind, TransportErrorKind, ValidationKind};
+use egress_core::{Error, Response, StopReason, TimeoutKind, TransportErrorKind, ValidationKind};
 use egress_tests::server::{Fault, FaultServer, Reply, Seen};
 
 /// Waits are asserted at least as long as scheduled, and at most this much longer: generous,
@@ -62,14 +62,14 @@ const ENTITY: &str = r#"{"id":"7","items":[{"id":"a"}]}"#;
 mod scenarios {
     use super::*;
 
+    /// `GET /x` through a client of backend `b` with the suite's configuration on `server`.
+    async fn get(b: Backend, server: &FaultServer) -> Result<Response, Error> {
+        b.client(config(&server.url(""))).get("/x").send().await
+    }
+
     pub(super) async fn a_5xx_storm_retries_until_attempts_run_out(b: Backend) {
         let server = FaultServer::start(FaultServer::always(Reply::status(502)));
-        let error = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap_err();
+        let error = get(b, &server).await.unwrap_err();
         assert_eq!(error.status(), Some(http::StatusCode::BAD_GATEWAY));
         assert_eq!(error.stop_reason(), Some(StopReason::AttemptsExhausted));
         assert!(error.is_retryable());
@@ -83,12 +83,7 @@ mod scenarios {
             Reply::status(503),
             Reply::json(200, ENTITY),
         ]));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         assert_eq!(response.attempts(), 2);
         assert_eq!(response.json::<Entity>().unwrap().id, "7");
         assert_gaps(&server.requests(), &[ms(50)]);
@@ -118,12 +113,7 @@ mod scenarios {
                 .header("retry-after", "Wed, 21 Oct 2015 07:28:01 GMT"),
             Reply::json(200, ENTITY),
         ]));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         assert_eq!(response.attempts(), 2);
         assert_gaps(&server.requests(), &[Duration::from_secs(1)]);
     }
@@ -133,12 +123,7 @@ mod scenarios {
             Reply::status(429).header("retry-after", "3600"),
         ));
         let started = Instant::now();
-        let error = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap_err();
+        let error = get(b, &server).await.unwrap_err();
         assert!(matches!(error, Error::RateLimited { .. }), "{error:?}");
         assert!(error.retry_at().is_some());
         assert_eq!(server.requests().len(), 1);
@@ -154,12 +139,7 @@ mod scenarios {
             Reply::status(503).header("retry-after", "soon-ish"),
             Reply::json(200, ENTITY),
         ]));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         assert_eq!(response.attempts(), 2);
         assert_gaps(&server.requests(), &[ms(50)]);
     }
@@ -169,12 +149,7 @@ mod scenarios {
             status,
             r#"{"message":"no"}"#,
         )));
-        let error = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap_err();
+        let error = get(b, &server).await.unwrap_err();
         assert_eq!(error.status().map(|s| s.as_u16()), Some(status));
         assert!(check(&error), "{error:?}");
         assert_eq!(error.stop_reason(), Some(StopReason::NotRetryable));
@@ -213,12 +188,7 @@ mod scenarios {
             Reply::fault(Fault::ResetBeforeHead),
             Reply::json(200, ENTITY),
         ]));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         assert_eq!(response.attempts(), 2);
         assert_gaps(&server.requests(), &[ms(50)]);
     }
@@ -392,12 +362,7 @@ mod scenarios {
             Reply::json(200, ENTITY).with_fault(Fault::WrongLength { declared: 1000 }),
             Reply::json(200, ENTITY),
         ]));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         assert_eq!(response.attempts(), 2);
         assert_eq!(server.requests().len(), 2);
     }
@@ -441,12 +406,7 @@ mod scenarios {
             200,
             r#"{"id":"7","items":[{"id":"a"},{"id":null}]}"#,
         )));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         let error = response.json::<Entity>().unwrap_err();
         let validation = error.validation().unwrap();
         assert_eq!(validation.kind(), ValidationKind::Schema);
@@ -462,12 +422,7 @@ mod scenarios {
                 .header("content-type", "text/html")
                 .body(ENTITY),
         ));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         let error = response.json::<Entity>().unwrap_err();
         assert_eq!(
             error.validation().unwrap().kind(),
@@ -477,12 +432,7 @@ mod scenarios {
 
     pub(super) async fn an_empty_body_is_a_validation_error(b: Backend) {
         let server = FaultServer::start(FaultServer::always(Reply::json(200, "")));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         let error = response.json::<Entity>().unwrap_err();
         assert_eq!(error.validation().unwrap().kind(), ValidationKind::Empty);
     }
@@ -512,12 +462,7 @@ mod scenarios {
 
     pub(super) async fn an_unregistered_status_is_read_like_any_other(b: Backend) {
         let server = FaultServer::start(FaultServer::always(Reply::json(299, ENTITY)));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         assert_eq!(response.status().as_u16(), 299);
         assert_eq!(response.json::<Entity>().unwrap().id, "7");
     }
@@ -526,12 +471,7 @@ mod scenarios {
         let server = FaultServer::start(FaultServer::always(
             Reply::json(200, ENTITY).header("x-name", "caf\u{e9}"),
         ));
-        let response = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap();
+        let response = get(b, &server).await.unwrap();
         assert_eq!(
             response.headers()["x-name"].as_bytes(),
             "caf\u{e9}".as_bytes()
@@ -565,12 +505,7 @@ mod scenarios {
 
     pub(super) async fn tls_with_an_untrusted_certificate_fails_without_retry(b: Backend) {
         let server = FaultServer::start_tls(FaultServer::always(Reply::json(200, ENTITY)));
-        let error = b
-            .client(config(&server.url("")))
-            .get("/x")
-            .send()
-            .await
-            .unwrap_err();
+        let error = get(b, &server).await.unwrap_err();
         assert_eq!(
             transport_kind(&error),
             Some(TransportErrorKind::Tls),
