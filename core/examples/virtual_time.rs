@@ -2,7 +2,7 @@
 //! core makes about each call. Runs in milliseconds, with no network.
 //!
 //! ```text
-//! cargo run -p egress-core --example demo
+//! cargo run -p egress-core --example virtual_time
 //! ```
 
 use std::time::Duration;
