@@ -116,14 +116,35 @@ fn load(backend: Backend) {
     );
 }
 
-/// What each open descriptor is (`socket:[..]`, `anon_inode:[eventpoll]`, ...), for a failure.
+/// What each open descriptor is (`socket:[..]`, `anon_inode:[eventpoll]`, ...), for a failure;
+/// a TCP socket with its line of `/proc/self/net/tcp` (local and remote address, state).
 fn fd_targets() -> Vec<String> {
+    let tcp = std::fs::read_to_string("/proc/self/net/tcp").unwrap_or_default();
     std::fs::read_dir("/proc/self/fd")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|target| target.display().to_string())
+        .map(|target| {
+            let target = target.display().to_string();
+            let inode = target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'));
+            let line = inode.and_then(|inode| {
+                tcp.lines()
+                    .find(|line| line.split_whitespace().nth(9) == Some(inode))
+            });
+            match line {
+                Some(line) => {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    format!(
+                        "{target} tcp {} -> {} state {}",
+                        fields[1], fields[2], fields[3]
+                    )
+                }
+                None => target,
+            }
+        })
         .collect()
 }
 
