@@ -57,15 +57,20 @@ async fn hammer(
 
 fn load(backend: Backend) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    // async-std's reactor is process-wide and keeps its descriptors (an epoll and a wake-up
-    // descriptor) once started: start it before counting, so that the baseline does not depend
-    // on whether another test of this process ran first (under nextest none did).
+    // Process-wide state keeps descriptors once started: async-std's reactor (an epoll, an
+    // eventfd, a timerfd) and, when the build has tokio's `signal` feature (egress-vendors turns
+    // it on in a workspace build), tokio's signal socket pair, made by the first runtime with
+    // a signal driver (the fault server's). Start both before counting, so that the baseline
+    // does not depend on whether another test of this process ran first (under nextest none
+    // did, and this test failed with two sockets "leaked").
     backend.run(async {
         let _ = backend
             .timeout(Duration::from_millis(1), std::future::pending::<()>())
             .await;
     });
+    drop(FaultServer::start(FaultServer::always(Reply::status(204))));
     let baseline = open_fds();
+    let before = fd_targets();
     let started = Instant::now();
     {
         let handler = Arc::new(|index: usize, _: &egress_tests::server::Seen| {
@@ -110,7 +115,7 @@ fn load(backend: Backend) {
     }
     assert!(
         open_fds() <= baseline,
-        "file descriptors leaked: {} now, {baseline} before: {:?}",
+        "file descriptors leaked: {} now, {baseline} before\nnow: {:?}\nbefore: {before:?}",
         open_fds(),
         fd_targets()
     );
