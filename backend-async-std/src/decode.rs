@@ -83,13 +83,41 @@ impl<C> std::fmt::Debug for Body<C> {
     }
 }
 
-/// Reads a response head from `conn`; returns it with the body that follows.
+/// The most interim (1xx) responses skipped before the final one.
+const MAX_INTERIM: usize = 16;
+
+/// Reads a response head from `conn`; returns it with the body that follows. Interim responses
+/// (`100 Continue`, `103 Early Hints`, any 1xx but `101 Switching Protocols`) are skipped, as
+/// hyper skips them: the final response follows them on the connection.
 pub(crate) async fn read_head<C: AsyncRead + Unpin>(
     mut conn: C,
 ) -> io::Result<(http::Response<()>, Body<C>)> {
     let mut buf = vec![0u8; FIRST_READ];
     let mut end = 0;
+    let mut interim = 0;
     loop {
+        if end > 0 {
+            if let Some((len, response, framing)) = parse_head(&buf[..end])? {
+                let status = response.status();
+                if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(invalid("more than 16 interim (1xx) responses"));
+                    }
+                    buf.copy_within(len..end, 0);
+                    end -= len;
+                    continue;
+                }
+                let body = Body {
+                    conn,
+                    buf,
+                    pos: len,
+                    end,
+                    framing,
+                };
+                return Ok((response, body));
+            }
+        }
         if end == buf.len() {
             if buf.len() >= MAX_HEAD {
                 return Err(invalid("the response head is longer than 8 KiB"));
@@ -105,16 +133,6 @@ pub(crate) async fn read_head<C: AsyncRead + Unpin>(
             }));
         }
         end += n;
-        if let Some((len, response, framing)) = parse_head(&buf[..end])? {
-            let body = Body {
-                conn,
-                buf,
-                pos: len,
-                end,
-                framing,
-            };
-            return Ok((response, body));
-        }
     }
 }
 
@@ -496,6 +514,23 @@ mod tests {
         assert_eq!(body, b"hello");
         let exact = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec();
         assert!(!read_all_and_leftover(exact, vec![]).unwrap().2);
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_the_final_one_is_read() {
+        let data =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+                     HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                .to_vec();
+        for cuts in [vec![], vec![5, 30, 4, 40]] {
+            let (head, body) = read_all(data.clone(), cuts).unwrap();
+            assert_eq!(head.status(), http::StatusCode::OK);
+            assert!(head.headers().get("link").is_none());
+            assert_eq!(body, b"ok");
+        }
+        let endless = b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(MAX_INTERIM + 1);
+        let error = read_all(endless, vec![]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub enum Fault {
     Http10,
     /// Chunked encoding with an invalid chunk-size line after the first chunk.
     BadChunk,
+    /// Send an interim `103 Early Hints` response (with a `link` header) first, then the reply.
+    EarlyHints,
 }
 
 /// One scripted reply.
@@ -578,6 +580,14 @@ async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watc
         let result: std::io::Result<bool> = async {
             match reply.fault.clone() {
                 Fault::None => {
+                    conn.write(&[head(&reply, &length, "HTTP/1.1"), body.to_vec()].concat())
+                        .await?;
+                    Ok(!close)
+                }
+                Fault::EarlyHints => {
+                    let hints =
+                        b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+                    conn.write(hints).await?;
                     conn.write(&[head(&reply, &length, "HTTP/1.1"), body.to_vec()].concat())
                         .await?;
                     Ok(!close)

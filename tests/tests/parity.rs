@@ -479,6 +479,17 @@ mod scenarios {
         assert_eq!(response.json::<Entity>().unwrap().id, "7");
     }
 
+    pub(super) async fn an_interim_response_before_the_answer_is_skipped(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(
+            Reply::json(200, ENTITY).with_fault(Fault::EarlyHints),
+        ));
+        let response = get(b, &server).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert!(response.headers().get("link").is_none());
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        assert_eq!(server.requests().len(), 1);
+    }
+
     pub(super) async fn a_broken_chunk_is_a_protocol_error(b: Backend) {
         let server = FaultServer::start(FaultServer::always(
             Reply::json(200, ENTITY).with_fault(Fault::BadChunk),
@@ -622,6 +633,7 @@ parity!(
     a_broken_chunk_is_a_protocol_error,
     an_unregistered_status_is_read_like_any_other,
     a_header_value_that_is_not_ascii_is_kept_as_its_bytes,
+    an_interim_response_before_the_answer_is_skipped,
     tls_with_a_trusted_certificate_succeeds,
     tls_with_an_untrusted_certificate_fails_without_retry,
     the_correlation_id_and_idempotency_key_are_identical_on_every_attempt,
