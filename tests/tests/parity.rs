@@ -490,6 +490,25 @@ mod scenarios {
         assert_eq!(server.requests().len(), 1);
     }
 
+    pub(super) async fn every_request_names_the_server_in_one_host_header(b: Backend) {
+        let server = FaultServer::start(FaultServer::script([
+            Reply::status(503),
+            Reply::json(200, ENTITY),
+        ]));
+        get(b, &server).await.unwrap();
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2);
+        for request in &seen {
+            let hosts: Vec<&str> = request
+                .headers
+                .iter()
+                .filter(|(name, _)| name == "host")
+                .map(|(_, value)| value.as_str())
+                .collect();
+            assert_eq!(hosts, [server.addr().to_string()], "{b:?}");
+        }
+    }
+
     pub(super) async fn a_broken_chunk_is_a_protocol_error(b: Backend) {
         let server = FaultServer::start(FaultServer::always(
             Reply::json(200, ENTITY).with_fault(Fault::BadChunk),
@@ -634,6 +653,7 @@ parity!(
     an_unregistered_status_is_read_like_any_other,
     a_header_value_that_is_not_ascii_is_kept_as_its_bytes,
     an_interim_response_before_the_answer_is_skipped,
+    every_request_names_the_server_in_one_host_header,
     tls_with_a_trusted_certificate_succeeds,
     tls_with_an_untrusted_certificate_fails_without_retry,
     the_correlation_id_and_idempotency_key_are_identical_on_every_attempt,
