@@ -193,67 +193,12 @@ impl Encoded {
 /// Whether async-h1's encoder writes `path` as `url` leaves it: only characters `url` never
 /// escapes in an `http(s)` path, and no dot segment (`url` removes them; `%2e` counts).
 fn plain_path(path: &str) -> bool {
-    path.starts_with('/')
-        && path.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'@'
-                        | b'/'
-                        | b'%'
-                )
-        })
-        && !path.split('/').any(|segment| {
-            segment == "."
-                || segment == ".."
-                || segment
-                    .as_bytes()
-                    .windows(3)
-                    .any(|w| w.eq_ignore_ascii_case(b"%2e"))
-        })
+    path.starts_with('/') && egress_core::url::is_verbatim_path(path)
 }
 
 /// Whether `url` leaves `query` as it is in an `http(s)` URL.
 fn plain_query(query: &str) -> bool {
-    query.bytes().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'@'
-                    | b'/'
-                    | b'?'
-                    | b'%'
-            )
-    })
+    egress_core::url::is_verbatim_query(query)
 }
 
 /// What async-h1's encoder writes for `request` once [`request`] converted it (and, with

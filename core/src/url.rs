@@ -201,55 +201,97 @@ impl BaseTarget {
     }
 }
 
-/// Whether the URL parser keeps every byte of `relative` as it is when joining it onto a
-/// directory: a path of plain segments (unreserved characters, sub-delimiters, `@` and `/`; no
-/// `.` or `..` segment, no `:`, `%` or `\\`), then optionally `?` and a query of the same
-/// characters plus `:`, `/`, `?` and `%`, without `'` (which the parser escapes in a query).
-fn is_verbatim(relative: &str) -> bool {
-    /// Bytes kept as they are in a path segment (1) and also in the query (2).
-    const KEPT: [u8; 256] = {
-        let mut table = [0u8; 256];
-        let mut b = 0;
-        while b < 256 {
-            let c = b as u8;
-            if c.is_ascii_alphanumeric() {
-                table[b] = 3;
-            }
-            b += 1;
+/// Bytes the URL parser keeps as they are in an `http(s)` URL: in a path (`ABSOLUTE`), in a
+/// path joined onto a base (`RELATIVE`: no `:`, which in a first segment reads as a scheme, and
+/// no `%`, which can spell a dot segment), in a query (`QUERY`: no `'`, which it escapes there).
+const ABSOLUTE: u8 = 1;
+const QUERY: u8 = 2;
+const RELATIVE: u8 = 4;
+const KEPT: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        if (b as u8).is_ascii_alphanumeric() {
+            table[b] = ABSOLUTE | QUERY | RELATIVE;
         }
-        let both = b"-._~!$&()*+,;=@/";
-        let mut i = 0;
-        while i < both.len() {
-            table[both[i] as usize] = 3;
-            i += 1;
-        }
-        table[b'\'' as usize] = 1; // the parser escapes it in a query
-        table[b':' as usize] = 2; // in a first segment it would read as a scheme
-        table[b'%' as usize] = 2; // in a path it could spell a dot segment
-        table[b'?' as usize] = 2;
-        table
-    };
-    let bytes = relative.as_bytes();
+        b += 1;
+    }
+    let everywhere = b"-._~!$&()*+,;=@/";
+    let mut i = 0;
+    while i < everywhere.len() {
+        table[everywhere[i] as usize] = ABSOLUTE | QUERY | RELATIVE;
+        i += 1;
+    }
+    table[b'\'' as usize] = ABSOLUTE | RELATIVE;
+    table[b':' as usize] = ABSOLUTE | QUERY;
+    table[b'%' as usize] = ABSOLUTE | QUERY;
+    table[b'?' as usize] = QUERY;
+    table
+};
+
+/// Whether the URL parser keeps the path of an `http(s)` URL (after its authority) byte for
+/// byte: only characters it never escapes there, and no dot segment (which it removes; `%2e`
+/// counts as a dot).
+///
+/// ```
+/// use egress_core::url::is_verbatim_path;
+/// assert!(is_verbatim_path("/v1/entities/7:archive"));
+/// assert!(!is_verbatim_path("/v1/../admin"));
+/// assert!(!is_verbatim_path("/v1/%2E%2e/admin"));
+/// assert!(!is_verbatim_path("/a b"));
+/// ```
+pub fn is_verbatim_path(path: &str) -> bool {
+    kept_path(path.as_bytes(), ABSOLUTE)
+}
+
+/// Whether the URL parser keeps the query of an `http(s)` URL (after its `?`) byte for byte.
+///
+/// ```
+/// use egress_core::url::is_verbatim_query;
+/// assert!(is_verbatim_query("page=2&q=a%20b"));
+/// assert!(!is_verbatim_query("q='quoted'"));
+/// ```
+pub fn is_verbatim_query(query: &str) -> bool {
+    query.bytes().all(|b| KEPT[b as usize] & QUERY != 0)
+}
+
+/// A path of bytes `KEPT` under `class`, with no dot segment and no `%2e`, in one pass.
+fn kept_path(bytes: &[u8], class: u8) -> bool {
+    let dots = |segment: &[u8]| matches!(segment, b"." | b"..");
     let mut segment_start = 0;
-    let mut in_query = false;
     for (i, &b) in bytes.iter().enumerate() {
-        if in_query {
-            if KEPT[b as usize] & 2 == 0 {
-                return false;
-            }
-            continue;
-        }
-        if b == b'/' || b == b'?' {
-            if matches!(&bytes[segment_start..i], b"." | b"..") {
-                return false;
-            }
-            segment_start = i + 1;
-            in_query = b == b'?';
-        } else if KEPT[b as usize] & 1 == 0 {
+        if KEPT[b as usize] & class == 0 {
             return false;
         }
+        match b {
+            b'/' => {
+                if dots(&bytes[segment_start..i]) {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            b'%' if bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.eq_ignore_ascii_case(b"2e")) =>
+            {
+                return false;
+            }
+            _ => {}
+        }
     }
-    in_query || !matches!(&bytes[segment_start..], b"." | b"..")
+    !dots(&bytes[segment_start..])
+}
+
+/// Whether the URL parser keeps every byte of `relative` as it is when joining it onto a
+/// directory: a path of plain segments (unreserved characters, sub-delimiters, `@` and `/`; no
+/// `.` or `..` segment, no `:` or `%`), then optionally `?` and a [verbatim
+/// query](is_verbatim_query).
+fn is_verbatim(relative: &str) -> bool {
+    let (path, query) = match relative.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (relative, None),
+    };
+    kept_path(path.as_bytes(), RELATIVE) && query.is_none_or(is_verbatim_query)
 }
 
 #[cfg(test)]
