@@ -6,11 +6,11 @@
 //! generator); an [`Exchange`](crate::Exchange) driven by hand with no IDs derives them from its
 //! seed, which is deterministic and therefore only as unique as the seeds you pick.
 
+use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use std::fmt;
 
 /// The longest ID accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
