@@ -6,31 +6,37 @@
 #[path = "../examples/service.rs"]
 mod service;
 
-use std::path::PathBuf;
+use std::io::Write;
 
 use egress_core::Config;
 use egress_tests::server::{FaultServer, Reply};
 
-fn write_config(listen: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("egress-service-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        format!("listen = \"{listen}\"\n[entities]\nbase_url = \"http://127.0.0.1:1\"\n[entities.retry]\nmax_attempts = 2\n"),
+/// Writes a configuration file of this test's own; it is removed when the handle drops.
+fn write_config(listen: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .prefix("egress-service-")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap();
+    write!(
+        file,
+        "listen = \"{listen}\"\n[entities]\nbase_url = \"http://127.0.0.1:1\"\n[entities.retry]\nmax_attempts = 2\n"
     )
     .unwrap();
-    path
+    file.flush().unwrap();
+    file
 }
 
 #[test]
 fn environment_overrides_win_over_the_file() {
-    let path = write_config("127.0.0.1:7000");
+    let file = write_config("127.0.0.1:7000");
     let env = |k: &str| match k {
         "ENTITIES_BASE_URL" => Some("http://127.0.0.1:9999".to_owned()),
         "ENTITIES_DEADLINE" => Some("7s".to_owned()),
         "ENTITIES_MAX_ATTEMPTS" => Some("4".to_owned()),
         _ => None,
     };
-    let config = service::load_config(&path, env).unwrap();
+    let config = service::load_config(file.path(), env).unwrap();
     assert_eq!(config.listen, "127.0.0.1:7000");
     assert_eq!(
         config.entities.base_url.as_deref(),
@@ -43,7 +49,7 @@ fn environment_overrides_win_over_the_file() {
     assert_eq!(config.entities.retry.max_attempts, 4);
     let bad = |k: &str| (k == "ENTITIES_DEADLINE").then(|| "soon".to_owned());
     assert!(
-        service::load_config(&path, bad)
+        service::load_config(file.path(), bad)
             .unwrap_err()
             .contains("ENTITIES_DEADLINE")
     );
@@ -64,10 +70,12 @@ async fn the_service_propagates_the_inbound_correlation_id_and_maps_vendor_error
         )
         .delay(std::time::Duration::from_millis(300)),
     ]));
-    let path = write_config("127.0.0.1:0");
+    let file = write_config("127.0.0.1:0");
     let base = upstream.url("");
-    let config =
-        service::load_config(&path, |k| (k == "ENTITIES_BASE_URL").then(|| base.clone())).unwrap();
+    let config = service::load_config(file.path(), |k| {
+        (k == "ENTITIES_BASE_URL").then(|| base.clone())
+    })
+    .unwrap();
     let state = service::state(&config).unwrap();
     let listener = tokio::net::TcpListener::bind(&config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
