@@ -37,6 +37,8 @@ use smallvec::SmallVec;
 
 use crate::redact::Redactor;
 
+mod keys;
+
 /// What kind of problem a [`ValidationError`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -368,8 +370,8 @@ pub fn validate<T: DeserializeOwned>(
     };
     // From the checked text: serde_json then need not check the UTF-8 of every string again.
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = match T::deserialize(&mut de) {
-        Ok(value) => value,
+    let (value, may_repeat) = match keys::deserialize::<T, _>(&mut de) {
+        Ok(decoded) => decoded,
         Err(first) => {
             // Only a failure pays for tracking the path: decode again with serde_path_to_error,
             // which fails at the same place (decoding is deterministic) and names it.
@@ -384,7 +386,12 @@ pub fn validate<T: DeserializeOwned>(
     if let Err(e) = de.end() {
         return Err(decode_error(String::new(), e, body, &expect.redactor));
     }
-    if let Some((path, key)) = find_duplicate_key(text) {
+    // The decode saw every key (keys.rs) unless it says otherwise: the scan runs only then.
+    debug_assert!(
+        may_repeat || find_duplicate_key(text).is_none(),
+        "the decode vouched for a body that repeats a key: {text:?}"
+    );
+    if let Some((path, key)) = may_repeat.then(|| find_duplicate_key(text)).flatten() {
         let mut e = ValidationError::new(
             ValidationKind::DuplicateKey,
             format!("duplicate key {key:?}"),
@@ -560,7 +567,9 @@ fn tag_bit(tag: u64) -> u64 {
 /// and a strict re-parse would stop there and miss a repeat after them. Keys compare after
 /// unescaping, so `"a"` and `"\u0061"` are the same key.
 ///
-/// This runs on every JSON response, so it is written for speed: one pass, a table lookup per
+/// It runs only when the decode could not vouch for every key (`keys.rs`: a repeat, a key
+/// spelled with escapes, a skipped object or array, a raw value), which payloads that skip
+/// nested objects meet on every response, so it is written for speed: one pass, a table lookup per
 /// byte outside strings and a word-at-a-time search inside them, keys kept as positions in the
 /// body unless escaped, a key compared with no earlier key when its object has seen no key of
 /// its tag (length and end bytes; a one-word Bloom filter per object), and in full only with

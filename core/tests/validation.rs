@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use egress_core::http::{HeaderMap, HeaderValue, StatusCode};
 use egress_core::validate::{
-    Expect, Invalid, Validate, ValidationKind, validate, validate_checked,
+    Expect, Invalid, Validate, ValidationError, ValidationKind, validate, validate_checked,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -493,6 +493,146 @@ fn a_repeated_key_after_a_laxly_skipped_field_is_still_found() {
         );
     }
 }
+
+/// The shapes a payload type can take over an object, for the test below: each one reads its
+/// objects through a different path of serde (derived fields, skipped fields, maps, buffered
+/// content for `flatten` and untagged enums, enum variants, raw values).
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+struct Known {
+    a: i32,
+    b: Option<Inner>,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+struct Inner {
+    c: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+struct Flat {
+    a: i32,
+    #[serde(flatten)]
+    rest: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+#[serde(untagged)]
+enum Untagged {
+    Known(Known),
+    Other(Vec<i32>),
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+#[serde(tag = "type")]
+enum Tagged {
+    Inner { c: i32, more: Option<Inner> },
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+enum External {
+    Wrapped(Inner),
+    Fields { c: i32, more: Option<Inner> },
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+struct Raw {
+    a: i32,
+    raw: Box<serde_json::value::RawValue>,
+}
+
+type Maps = std::collections::BTreeMap<String, HashMap<u32, i32>>;
+
+type Run = fn(&str) -> Result<(), ValidationError>;
+
+#[test]
+fn a_repeated_key_is_found_whatever_the_payload_type_does_with_the_object() {
+    fn run<T: serde::de::DeserializeOwned>(body: &str) -> Result<(), ValidationError> {
+        let headers = json_headers("application/json");
+        validate::<T>(
+            StatusCode::OK,
+            &headers,
+            body.as_bytes(),
+            &Expect::default(),
+        )
+        .map(drop)
+    }
+    // Each case twice: as written (no key repeats) and with `@` replaced by a repeat.
+    let cases: [(&str, Run, &str); 14] = [
+        ("a derived field", run::<Known>, r#"{"a":1@,"b":null}"#),
+        (
+            "unknown fields of an optional struct",
+            run::<Known>,
+            r#"{"a":1,"b":{"c":1,"x":1@}}"#,
+        ),
+        ("an unknown scalar field", run::<Known>, r#"{"a":1,"x":1@}"#),
+        (
+            "inside an unknown object",
+            run::<Known>,
+            r#"{"a":1,"x":{"y":1@}}"#,
+        ),
+        (
+            "inside an unknown array",
+            run::<Known>,
+            r#"{"a":1,"x":[{"y":1@}]}"#,
+        ),
+        ("a map of maps", run::<Maps>, r#"{"m":{"1":1@}}"#),
+        ("a flattened map", run::<Flat>, r#"{"a":1,"x":{"y":1@}}"#),
+        (
+            "an untagged enum",
+            run::<Untagged>,
+            r#"{"a":1,"x":{"y":1@}}"#,
+        ),
+        (
+            "an internally tagged enum",
+            run::<Tagged>,
+            r#"{"type":"Inner","c":1,"more":{"c":1,"x":1@}}"#,
+        ),
+        (
+            "a newtype variant",
+            run::<External>,
+            r#"{"Wrapped":{"c":1,"x":1@}}"#,
+        ),
+        (
+            "a struct variant",
+            run::<External>,
+            r#"{"Fields":{"c":1,"more":{"c":1,"x":1@}}}"#,
+        ),
+        ("a raw value", run::<Raw>, r#"{"a":1,"raw":{"y":1@}}"#),
+        ("a value", run::<serde_json::Value>, r#"[{"y":1@}]"#),
+        (
+            "a plain key of a wide object",
+            run::<serde_json::Value>,
+            WIDE,
+        ),
+    ];
+    for (name, run, body) in cases {
+        let (before, _) = body.split_once('@').expect("every case marks its repeat");
+        // The key just before `@`, and its value, once more.
+        let last = before
+            .rfind("{\"")
+            .max(before.rfind(",\""))
+            .expect("a key precedes `@`")
+            + 1;
+        let repeated = body.replace('@', &format!(",{}", &before[last..]));
+        let kind = |body: &str| run(body).err().map(|e| e.kind());
+        assert_eq!(kind(&body.replace('@', "")), None, "{name}");
+        assert_eq!(
+            kind(&repeated),
+            Some(ValidationKind::DuplicateKey),
+            "{name}: {repeated}"
+        );
+    }
+}
+
+/// An object past the size at which keys move into a hash set, with `@` after its last key.
+const WIDE: &str = r#"{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k18":18,"k19":19@}"#;
 
 #[test]
 fn escaped_and_plain_spellings_of_a_key_are_the_same_key() {
