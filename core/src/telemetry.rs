@@ -91,7 +91,12 @@ impl Telemetry {
             attempt_started: now,
             method: method.clone(),
             host,
-            port: uri.map_or(0, port_or_known_default),
+            // Only an attempt span shows it; reading the port parses the authority again.
+            port: if listening {
+                uri.map_or(0, port_or_known_default)
+            } else {
+                0
+            },
             url: url_full,
         }
     }

@@ -270,6 +270,10 @@ impl Expect {
 /// case-insensitive, with any parameters.
 pub fn is_json_content_type(value: &str) -> bool {
     // Compared without regard to ASCII case, and without allocating: this runs on every response.
+    if value.eq_ignore_ascii_case("application/json") {
+        // Most responses, without splitting and trimming first.
+        return true;
+    }
     let essence = value.split(';').next().unwrap_or_default().trim();
     if essence.eq_ignore_ascii_case("application/json") {
         // The common case, and both halves are tokens.
