@@ -96,8 +96,10 @@ impl HostWindow {
     }
 
     fn index(&self, now: Instant, width: Duration) -> u64 {
-        let nanos = now.saturating_duration_since(self.epoch).as_nanos() / width.as_nanos().max(1);
-        u64::try_from(nanos).unwrap_or(u64::MAX)
+        // In u64 nanoseconds (584 years; longer saturates): a u128 division is a library call,
+        // and this runs on every call.
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        nanos(now.saturating_duration_since(self.epoch)) / nanos(width).max(1)
     }
 
     /// Concurrent exchanges report times slightly out of order; the window never moves back, so
@@ -160,7 +162,7 @@ impl RetryBudget {
         // A poisoned lock only means another thread panicked mid-update of plain counters; the
         // counters are still usable, so keep going rather than spreading the panic.
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if !hosts.contains_key(host) && hosts.len() >= MAX_HOSTS {
+        if hosts.len() >= MAX_HOSTS && !hosts.contains_key(host) {
             let window = self.config.window;
             hosts.retain(|_, w| now.saturating_duration_since(w.last_seen) < window);
         }
