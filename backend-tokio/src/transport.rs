@@ -82,12 +82,23 @@ fn set_host(parts: &mut http::request::Parts) {
     let Some(authority) = parts.uri.authority() else {
         return;
     };
-    if authority.as_str().contains('@') || authority.port_u16() == Some(80) {
+    if authority.as_str().contains('@') || spells_port_80(authority.as_str()) {
         return;
     }
     if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(HOST, value);
     }
+}
+
+/// Whether an authority (without userinfo) names port 80, as `Authority::port_u16` would read
+/// it (`:80`, `:080`...), without parsing the port as a number.
+fn spells_port_80(authority: &str) -> bool {
+    authority.rsplit_once(':').is_some_and(|(_, port)| {
+        // After an IPv6 literal's last `:` comes `...]`, never digits alone.
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.trim_start_matches('0') == "80"
+    })
 }
 
 fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
@@ -248,5 +259,34 @@ mod tests {
         assert_eq!(host_after("https://api.example.com/x", None), None);
         assert_eq!(host_after("http://user@api.example.com/x", None), None);
         assert_eq!(host_after("http://api.example.com:80/x", None), None);
+        assert_eq!(host_after("http://api.example.com:080/x", None), None);
+        assert_eq!(host_after("http://[::80]:80/x", None), None);
+    }
+
+    #[test]
+    fn port_80_is_recognised_exactly_as_the_uri_reads_its_port() {
+        for authority in [
+            "a.example",
+            "a.example:80",
+            "a.example:080",
+            "a.example:8080",
+            "a.example:800",
+            "a.example:8",
+            "a.example:0",
+            "a.example:",
+            "[::80]",
+            "[::1]:80",
+            "[::1]:81",
+            "[::1]",
+            "127.0.0.1:80",
+            "127.0.0.1:65535",
+        ] {
+            let parsed: http::uri::Authority = authority.parse().expect("a valid authority");
+            assert_eq!(
+                spells_port_80(authority),
+                parsed.port_u16() == Some(80),
+                "{authority}"
+            );
+        }
     }
 }
