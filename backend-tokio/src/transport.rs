@@ -7,9 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use egress_core::rt::{BoxFuture, Transport};
 use egress_core::{AttemptDeadlines, AttemptRequest, TransportError, TransportErrorKind};
-use http::HeaderValue;
-use http::header::{CONTENT_LENGTH, HOST};
-use http::uri::Scheme;
+use http::header::CONTENT_LENGTH;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
@@ -56,8 +54,8 @@ impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C>
             now,
             attempt.deadlines,
         );
-        let (mut parts, body) = attempt.request.into_parts();
-        set_host(&mut parts);
+        // `Host` is in the headers already for plain HTTP (the core sets it once per call).
+        let (parts, body) = attempt.request.into_parts();
         let response = self
             .client
             .request(http::Request::from_parts(parts, Full::new(body)));
@@ -68,37 +66,6 @@ impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C>
             attempt.body_limit,
         ))
     }
-}
-
-/// Sets `Host` on a plain-HTTP request that has none: the URI's authority, which is what
-/// hyper-util would set (the host and a port that is not the default), without the `format!`
-/// and header parse it spends on every request that lacks one (~2.5k instructions). Requests
-/// whose authority has userinfo or spells out port 80, and HTTPS requests (which hyper-util may
-/// send over HTTP/2, where no `Host` is set), are left to hyper-util.
-fn set_host(parts: &mut http::request::Parts) {
-    if parts.uri.scheme() != Some(&Scheme::HTTP) || parts.headers.contains_key(HOST) {
-        return;
-    }
-    let Some(authority) = parts.uri.authority() else {
-        return;
-    };
-    if authority.as_str().contains('@') || spells_port_80(authority.as_str()) {
-        return;
-    }
-    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-        parts.headers.insert(HOST, value);
-    }
-}
-
-/// Whether an authority (without userinfo) names port 80, as `Authority::port_u16` would read
-/// it (`:80`, `:080`...), without parsing the port as a number.
-fn spells_port_80(authority: &str) -> bool {
-    authority.rsplit_once(':').is_some_and(|(_, port)| {
-        // After an IPv6 literal's last `:` comes `...]`, never digits alone.
-        !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.trim_start_matches('0') == "80"
-    })
 }
 
 fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
@@ -213,80 +180,4 @@ async fn receive(
     }
     let body = more.map_or(first, BytesMut::freeze);
     Ok(http::Response::from_parts(parts, body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host_after(uri: &str, given: Option<&str>) -> Option<String> {
-        let mut builder = http::Request::get(uri);
-        if let Some(host) = given {
-            builder = builder.header(HOST, host);
-        }
-        let (mut parts, ()) = builder.body(()).expect("a valid request").into_parts();
-        set_host(&mut parts);
-        let values: Vec<_> = parts.headers.get_all(HOST).iter().collect();
-        assert!(values.len() <= 1, "{uri}: {values:?}");
-        values
-            .first()
-            .map(|v| v.to_str().expect("ascii").to_owned())
-    }
-
-    #[test]
-    fn a_plain_http_request_gets_the_host_hyper_util_would_have_written() {
-        // hyper-util writes the host, and the port unless it is the scheme's default.
-        assert_eq!(
-            host_after("http://127.0.0.1:8080/x", None).as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            host_after("http://api.example.com/x", None).as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(
-            host_after("http://[::1]:8080/x", None).as_deref(),
-            Some("[::1]:8080")
-        );
-    }
-
-    #[test]
-    fn a_given_host_https_userinfo_and_a_spelled_out_default_port_are_left_alone() {
-        assert_eq!(
-            host_after("http://127.0.0.1:8080/x", Some("other.example")).as_deref(),
-            Some("other.example")
-        );
-        assert_eq!(host_after("https://api.example.com/x", None), None);
-        assert_eq!(host_after("http://user@api.example.com/x", None), None);
-        assert_eq!(host_after("http://api.example.com:80/x", None), None);
-        assert_eq!(host_after("http://api.example.com:080/x", None), None);
-        assert_eq!(host_after("http://[::80]:80/x", None), None);
-    }
-
-    #[test]
-    fn port_80_is_recognised_exactly_as_the_uri_reads_its_port() {
-        for authority in [
-            "a.example",
-            "a.example:80",
-            "a.example:080",
-            "a.example:8080",
-            "a.example:800",
-            "a.example:8",
-            "a.example:0",
-            "a.example:",
-            "[::80]",
-            "[::1]:80",
-            "[::1]:81",
-            "[::1]",
-            "127.0.0.1:80",
-            "127.0.0.1:65535",
-        ] {
-            let parsed: http::uri::Authority = authority.parse().expect("a valid authority");
-            assert_eq!(
-                spells_port_80(authority),
-                parsed.port_u16() == Some(80),
-                "{authority}"
-            );
-        }
-    }
 }

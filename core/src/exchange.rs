@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::USER_AGENT;
+use http::header::{HOST, USER_AGENT};
 use http::{HeaderMap, Method, Uri};
 
 use crate::config::Policy;
@@ -160,6 +160,17 @@ impl Exchange {
         redactor.mark_sensitive(&mut headers);
         if !headers.contains_key(USER_AGENT) {
             headers.insert(USER_AGENT, policy.user_agent().clone());
+        }
+        if let Some(uri) = &request.uri
+            && !headers.contains_key(HOST)
+        {
+            let host = match policy.base_target() {
+                Some(base) => base.host_header(uri),
+                None => crate::url::host_header(uri),
+            };
+            if let Some(host) = host {
+                headers.insert(HOST, host);
+            }
         }
         headers.insert(
             policy.correlation_header().clone(),

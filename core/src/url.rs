@@ -152,6 +152,37 @@ pub(crate) struct BaseTarget {
     authority: http::uri::Authority,
     /// The base's path as a directory: ends with `/`.
     dir: String,
+    /// The `Host` header of a plain-HTTP base ([`host_header`]), made once.
+    host: Option<http::HeaderValue>,
+}
+
+/// The `Host` header an HTTP/1 client writes for `uri` when the request has none (what
+/// hyper-util and async-h1 write): its authority, for a plain-HTTP URI whose authority has no
+/// userinfo and does not spell out port 80 (those, and HTTPS, which may go out as HTTP/2 where
+/// `:authority` says it, are left to the backend).
+///
+/// An exchange sets it once per call, so that each attempt's copy of the headers has it and a
+/// backend inserts nothing into it (an insert into a copy reallocates its entries).
+pub(crate) fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let authority = uri.authority()?.as_str();
+    if authority.contains('@') || spells_port_80(authority) {
+        return None;
+    }
+    http::HeaderValue::from_str(authority).ok()
+}
+
+/// Whether an authority (without userinfo) names port 80 as `Authority::port_u16` would read
+/// it (`:80`, `:080`...), without parsing the port as a number.
+fn spells_port_80(authority: &str) -> bool {
+    authority.rsplit_once(':').is_some_and(|(_, port)| {
+        // After an IPv6 literal's last `:` comes `...]`, never digits alone.
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.trim_start_matches('0') == "80"
+    })
 }
 
 impl BaseTarget {
@@ -170,11 +201,28 @@ impl BaseTarget {
         if !dir.ends_with('/') {
             dir.push('/');
         }
+        let host = http::Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()
+            .as_ref()
+            .and_then(host_header);
         Some(Self {
             scheme,
             authority,
             dir,
+            host,
         })
+    }
+
+    /// [`host_header`] of `uri`, made without an allocation when `uri` is on this base.
+    pub(crate) fn host_header(&self, uri: &http::Uri) -> Option<http::HeaderValue> {
+        if uri.scheme() == Some(&self.scheme) && uri.authority() == Some(&self.authority) {
+            return self.host.clone();
+        }
+        host_header(uri)
     }
 
     /// `path` joined onto the base as an absolute URI, or `None` when the path is not verbatim
@@ -297,6 +345,86 @@ fn is_verbatim(relative: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn host_of(uri: &str) -> Option<String> {
+        let uri: http::Uri = uri.parse().expect("a valid uri");
+        let value = host_header(&uri)?;
+        Some(value.to_str().expect("ascii").to_owned())
+    }
+
+    #[test]
+    fn a_plain_http_uri_gets_the_host_hyper_util_would_have_written() {
+        // The host, and the port unless it is the scheme's default.
+        assert_eq!(
+            host_of("http://127.0.0.1:8080/x").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            host_of("http://api.example.com/x").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            host_of("http://[::1]:8080/x").as_deref(),
+            Some("[::1]:8080")
+        );
+    }
+
+    #[test]
+    fn https_userinfo_and_a_spelled_out_default_port_are_left_to_the_backend() {
+        assert_eq!(host_of("https://api.example.com/x"), None);
+        assert_eq!(host_of("http://user@api.example.com/x"), None);
+        assert_eq!(host_of("http://api.example.com:80/x"), None);
+        assert_eq!(host_of("http://api.example.com:080/x"), None);
+        assert_eq!(host_of("http://[::80]:80/x"), None);
+    }
+
+    #[test]
+    fn a_prepared_base_gives_the_same_host_as_the_uri_alone() {
+        for (base, path) in [
+            ("http://127.0.0.1:8080/v1", "entity/7"),
+            ("http://api.example.com", "x"),
+            ("http://api.example.com:80/v1", "x"),
+            ("https://api.example.com/v1", "x"),
+        ] {
+            let target =
+                BaseTarget::new(&parse_base(base).unwrap()).expect("a base without userinfo");
+            let uri = target.join(path).expect("a verbatim path");
+            assert_eq!(target.host_header(&uri), host_header(&uri), "{base}");
+            let elsewhere: http::Uri = "http://other.example:81/x".parse().unwrap();
+            assert_eq!(
+                target.host_header(&elsewhere),
+                host_header(&elsewhere),
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_80_is_recognised_exactly_as_the_uri_reads_its_port() {
+        for authority in [
+            "a.example",
+            "a.example:80",
+            "a.example:080",
+            "a.example:8080",
+            "a.example:800",
+            "a.example:8",
+            "a.example:0",
+            "a.example:",
+            "[::80]",
+            "[::1]:80",
+            "[::1]:81",
+            "[::1]",
+            "127.0.0.1:80",
+            "127.0.0.1:65535",
+        ] {
+            let parsed: http::uri::Authority = authority.parse().expect("a valid authority");
+            assert_eq!(
+                spells_port_80(authority),
+                parsed.port_u16() == Some(80),
+                "{authority}"
+            );
+        }
+    }
 
     fn base() -> Url {
         parse_base("https://api.example.com/v1").unwrap()

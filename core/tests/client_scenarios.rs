@@ -112,6 +112,41 @@ fn a_get_that_succeeds_at_once_makes_one_request() {
 }
 
 #[test]
+fn every_attempt_to_a_plain_http_url_carries_one_host_header_unless_the_caller_gave_one() {
+    let config = no_jitter().with_base_url("http://127.0.0.1:8080/v1");
+    let (transport, client) = upstream(config, [step(503), step(200), step(200), step(200)]);
+    ok(block_on(client.get("/entities/7").send()));
+    let elsewhere = egress_core::Request::new(Method::GET, "http://other.example/x").unwrap();
+    ok(block_on(client.send(elsewhere)));
+    ok(block_on(
+        client
+            .get("/entities/7")
+            .header("host", "given.example")
+            .send(),
+    ));
+    let hosts: Vec<Vec<String>> = transport
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get_all("host")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            vec!["127.0.0.1:8080".to_owned()],
+            vec!["127.0.0.1:8080".to_owned()],
+            vec!["other.example".to_owned()],
+            vec!["given.example".to_owned()],
+        ]
+    );
+}
+
+#[test]
 fn a_get_is_retried_after_two_503s_in_virtual_time() {
     // No jitter: 100 ms then 200 ms of backoff, so the requests arrive at 0, 100 and 300 ms.
     let (transport, client) = upstream(no_jitter(), [step(503), step(503), step(200)]);
