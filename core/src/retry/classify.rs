@@ -138,11 +138,16 @@ pub fn classify(outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction
             status, headers, ..
         } => {
             let code = status.as_u16();
-            let hint = retry_after::from_headers(headers).and_then(Result::ok);
             let throttled = ctx.policy.throttling_statuses.contains(&code);
+            let retryable = ctx.policy.retryable_statuses.contains(&code);
+            if !throttled && !retryable && code != 503 {
+                // Most responses: no header to look up.
+                return RetryAction::NoAction;
+            }
+            let hint = retry_after::from_headers(headers).and_then(Result::ok);
             if throttled || (code == 503 && hint.is_some()) {
                 gate(RetryReason::Throttled, hint)
-            } else if ctx.policy.retryable_statuses.contains(&code) {
+            } else if retryable {
                 gate(RetryReason::ServerError, hint)
             } else {
                 RetryAction::NoAction
