@@ -8,8 +8,9 @@
 //!
 //! The parent process starts the loopback upstream (see [`upstream`]) on its own thread, pinned to
 //! core 1 when the machine has two cores, then runs every measurement in a child process (this
-//! same binary with `--child`) pinned to core 0: modes run interleaved (A B C D E, A B C D E, ...) for
-//! `--rounds` rounds, for each workload and concurrency. One child is one mode, one workload and
+//! same binary with `--child`) pinned to core 0: modes run interleaved and counterbalanced
+//! (A B C D E, E D C B A, A B C D E, ...) for `--rounds` rounds, for each workload and
+//! concurrency. One child is one mode, one workload and
 //! one concurrency: it builds one client, warms it up, then makes a fixed number of calls with
 //! `concurrency` workers, each reading the whole body and decoding it into a typed struct.
 //!
@@ -246,7 +247,16 @@ fn parent(o: &Options) {
             };
             let warmup = o.warmup.min(n / 5);
             for &concurrency in &o.concurrency {
-                for &mode in &o.modes {
+                // Counterbalanced (A B C, C B A, ...): every mode holds every place in a round
+                // equally often, so that neither a drift of the machine over a round nor an
+                // effect of the place itself favours one mode (on the reference VM a few runs
+                // suggested a place effect of 0.1x, which more runs did not confirm).
+                let order: Vec<Mode> = if round % 2 == 1 {
+                    o.modes.clone()
+                } else {
+                    o.modes.iter().rev().copied().collect()
+                };
+                for mode in order {
                     let s = run_child(
                         &upstream,
                         client_core,
