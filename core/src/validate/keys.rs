@@ -84,66 +84,41 @@ impl<'de> Keys<'de> {
     }
 }
 
-/// The deserializer of one value.
-struct Checked<'a, D> {
-    inner: D,
+/// One piece of serde's protocol, wrapped: as a deserializer, visitor, seed, or sequence, enum
+/// or variant access (whichever trait `T` has), it hands every call on to `inner` and wraps
+/// whatever it gets back to go deeper.
+struct Checked<'a, T> {
+    inner: T,
     scan: &'a Cell<bool>,
 }
 
-/// A visitor of one value: wraps what it is handed to go deeper.
-struct Wrap<'a, V> {
-    inner: V,
-    scan: &'a Cell<bool>,
-}
-
-/// The deserializer of an object's key.
-struct KeyDe<'a, 'k, 'de, D> {
-    inner: D,
+/// The same for an object's key and what leads to it (the map access, the key's seed, its
+/// deserializer and its visitor, which records the key before handing it on).
+struct Keyed<'a, 'k, 'de, T> {
+    inner: T,
     scan: &'a Cell<bool>,
     keys: &'k mut Keys<'de>,
 }
 
-/// The visitor of an object's key: records the key, then hands it on.
-struct KeyVisitor<'a, 'k, 'de, V> {
-    inner: V,
-    scan: &'a Cell<bool>,
-    keys: &'k mut Keys<'de>,
-}
-
-struct Seed<'a, S> {
-    inner: S,
-    scan: &'a Cell<bool>,
-}
-
-struct KeySeed<'a, 'k, 'de, S> {
-    inner: S,
-    scan: &'a Cell<bool>,
-    keys: &'k mut Keys<'de>,
-}
-
-struct Seq<'a, A> {
-    inner: A,
-    scan: &'a Cell<bool>,
-}
-
-struct Map<'a, 'k, 'de, A> {
-    inner: A,
-    scan: &'a Cell<bool>,
-    keys: &'k mut Keys<'de>,
-}
-
-struct Enum<'a, A> {
-    inner: A,
-    scan: &'a Cell<bool>,
-}
-
-struct Variant<'a, A> {
-    inner: A,
-    scan: &'a Cell<bool>,
-}
-
-/// Deserializer methods that hand the visitor on wrapped (by the deserializer's `split`).
+/// Deserializer methods that hand the visitor on wrapped (by the deserializer's `split`);
+/// `every_but_two` is all of them but `deserialize_newtype_struct` and
+/// `deserialize_ignored_any`, which a value's deserializer handles itself.
 macro_rules! forward_deserializer {
+    (every_but_two) => {
+        forward_deserializer! {
+            deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(),
+            deserialize_i32(), deserialize_i64(), deserialize_i128(), deserialize_u8(),
+            deserialize_u16(), deserialize_u32(), deserialize_u64(), deserialize_u128(),
+            deserialize_f32(), deserialize_f64(), deserialize_char(), deserialize_str(),
+            deserialize_string(), deserialize_bytes(), deserialize_byte_buf(), deserialize_option(),
+            deserialize_unit(), deserialize_unit_struct(name: &'static str),
+            deserialize_seq(), deserialize_tuple(len: usize),
+            deserialize_tuple_struct(name: &'static str, len: usize), deserialize_map(),
+            deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+            deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+            deserialize_identifier(),
+        }
+    };
     ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
             let (inner, visitor) = self.split(visitor);
@@ -152,8 +127,19 @@ macro_rules! forward_deserializer {
     )*};
 }
 
-/// Visitor methods that hand a plain value on unchanged, after `$before`.
+/// Visitor methods that hand a plain value on unchanged, after `$before`;
+/// `every_but_borrowed_str` is all of them but `visit_borrowed_str`, the one a key's visitor
+/// records.
 macro_rules! forward_visits {
+    ($before:ident; every_but_borrowed_str) => {
+        forward_visits! { $before;
+            visit_bool(bool), visit_i8(i8), visit_i16(i16), visit_i32(i32), visit_i64(i64),
+            visit_i128(i128), visit_u8(u8), visit_u16(u16), visit_u32(u32), visit_u64(u64),
+            visit_u128(u128), visit_f32(f32), visit_f64(f64), visit_char(char), visit_str(&str),
+            visit_string(String), visit_bytes(&[u8]), visit_borrowed_bytes(&'de [u8]),
+            visit_byte_buf(Vec<u8>),
+        }
+    };
     ($before:ident; $($method:ident($ty:ty)),* $(,)?) => {$(
         fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
             self.$before();
@@ -163,8 +149,8 @@ macro_rules! forward_visits {
 }
 
 impl<'a, D> Checked<'a, D> {
-    fn split<V>(self, visitor: V) -> (D, Wrap<'a, V>) {
-        let wrap = Wrap {
+    fn split<V>(self, visitor: V) -> (D, Checked<'a, V>) {
+        let wrap = Checked {
             inner: visitor,
             scan: self.scan,
         };
@@ -172,9 +158,9 @@ impl<'a, D> Checked<'a, D> {
     }
 }
 
-impl<'a, 'k, 'de, D> KeyDe<'a, 'k, 'de, D> {
-    fn split<V>(self, visitor: V) -> (D, KeyVisitor<'a, 'k, 'de, V>) {
-        let wrap = KeyVisitor {
+impl<'a, 'k, 'de, D> Keyed<'a, 'k, 'de, D> {
+    fn split<V>(self, visitor: V) -> (D, Keyed<'a, 'k, 'de, V>) {
+        let wrap = Keyed {
             inner: visitor,
             scan: self.scan,
             keys: self.keys,
@@ -183,22 +169,20 @@ impl<'a, 'k, 'de, D> KeyDe<'a, 'k, 'de, D> {
     }
 }
 
+/// Visitor methods that hand a deserializer or an access on unchanged, after `$before`.
+macro_rules! forward_accesses {
+    ($before:ident; $($method:ident($g:ident: $bound:ident)),* $(,)?) => {$(
+        fn $method<$g: $bound<'de>>(self, v: $g) -> Result<Self::Value, $g::Error> {
+            self.$before();
+            self.inner.$method(v)
+        }
+    )*};
+}
+
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Checked<'_, D> {
     type Error = D::Error;
 
-    forward_deserializer! {
-        deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(),
-        deserialize_i32(), deserialize_i64(), deserialize_i128(), deserialize_u8(),
-        deserialize_u16(), deserialize_u32(), deserialize_u64(), deserialize_u128(),
-        deserialize_f32(), deserialize_f64(), deserialize_char(), deserialize_str(),
-        deserialize_string(), deserialize_bytes(), deserialize_byte_buf(), deserialize_option(),
-        deserialize_unit(), deserialize_unit_struct(name: &'static str),
-        deserialize_seq(), deserialize_tuple(len: usize),
-        deserialize_tuple_struct(name: &'static str, len: usize), deserialize_map(),
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
-        deserialize_identifier(),
-    }
+    forward_deserializer!(every_but_two);
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
@@ -213,7 +197,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Checked<'_, D> {
         }
         self.inner.deserialize_newtype_struct(
             name,
-            Wrap {
+            Checked {
                 inner: visitor,
                 scan: self.scan,
             },
@@ -235,21 +219,12 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Checked<'_, D> {
     }
 }
 
-impl<'de, 'k, D: Deserializer<'de>> Deserializer<'de> for KeyDe<'_, 'k, 'de, D> {
+impl<'de, 'k, D: Deserializer<'de>> Deserializer<'de> for Keyed<'_, 'k, 'de, D> {
     type Error = D::Error;
 
+    forward_deserializer!(every_but_two);
     forward_deserializer! {
-        deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(),
-        deserialize_i32(), deserialize_i64(), deserialize_i128(), deserialize_u8(),
-        deserialize_u16(), deserialize_u32(), deserialize_u64(), deserialize_u128(),
-        deserialize_f32(), deserialize_f64(), deserialize_char(), deserialize_str(),
-        deserialize_string(), deserialize_bytes(), deserialize_byte_buf(), deserialize_option(),
-        deserialize_unit(), deserialize_unit_struct(name: &'static str),
-        deserialize_newtype_struct(name: &'static str), deserialize_seq(),
-        deserialize_tuple(len: usize), deserialize_tuple_struct(name: &'static str, len: usize),
-        deserialize_map(), deserialize_struct(name: &'static str, fields: &'static [&'static str]),
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
-        deserialize_identifier(), deserialize_ignored_any(),
+        deserialize_newtype_struct(name: &'static str), deserialize_ignored_any(),
     }
 
     fn is_human_readable(&self) -> bool {
@@ -257,20 +232,15 @@ impl<'de, 'k, D: Deserializer<'de>> Deserializer<'de> for KeyDe<'_, 'k, 'de, D> 
     }
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for Checked<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.inner.expecting(f)
     }
 
-    forward_visits! { nothing;
-        visit_bool(bool), visit_i8(i8), visit_i16(i16), visit_i32(i32), visit_i64(i64),
-        visit_i128(i128), visit_u8(u8), visit_u16(u16), visit_u32(u32), visit_u64(u64),
-        visit_u128(u128), visit_f32(f32), visit_f64(f64), visit_char(char), visit_str(&str),
-        visit_borrowed_str(&'de str), visit_string(String), visit_bytes(&[u8]),
-        visit_borrowed_bytes(&'de [u8]), visit_byte_buf(Vec<u8>),
-    }
+    forward_visits!(nothing; every_but_borrowed_str);
+    forward_visits! { nothing; visit_borrowed_str(&'de str) }
 
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         self.inner.visit_none()
@@ -295,7 +265,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        self.inner.visit_seq(Seq {
+        self.inner.visit_seq(Checked {
             inner: seq,
             scan: self.scan,
         })
@@ -303,7 +273,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         let mut keys = Keys::new();
-        self.inner.visit_map(Map {
+        self.inner.visit_map(Keyed {
             inner: map,
             scan: self.scan,
             keys: &mut keys,
@@ -311,25 +281,25 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
-        self.inner.visit_enum(Enum {
+        self.inner.visit_enum(Checked {
             inner: data,
             scan: self.scan,
         })
     }
 }
 
-impl<V> Wrap<'_, V> {
+impl<V> Checked<'_, V> {
     fn nothing(&self) {}
 }
 
-impl<'de, V: Visitor<'de>> KeyVisitor<'_, '_, 'de, V> {
+impl<'de, V: Visitor<'de>> Keyed<'_, '_, 'de, V> {
     /// A key the set cannot hold (not a slice of the body): only the scan can judge it.
     fn unseen(&self) {
         self.scan.set(true);
     }
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, '_, 'de, V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for Keyed<'_, '_, 'de, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -345,13 +315,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, '_, 'de, V> {
 
     // serde_json hands over a key spelled with escapes from its scratch buffer (`visit_str`);
     // numbers and bools parsed from a key arrive as such.
-    forward_visits! { unseen;
-        visit_bool(bool), visit_i8(i8), visit_i16(i16), visit_i32(i32), visit_i64(i64),
-        visit_i128(i128), visit_u8(u8), visit_u16(u16), visit_u32(u32), visit_u64(u64),
-        visit_u128(u128), visit_f32(f32), visit_f64(f64), visit_char(char), visit_str(&str),
-        visit_string(String), visit_bytes(&[u8]), visit_borrowed_bytes(&'de [u8]),
-        visit_byte_buf(Vec<u8>),
-    }
+    forward_visits!(unseen; every_but_borrowed_str);
 
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         self.unseen();
@@ -363,33 +327,13 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, '_, 'de, V> {
         self.inner.visit_unit()
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.unseen();
-        self.inner.visit_some(d)
-    }
-
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.unseen();
-        self.inner.visit_newtype_struct(d)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        self.unseen();
-        self.inner.visit_seq(seq)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        self.unseen();
-        self.inner.visit_map(map)
-    }
-
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
-        self.unseen();
-        self.inner.visit_enum(data)
+    forward_accesses! { unseen;
+        visit_some(D: Deserializer), visit_newtype_struct(D: Deserializer),
+        visit_seq(A: SeqAccess), visit_map(A: MapAccess), visit_enum(A: EnumAccess),
     }
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Checked<'_, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -400,11 +344,11 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
     }
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<'_, '_, 'de, S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Keyed<'_, '_, 'de, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.inner.deserialize(KeyDe {
+        self.inner.deserialize(Keyed {
             inner: d,
             scan: self.scan,
             keys: self.keys,
@@ -412,14 +356,14 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<'_, '_, 'de,
     }
 }
 
-impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Checked<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<S: DeserializeSeed<'de>>(
         &mut self,
         seed: S,
     ) -> Result<Option<S::Value>, A::Error> {
-        self.inner.next_element_seed(Seed {
+        self.inner.next_element_seed(Checked {
             inner: seed,
             scan: self.scan,
         })
@@ -430,14 +374,14 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
     }
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, '_, 'de, A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Keyed<'_, '_, 'de, A> {
     type Error = A::Error;
 
     fn next_key_seed<S: DeserializeSeed<'de>>(
         &mut self,
         seed: S,
     ) -> Result<Option<S::Value>, A::Error> {
-        self.inner.next_key_seed(KeySeed {
+        self.inner.next_key_seed(Keyed {
             inner: seed,
             scan: self.scan,
             keys: &mut *self.keys,
@@ -445,7 +389,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, '_, 'de, A> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.inner.next_value_seed(Seed {
+        self.inner.next_value_seed(Checked {
             inner: seed,
             scan: self.scan,
         })
@@ -456,9 +400,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, '_, 'de, A> {
     }
 }
 
-impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Enum<'a, A> {
+impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Checked<'a, A> {
     type Error = A::Error;
-    type Variant = Variant<'a, A::Variant>;
+    type Variant = Checked<'a, A::Variant>;
 
     fn variant_seed<S: DeserializeSeed<'de>>(
         self,
@@ -469,7 +413,7 @@ impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Enum<'a, A> {
         let (value, variant) = self.inner.variant_seed(seed)?;
         Ok((
             value,
-            Variant {
+            Checked {
                 inner: variant,
                 scan: self.scan,
             },
@@ -477,7 +421,7 @@ impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Enum<'a, A> {
     }
 }
 
-impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Checked<'_, A> {
     type Error = A::Error;
 
     fn unit_variant(self) -> Result<(), A::Error> {
@@ -485,7 +429,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
     }
 
     fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, A::Error> {
-        self.inner.newtype_variant_seed(Seed {
+        self.inner.newtype_variant_seed(Checked {
             inner: seed,
             scan: self.scan,
         })
@@ -494,7 +438,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
         self.inner.tuple_variant(
             len,
-            Wrap {
+            Checked {
                 inner: visitor,
                 scan: self.scan,
             },
@@ -508,7 +452,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
     ) -> Result<V::Value, A::Error> {
         self.inner.struct_variant(
             fields,
-            Wrap {
+            Checked {
                 inner: visitor,
                 scan: self.scan,
             },
