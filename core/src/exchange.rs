@@ -56,7 +56,12 @@ pub struct Exchange {
     policy: Policy,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    /// The headers the next attempt sends, composed ([`compose_headers`]); the first attempt
+    /// takes them, and a retry composes them again.
+    next_headers: Option<HeaderMap>,
+    /// The caller's headers (secret values marked), kept to compose a retry's; empty when the
+    /// caller gave none or no attempt can follow the first.
+    caller_headers: HeaderMap,
     body: Bytes,
     classifier: Option<std::sync::Arc<dyn crate::retry::Classifier>>,
     idempotent: bool,
@@ -83,7 +88,12 @@ impl std::fmt::Debug for Exchange {
         f.debug_struct("Exchange")
             .field("method", &self.method)
             .field("uri", &self.redactor.uri(&self.uri))
-            .field("headers", &self.redactor.headers(&self.headers))
+            .field(
+                "headers",
+                &self
+                    .redactor
+                    .headers(self.next_headers.as_ref().unwrap_or(&self.caller_headers)),
+            )
             .field("correlation_id", &self.correlation_id)
             .field("idempotency_key", &self.idempotency_key)
             .field("idempotent", &self.idempotent)
@@ -93,6 +103,40 @@ impl std::fmt::Debug for Exchange {
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
+}
+
+/// The headers an attempt sends: the caller's, then the `User-Agent` (unless the caller gave
+/// one), the `Host` of a plain-HTTP URI (unless given; [`crate::url::host_header`]), the
+/// correlation ID and the idempotency key. Composed into the caller's own map, which the first
+/// attempt then takes whole: a clone for every attempt cost two allocations and, once a
+/// transport added a header, the growth of a map copied without spare room.
+fn compose_headers(
+    mut headers: HeaderMap,
+    policy: &Policy,
+    uri: &Uri,
+    correlation_id: &CorrelationId,
+    idempotency_key: Option<&IdempotencyKey>,
+) -> HeaderMap {
+    if !headers.contains_key(USER_AGENT) {
+        headers.insert(USER_AGENT, policy.user_agent().clone());
+    }
+    if uri.authority().is_some() && !headers.contains_key(HOST) {
+        let host = match policy.base_target() {
+            Some(base) => base.host_header(uri),
+            None => crate::url::host_header(uri),
+        };
+        if let Some(host) = host {
+            headers.insert(HOST, host);
+        }
+    }
+    headers.insert(
+        policy.correlation_header().clone(),
+        correlation_id.header_value(),
+    );
+    if let Some(key) = idempotency_key {
+        headers.insert(policy.idempotency_header().clone(), key.header_value());
+    }
+    headers
 }
 
 /// Salt for the ID stream, so that minting IDs does not shift the jitter sequence.
@@ -158,33 +202,28 @@ impl Exchange {
         let telemetry = Telemetry::new(&request, &correlation_id, &redactor, now);
         let mut headers = request.headers;
         redactor.mark_sensitive(&mut headers);
-        if !headers.contains_key(USER_AGENT) {
-            headers.insert(USER_AGENT, policy.user_agent().clone());
-        }
-        if let Some(uri) = &request.uri
-            && !headers.contains_key(HOST)
-        {
-            let host = match policy.base_target() {
-                Some(base) => base.host_header(uri),
-                None => crate::url::host_header(uri),
-            };
-            if let Some(host) = host {
-                headers.insert(HOST, host);
-            }
-        }
-        headers.insert(
-            policy.correlation_header().clone(),
-            correlation_id.header_value(),
+        // A copy only for retries to compose their headers from; most calls give no headers,
+        // and then a retry needs no copy either.
+        let caller_headers = if headers.is_empty() || max_attempts <= 1 {
+            HeaderMap::new()
+        } else {
+            headers.clone()
+        };
+        let uri = request.uri.unwrap_or_default();
+        let next_headers = compose_headers(
+            headers,
+            policy,
+            &uri,
+            &correlation_id,
+            idempotency_key.as_ref(),
         );
-        if let Some(key) = &idempotency_key {
-            headers.insert(policy.idempotency_header().clone(), key.header_value());
-        }
 
         let mut exchange = Self {
             policy: policy.clone(),
             method: request.method,
-            uri: request.uri.unwrap_or_default(),
-            headers,
+            uri,
+            next_headers: Some(next_headers),
+            caller_headers,
             body: request.body,
             classifier: o.classifier.clone(),
             idempotent,
@@ -401,7 +440,16 @@ impl Exchange {
         let mut request = http::Request::new(self.body.clone());
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
+        *request.headers_mut() = match self.next_headers.take() {
+            Some(headers) => headers,
+            None => compose_headers(
+                self.caller_headers.clone(),
+                &self.policy,
+                &self.uri,
+                &self.correlation_id,
+                self.idempotency_key.as_ref(),
+            ),
+        };
         AttemptRequest {
             attempt: self.attempts,
             request,

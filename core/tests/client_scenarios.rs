@@ -147,6 +147,54 @@ fn every_attempt_to_a_plain_http_url_carries_one_host_header_unless_the_caller_g
 }
 
 #[test]
+fn every_attempt_of_a_call_sends_the_same_headers_with_or_without_the_callers_own() {
+    let config = no_jitter().with_base_url("http://127.0.0.1:8080/v1");
+    let steps = [step(503), step(503), step(200), step(503), step(200)];
+    let (transport, client) = upstream(config, steps);
+    ok(block_on(client.get("/entities/7").send()));
+    ok(block_on(
+        client
+            .post("/entities")
+            .header("accept", "application/json")
+            .header("x-tenant", "t-1")
+            .header("x-tenant", "t-2")
+            .with_new_idempotency_key()
+            .send(),
+    ));
+    let requests = transport.requests();
+    let sorted = |i: usize| {
+        let mut all: Vec<(String, String)> = requests[i]
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        all.sort();
+        all
+    };
+    // The plain GET: three attempts, the same headers each time.
+    assert_eq!(sorted(0), sorted(1));
+    assert_eq!(sorted(0), sorted(2));
+    let names: Vec<String> = sorted(0).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["host", "user-agent", "x-correlation-id"]);
+    // The POST with the caller's headers (one of them twice) and a minted key: both attempts
+    // carry all of them.
+    assert_eq!(sorted(3), sorted(4));
+    let names: Vec<String> = sorted(3).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "accept",
+            "host",
+            "idempotency-key",
+            "user-agent",
+            "x-correlation-id",
+            "x-tenant",
+            "x-tenant"
+        ]
+    );
+}
+
+#[test]
 fn a_get_is_retried_after_two_503s_in_virtual_time() {
     // No jitter: 100 ms then 200 ms of backoff, so the requests arrive at 0, 100 and 300 ms.
     let (transport, client) = upstream(no_jitter(), [step(503), step(503), step(200)]);
