@@ -745,6 +745,43 @@ impl Doc {
     }
 }
 
+/// A payload type that knows one key and skips the rest, as vendor types do: its decode sees
+/// the keys it skips only through the duplicate-key check's wrapper.
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // decoded to validate
+struct KnowsOneKey {
+    #[serde(default)]
+    ab: Option<serde_json::Value>,
+}
+
+proptest! {
+    #[test]
+    fn a_repeated_key_is_found_in_any_object_whether_the_type_reads_or_skips_it(
+        doc in arb_doc(),
+        unicode_keys in any::<bool>(),
+    ) {
+        prop_assume!(matches!(doc, Doc::Object(_)));
+        let mut body = String::new();
+        doc.render(unicode_keys, &mut body);
+        let headers = json_headers("application/json");
+        let kinds = [
+            validate::<KnowsOneKey>(StatusCode::OK, &headers, body.as_bytes(), &Expect::default())
+                .err()
+                .map(|e| e.kind()),
+            validate::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(
+                StatusCode::OK,
+                &headers,
+                body.as_bytes(),
+                &Expect::default(),
+            )
+            .err()
+            .map(|e| e.kind()),
+        ];
+        let expected = doc.first_repeat("").map(|_| ValidationKind::DuplicateKey);
+        prop_assert_eq!(kinds, [expected, expected], "{}", body);
+    }
+}
+
 proptest! {
     #[test]
     fn the_first_repeated_key_is_found_with_its_path_in_any_document(
