@@ -13,8 +13,9 @@
 //! - `T` holds a `RawValue`, whose keys serde_json never shows.
 //!
 //! The scan stays the one judge of what repeats and where: the wrapper only spares it on the
-//! common payload. `validate` asserts in debug builds (the tests and the fuzz targets) that it
-//! never spares a body the scan would reject.
+//! common payload. `validate` asserts in debug builds (every test run) that it never spares a
+//! body the scan would reject; the `validate_json` fuzz target, built without debug
+//! assertions, checks the same from outside with its own scan.
 
 use std::cell::Cell;
 use std::collections::HashSet;
