@@ -147,8 +147,7 @@ impl Exchange {
     ///
     /// A request the policy cannot send (a bad override, a URL that is not a valid URI) gives an
     /// exchange that is already done with [`Error::InvalidRequest`].
-    pub fn new(request: Request, policy: &Policy, now: Instant, seed: u64) -> Self {
-        let mut request = request;
+    pub fn new(mut request: Request, policy: &Policy, now: Instant, seed: u64) -> Self {
         // The URI to send: built already by a client from its prepared base, else parsed from
         // the URL (which must then be an http URI too).
         let bad_uri = match &request.uri {
