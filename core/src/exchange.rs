@@ -120,7 +120,8 @@ fn compose_headers(
     if !headers.contains_key(USER_AGENT) {
         headers.insert(USER_AGENT, policy.user_agent().clone());
     }
-    if uri.authority().is_some() && !headers.contains_key(HOST) {
+    // `host_header` gives none for a URI it leaves to the backend (or one with no authority).
+    if !headers.contains_key(HOST) {
         let host = match policy.base_target() {
             Some(base) => base.host_header(uri),
             None => crate::url::host_header(uri),

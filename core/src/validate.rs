@@ -276,7 +276,7 @@ pub fn is_json_content_type(value: &str) -> bool {
     }
     let essence = value.split(';').next().unwrap_or_default().trim();
     if essence.eq_ignore_ascii_case("application/json") {
-        // The common case, and both halves are tokens.
+        // With parameters (`; charset=utf-8`); both halves are tokens.
         return true;
     }
     let Some((kind, subtype)) = essence.split_once('/') else {
@@ -560,6 +560,11 @@ fn key_tag(key: &str) -> u64 {
     (b.len() as u64) << 16 | first << 8 | last
 }
 
+/// Objects with more keys than this are checked with a hash set instead of a linear scan, so
+/// that a huge object cannot make the duplicate-key check quadratic (the scan's and the decode
+/// wrapper's alike).
+const LINEAR: usize = 16;
+
 /// The bit of a key tag in an object's `tags` word (a one-word Bloom filter).
 fn tag_bit(tag: u64) -> u64 {
     1 << (tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
@@ -582,9 +587,6 @@ fn tag_bit(tag: u64) -> u64 {
 fn find_duplicate_key(text: &str) -> Option<(String, String)> {
     let body = text.as_bytes();
     let n = body.len();
-    /// Objects with more keys than this are checked with a hash set instead of a linear scan,
-    /// so that a huge object cannot make the check quadratic.
-    const LINEAR: usize = 16;
     enum Frame {
         Object {
             /// Where this object's keys start in `keys` (while it has at most `LINEAR` keys).

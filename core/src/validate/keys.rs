@@ -28,7 +28,7 @@ use serde::de::{
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
-use super::{key_tag, tag_bit};
+use super::{LINEAR, key_tag, tag_bit};
 
 /// Decodes a `T` from `de` and says whether the duplicate-key scan must run on the body.
 pub(super) fn deserialize<'de, T, D>(de: D) -> Result<(T, bool), D::Error>
@@ -43,10 +43,6 @@ where
     })?;
     Ok((value, scan.get()))
 }
-
-/// Objects with more keys than this keep them in a hash set, so that a huge object cannot make
-/// the check quadratic.
-const LINEAR: usize = 16;
 
 /// The keys one object has shown so far.
 struct Keys<'de> {
@@ -128,12 +124,12 @@ macro_rules! forward_deserializer {
     )*};
 }
 
-/// Visitor methods that hand a plain value on unchanged, after `$before`;
-/// `every_but_borrowed_str` is all of them but `visit_borrowed_str`, the one a key's visitor
-/// records.
+/// Visitor methods that hand a plain value on unchanged, after calling `$before` when one is
+/// named; `every_but_borrowed_str` is all of them but `visit_borrowed_str`, the one a key's
+/// visitor records.
 macro_rules! forward_visits {
-    ($before:ident; every_but_borrowed_str) => {
-        forward_visits! { $before;
+    ($($before:ident)?; every_but_borrowed_str) => {
+        forward_visits! { $($before)?;
             visit_bool(bool), visit_i8(i8), visit_i16(i16), visit_i32(i32), visit_i64(i64),
             visit_i128(i128), visit_u8(u8), visit_u16(u16), visit_u32(u32), visit_u64(u64),
             visit_u128(u128), visit_f32(f32), visit_f64(f64), visit_char(char), visit_str(&str),
@@ -144,6 +140,11 @@ macro_rules! forward_visits {
     ($before:ident; $($method:ident($ty:ty)),* $(,)?) => {$(
         fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
             self.$before();
+            self.inner.$method(v)
+        }
+    )*};
+    (; $($method:ident($ty:ty)),* $(,)?) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
             self.inner.$method(v)
         }
     )*};
@@ -240,8 +241,8 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Checked<'_, V> {
         self.inner.expecting(f)
     }
 
-    forward_visits!(nothing; every_but_borrowed_str);
-    forward_visits! { nothing; visit_borrowed_str(&'de str) }
+    forward_visits!(; every_but_borrowed_str);
+    forward_visits! { ; visit_borrowed_str(&'de str) }
 
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         self.inner.visit_none()
@@ -287,10 +288,6 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Checked<'_, V> {
             scan: self.scan,
         })
     }
-}
-
-impl<V> Checked<'_, V> {
-    fn nothing(&self) {}
 }
 
 impl<'de, V: Visitor<'de>> Keyed<'_, '_, 'de, V> {
