@@ -456,11 +456,7 @@ impl Client {
         }
         let seed = u64::from_le_bytes(take(8).try_into().unwrap_or_default());
         let now = rt.clock.now();
-        let mut exchange = Exchange::new(request, &inner.policy, now, seed);
-        if let Some(error) = refused {
-            exchange.refuse(now, error);
-        }
-        exchange
+        Exchange::refusing(request, &inner.policy, now, seed, refused)
     }
 }
 
@@ -577,8 +573,9 @@ impl RequestBuilder {
     pub async fn send(self) -> Result<Response, Error> {
         // As in `Client::send`, the call starts on the first poll; the future holds the
         // builder and the exchange, not a second future around them.
-        let mut exchange = self.client.start(self.request?);
-        let rt = &self.client.inner.runtime;
+        let RequestBuilder { client, request } = self;
+        let mut exchange = client.start(request?);
+        let rt = &client.inner.runtime;
         drive_mut(&mut exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
     }
 }
