@@ -42,7 +42,12 @@ impl Clock for AsyncStdClock {
     }
 
     fn wall(&self) -> SystemTime {
-        self.wall_start + (Instant::now() - self.start)
+        self.now_and_wall().1
+    }
+
+    fn now_and_wall(&self) -> (Instant, SystemTime) {
+        let now = Instant::now();
+        (now, self.wall_start + (now - self.start))
     }
 }
 
@@ -150,6 +155,19 @@ mod tests {
             },
         )));
         assert_eq!(seen, Some(id));
+    }
+
+    #[test]
+    fn one_reading_gives_a_wall_time_that_moves_exactly_with_the_monotonic_time() {
+        let clock = AsyncStdClock::new();
+        let (first, first_wall) = clock.now_and_wall();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let (second, second_wall) = clock.now_and_wall();
+        assert_eq!(
+            second_wall.duration_since(first_wall).unwrap(),
+            second - first
+        );
+        assert!(second - first >= std::time::Duration::from_millis(5));
     }
 
     #[test]

@@ -298,7 +298,8 @@ impl SurfTransport {
         &self,
         attempt: AttemptRequest,
     ) -> Result<http::Response<Bytes>, TransportError> {
-        let started = Instant::now();
+        // Limits run from the attempt's start as the core saw it (no clock read here).
+        let started = attempt.deadlines.started;
         let deadlines = attempt.deadlines;
         let read_timeout = attempt.read_timeout;
         let write_timeout = attempt.write_timeout;

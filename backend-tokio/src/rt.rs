@@ -38,7 +38,12 @@ impl Clock for TokioClock {
     }
 
     fn wall(&self) -> SystemTime {
-        self.wall_start + (tokio::time::Instant::now() - self.start)
+        self.now_and_wall().1
+    }
+
+    fn now_and_wall(&self) -> (Instant, SystemTime) {
+        let now = tokio::time::Instant::now();
+        (now.into_std(), self.wall_start + (now - self.start))
     }
 }
 

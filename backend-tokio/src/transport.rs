@@ -47,7 +47,8 @@ impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C>
         // The request is handed to hyper-util here, not inside the future: the boxed future
         // then holds only what receiving needs (an `async fn` keeps its arguments for its whole
         // life), which keeps it small enough for the allocator's fast path.
-        let now = tokio::time::Instant::now().into_std();
+        // Limits run from the attempt's start as the core saw it (no clock read here).
+        let now = attempt.deadlines.started;
         let read_limit = Limit::new(attempt.read_timeout, now, attempt.deadlines);
         let head_limit = Limit::new(
             attempt.read_timeout.min(attempt.write_timeout),

@@ -46,10 +46,13 @@ pub(crate) async fn drive_mut(
     transport: &dyn Transport,
 ) -> Result<Response, Error> {
     let mut in_flight: Option<Attempt<'_>> = None;
+    // The exchange is polled with the time of the input it was just fed (one clock reading
+    // per event, not one more per poll); a send takes no time the exchange needs to see.
+    let mut now = clock.now();
     loop {
         // The output is taken apart before any await, so that this future does not keep room
         // for it (an attempt's whole request) across the awaits.
-        let until = match exchange.poll_output_to_end(clock.now()) {
+        let until = match exchange.poll_output_to_end(now) {
             Output::Done(result) => return result,
             Output::Send(attempt) => {
                 in_flight = Some(send(transport, attempt));
@@ -57,10 +60,14 @@ pub(crate) async fn drive_mut(
             }
             Output::Wait { until, .. } => until,
         };
-        match in_flight.take() {
-            Some(attempt) => in_flight = race(exchange, attempt, until, clock, sleeper).await,
+        now = match in_flight.take() {
+            Some(attempt) => {
+                let (attempt, at) = race(exchange, attempt, until, clock, sleeper).await;
+                in_flight = attempt;
+                at
+            }
             None => sleep(exchange, until, clock, sleeper).await,
-        }
+        };
     }
 }
 
@@ -71,14 +78,14 @@ fn send(transport: &dyn Transport, attempt: AttemptRequest) -> Attempt<'_> {
 }
 
 /// Waits for the attempt or its deadline, whichever comes first, and feeds the exchange.
-/// Returns the attempt when it is still in flight (the timer fired early).
+/// Returns the attempt when it is still in flight (the timer fired early), and the time fed.
 async fn race<'a>(
     exchange: &mut Exchange,
     (number, mut response): Attempt<'a>,
     until: Instant,
     clock: &dyn Clock,
     sleeper: &dyn Sleeper,
-) -> Option<Attempt<'a>> {
+) -> (Option<Attempt<'a>>, Instant) {
     let mut timer = sleeper.sleep_until(until);
     let finished = poll_fn(|cx| {
         if let Poll::Ready(result) = Pin::new(&mut response).poll(cx) {
@@ -90,37 +97,47 @@ async fn race<'a>(
         Poll::Pending
     })
     .await;
-    let at = clock.now();
     match finished {
         Some(Ok(response)) => {
-            let wall = clock.wall();
+            let (at, wall) = clock.now_and_wall();
             exchange.handle_input(Input::Response {
                 attempt: number,
                 at,
                 wall,
                 response,
             });
-            None
+            (None, at)
         }
         Some(Err(error)) => {
+            let at = clock.now();
             exchange.handle_input(Input::Failed {
                 attempt: number,
                 at,
                 error,
             });
-            None
+            (None, at)
         }
         None => {
+            let at = clock.now();
             exchange.handle_input(Input::Timer { at });
             // Keep the attempt only if the timer was early and the exchange still waits for it.
-            (exchange.in_flight() == Some(number)).then_some((number, response))
+            let kept = (exchange.in_flight() == Some(number)).then_some((number, response));
+            (kept, at)
         }
     }
 }
 
-async fn sleep(exchange: &mut Exchange, until: Instant, clock: &dyn Clock, sleeper: &dyn Sleeper) {
+/// Sleeps until `until` and feeds the exchange the time it woke at, which it returns.
+async fn sleep(
+    exchange: &mut Exchange,
+    until: Instant,
+    clock: &dyn Clock,
+    sleeper: &dyn Sleeper,
+) -> Instant {
     if clock.now() < until {
         sleeper.sleep_until(until).await;
     }
-    exchange.handle_input(Input::Timer { at: clock.now() });
+    let at = clock.now();
+    exchange.handle_input(Input::Timer { at });
+    at
 }

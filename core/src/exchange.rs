@@ -477,6 +477,7 @@ impl Exchange {
             attempt: self.attempts,
             request,
             deadlines: AttemptDeadlines {
+                started: now,
                 connect: phase(t.connect),
                 pool: phase(t.pool),
                 attempt: until,

@@ -97,6 +97,10 @@ impl WaitReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AttemptDeadlines {
+    /// When the attempt started: the time the driver gave the exchange when it issued the
+    /// attempt, on the driver's clock. A transport measures a limit that starts with the
+    /// attempt (the response head's) from here instead of reading a clock again.
+    pub started: Instant,
     /// Connected (TCP and TLS) by then.
     pub connect: Instant,
     /// A pooled connection acquired by then.
@@ -189,6 +193,7 @@ mod tests {
     fn a_phase_gets_an_end_only_when_it_comes_before_the_attempt_deadline() {
         let start = Instant::now();
         let deadlines = AttemptDeadlines {
+            started: start,
             connect: start,
             pool: start,
             attempt: start + Duration::from_secs(10),

@@ -21,6 +21,12 @@ pub trait Clock: Debug + Send + Sync {
     fn now(&self) -> Instant;
     /// The wall-clock time now (only used to resolve `Retry-After` dates).
     fn wall(&self) -> SystemTime;
+    /// [`now`](Self::now) and [`wall`](Self::wall) of one moment. The driver takes both when a
+    /// response arrives; a clock that derives its wall time from its monotonic time (as the
+    /// backends' do) reads the time once instead of twice.
+    fn now_and_wall(&self) -> (Instant, SystemTime) {
+        (self.now(), self.wall())
+    }
 }
 
 /// How the driver waits.

@@ -105,6 +105,10 @@ impl Clock for ManualClock {
     fn wall(&self) -> SystemTime {
         lock(&self.state).1
     }
+
+    fn now_and_wall(&self) -> (Instant, SystemTime) {
+        *lock(&self.state)
+    }
 }
 
 /// A sleeper that completes at once, moving its [`ManualClock`] to the wake-up time: virtual

@@ -895,6 +895,7 @@ proptest! {
         for attempt in &trace.attempts {
             let d = attempt.request.deadlines;
             let n = attempt.request.attempt;
+            prop_assert_eq!(d.started, attempt.sent_at, "#{}: the start is the time it was issued", n);
             prop_assert!(attempt.sent_at < d.attempt, "#{n} sent at or after its own deadline");
             prop_assert!(d.attempt <= deadline, "#{n}: attempt deadline past the call's");
             prop_assert!(d.connect <= d.attempt, "#{n}: connect deadline past the attempt's");
