@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use egress_core::client::{AmbientCorrelation, Auth};
+use egress_core::rt::Transport;
 use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretString};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -13,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 
 use crate::connector::TimeoutConnector;
+use crate::pool::PlainPool;
 use crate::rt::{ThreadEntropy, TokioClock, TokioSleeper, current_correlation_id};
 use crate::transport::HyperTransport;
 
@@ -144,7 +146,9 @@ impl Builder {
             .with_no_client_auth())
     }
 
-    /// Builds the client with hyper-util's pooled client over TCP (TCP_NODELAY) and rustls.
+    /// Builds the client over TCP (TCP_NODELAY) and rustls: HTTPS through hyper-util's pooled
+    /// client (ALPN `h2` or `http/1.1`), plain HTTP through egress's own pool of HTTP/1.1
+    /// connections over the same connector (see [`HyperTransport`]).
     pub fn build(self) -> Result<Client, ConfigError> {
         let tls = self.tls_config()?;
         let mut http = HttpConnector::new();
@@ -156,24 +160,36 @@ impl Builder {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        self.build_with_connector(https)
+        let connector = TimeoutConnector::new(https, self.config.timeouts.connect);
+        let plain = PlainPool::new(connector.clone(), &self.config.pool);
+        let transport = HyperTransport::with_plain_pool(self.hyper_client(connector), plain);
+        self.build_with_transport(transport)
     }
 
     /// Builds the client over your own connector (which handles TLS itself); the connect timeout
-    /// from the configuration is applied around it.
+    /// from the configuration is applied around it. Every request goes through hyper-util's
+    /// pooled client.
     pub fn build_with_connector<C>(self, connector: C) -> Result<Client, ConfigError>
     where
         TimeoutConnector<C>: Connect + Clone + Send + Sync + 'static,
     {
         let connector = TimeoutConnector::new(connector, self.config.timeouts.connect);
+        let client = self.hyper_client(connector);
+        self.build_with_hyper_client(client)
+    }
+
+    /// hyper-util's pooled client over `connector`, with the configuration's pool limits.
+    fn hyper_client<C>(&self, connector: C) -> HyperClient<C, Full<Bytes>>
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
         let pool = &self.config.pool;
-        let client = HyperClient::builder(TokioExecutor::new())
+        HyperClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(pool.idle_timeout)
             .pool_max_idle_per_host(pool.max_idle_per_host)
-            .build(connector);
-        self.build_with_hyper_client(client)
+            .build(connector)
     }
 
     /// Builds the client over an existing hyper-util client. Its connector's own limits apply;
@@ -185,9 +201,16 @@ impl Builder {
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
+        self.build_with_transport(HyperTransport::new(client))
+    }
+
+    fn build_with_transport(
+        self,
+        transport: impl Transport + 'static,
+    ) -> Result<Client, ConfigError> {
         let ambient: AmbientCorrelation = Arc::new(current_correlation_id);
         let runtime = Runtime::new(
-            Arc::new(HyperTransport::new(client)),
+            Arc::new(transport),
             Arc::new(TokioClock::new()),
             Arc::new(TokioSleeper),
             Arc::new(ThreadEntropy),

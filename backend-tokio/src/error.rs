@@ -118,6 +118,18 @@ pub(crate) fn from_client(error: hyper_util::client::legacy::Error) -> Transport
     TransportError::new(kind, error)
 }
 
+/// Maps a failure to open a connection (the connector's, or hyper's handshake).
+pub(crate) fn from_connect(error: Box<dyn StdError + Send + Sync>) -> TransportError {
+    let kind = classify(&*error, true, Stage::Head);
+    TransportError::new(kind, error)
+}
+
+/// Maps an error of sending on an open connection (writing, or waiting for the head).
+pub(crate) fn from_send(error: hyper::Error) -> TransportError {
+    let kind = classify(&error, false, Stage::Head);
+    TransportError::new(kind, error)
+}
+
 /// Maps an error while reading the body.
 pub(crate) fn from_body(error: hyper::Error) -> TransportError {
     let kind = classify(&error, false, Stage::Body);

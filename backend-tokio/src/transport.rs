@@ -8,11 +8,14 @@ use bytes::{Bytes, BytesMut};
 use egress_core::rt::{BoxFuture, Transport};
 use egress_core::{AttemptDeadlines, AttemptRequest, TransportError, TransportErrorKind};
 use http::header::CONTENT_LENGTH;
+use http::uri::{Scheme, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::Connect;
-use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
+use tower_service::Service;
 
 use crate::error;
+use crate::pool::{PlainPool, Sent};
 
 /// Sends attempts over a hyper-util client.
 ///
@@ -22,31 +25,56 @@ use crate::error;
 /// the previous one; the body stops at the limit. The attempt and whole-call deadlines are the
 /// driver's; a head or chunk limit that would not end before the attempt deadline is left to
 /// the driver's timer, without a timer of its own.
-pub struct HyperTransport<C> {
+///
+/// A transport made by [`Builder::build`](crate::Builder::build) sends plain-HTTP requests
+/// through egress's own pool of HTTP/1.1 connections (opened with the same connector) instead of
+/// hyper-util's client: the same behaviour at a fraction of the per-request cost (the `pool`
+/// module and BENCHMARKS.md say how much). HTTPS, and every request of a transport made with
+/// [`new`](Self::new), go through hyper-util.
+pub struct HyperTransport<C, P = ()> {
     client: HyperClient<C, Full<Bytes>>,
+    /// The plain-HTTP pool (`PlainPool`), or `()` for none.
+    plain: P,
 }
 
 impl<C> HyperTransport<C> {
     /// A transport over an existing hyper-util client.
     pub fn new(client: HyperClient<C, Full<Bytes>>) -> Self {
-        Self { client }
+        Self { client, plain: () }
     }
 }
 
-impl<C> fmt::Debug for HyperTransport<C> {
+impl<C> HyperTransport<C, PlainPool<C>> {
+    /// A transport over `client` that sends plain-HTTP requests through `plain` instead.
+    pub(crate) fn with_plain_pool(
+        client: HyperClient<C, Full<Bytes>>,
+        plain: PlainPool<C>,
+    ) -> Self {
+        Self { client, plain }
+    }
+}
+
+impl<C, P: fmt::Debug> fmt::Debug for HyperTransport<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HyperTransport").finish_non_exhaustive()
+        f.debug_struct("HyperTransport")
+            .field("plain", &self.plain)
+            .finish_non_exhaustive()
     }
 }
 
-impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C> {
-    fn send(
-        &self,
-        attempt: AttemptRequest,
-    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
-        // The request is handed to hyper-util here, not inside the future: the boxed future
-        // then holds only what receiving needs (an `async fn` keeps its arguments for its whole
-        // life), which keeps it small enough for the allocator's fast path.
+/// An attempt's request and limits, taken apart before the future is made: the boxed future
+/// then holds only what receiving needs (an `async fn` keeps its arguments for its whole
+/// life), which keeps it small enough for the allocator's fast path.
+struct Prepared {
+    request: http::Request<Full<Bytes>>,
+    started: std::time::Instant,
+    head_limit: Limit,
+    read_limit: Limit,
+    body_limit: u64,
+}
+
+impl Prepared {
+    fn new(attempt: AttemptRequest) -> Self {
         // Limits run from the attempt's start as the core saw it (no clock read here).
         let now = attempt.deadlines.started;
         let read_limit = Limit::new(attempt.read_timeout, now, attempt.deadlines);
@@ -57,17 +85,75 @@ impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C>
         );
         // `Host` is in the headers already for plain HTTP (the core sets it once per call).
         let (parts, body) = attempt.request.into_parts();
-        let response = self
-            .client
-            .request(http::Request::from_parts(parts, Full::new(body)));
-        Box::pin(receive(
-            response,
+        Self {
+            request: http::Request::from_parts(parts, Full::new(body)),
+            started: now,
             head_limit,
             read_limit,
-            attempt.body_limit,
-        ))
+            body_limit: attempt.body_limit,
+        }
     }
 }
+
+impl<C: Connect + Clone + Send + Sync + 'static, P> HyperTransport<C, P> {
+    /// Sends through hyper-util's pooled client.
+    fn send_pooled_by_hyper_util(
+        &self,
+        prepared: Prepared,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        let response = self.client.request(prepared.request);
+        let sending = Box::pin(async move {
+            match response.await {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err(error::from_client(e)),
+            }
+        });
+        let Prepared {
+            head_limit,
+            read_limit,
+            body_limit,
+            ..
+        } = prepared;
+        Box::pin(receive(sending, head_limit, read_limit, body_limit))
+    }
+}
+
+impl<C: Connect + Clone + Send + Sync + 'static> Transport for HyperTransport<C> {
+    fn send(
+        &self,
+        attempt: AttemptRequest,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        self.send_pooled_by_hyper_util(Prepared::new(attempt))
+    }
+}
+
+impl<C> Transport for HyperTransport<C, PlainPool<C>>
+where
+    C: Connect + Service<Uri, Error = BoxError> + Clone + Send + Sync + 'static,
+    <C as Service<Uri>>::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    <C as Service<Uri>>::Future: Send + 'static,
+{
+    fn send(
+        &self,
+        attempt: AttemptRequest,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        let prepared = Prepared::new(attempt);
+        if prepared.request.uri().scheme() != Some(&Scheme::HTTP) {
+            return self.send_pooled_by_hyper_util(prepared);
+        }
+        let Prepared {
+            request,
+            started,
+            head_limit,
+            read_limit,
+            body_limit,
+        } = prepared;
+        let sending = Box::pin(self.plain.send(request, started));
+        Box::pin(receive(sending, head_limit, read_limit, body_limit))
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
     TransportError::new(kind, what)
@@ -111,22 +197,25 @@ impl Limit {
 }
 
 /// Receives one attempt's response: the head within `head_limit`, then the body, each chunk
-/// within `read_limit`, stopping past `limit` bytes.
+/// within `read_limit`, stopping past `limit` bytes. A leased connection goes back to its pool
+/// once the body was read to its end.
 async fn receive(
-    response: ResponseFuture,
+    mut sending: BoxFuture<'_, Result<Sent<'_>, TransportError>>,
     head_limit: Limit,
     read_limit: Limit,
     limit: u64,
 ) -> Result<http::Response<Bytes>, TransportError> {
-    let response = match within(head_limit, response).await {
+    // Sending has a box of its own: inline, its future (about 1 KB on egress's pool) made this
+    // one too large for the allocator's per-thread cache, whose slower path cost ~800
+    // instructions per request; moved into `within`, it would also be held twice.
+    let (response, lease) = match within(head_limit, sending.as_mut()).await {
         None => {
             return Err(timed_out(
                 TransportErrorKind::ReadTimeout,
                 "no response head within the read timeout",
             ));
         }
-        Some(Err(e)) => return Err(error::from_client(e)),
-        Some(Ok(response)) => response,
+        Some(result) => result?,
     };
     let (parts, mut body) = response.into_parts();
     let declared = parts
@@ -180,5 +269,8 @@ async fn receive(
         }
     }
     let body = more.map_or(first, BytesMut::freeze);
+    if let Some(lease) = lease {
+        lease.check_in();
+    }
     Ok(http::Response::from_parts(parts, body))
 }

@@ -162,6 +162,9 @@ async fn one_clock_reading_gives_the_same_times_as_two_under_paused_time() {
     tokio::time::advance(Duration::from_secs(3)).await;
     let (later, later_wall) = clock.now_and_wall();
     assert_eq!(later - now, Duration::from_secs(3));
-    assert_eq!(later_wall.duration_since(wall).unwrap(), Duration::from_secs(3));
+    assert_eq!(
+        later_wall.duration_since(wall).unwrap(),
+        Duration::from_secs(3)
+    );
     assert_eq!((later, later_wall), (clock.now(), clock.wall()));
 }

@@ -411,7 +411,9 @@ mod tests {
         let target = BaseTarget::new(&parse_base("http://api.example.com:8080/v1").unwrap())
             .expect("a base without userinfo");
         let shouting: http::Uri = "http://API.Example.COM:8080/v1/x".parse().unwrap();
-        let host = target.host_header(&shouting).expect("plain http has a Host");
+        let host = target
+            .host_header(&shouting)
+            .expect("plain http has a Host");
         assert_eq!(host, "API.Example.COM:8080");
         assert_eq!(Some(host), host_header(&shouting));
     }
