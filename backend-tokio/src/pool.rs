@@ -42,8 +42,10 @@ type Sender = SendRequest<Full<Bytes>>;
 pub(crate) type Sent<'a> = (Response<Incoming>, Option<Lease<'a>>);
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Past this many authorities, a check-in also forgets those with no idle connection left.
-const FORGET_EMPTY_PAST: usize = 256;
+/// From this many authorities on, adding one first forgets those with no idle connection left
+/// (an authority's list is kept when it empties, so that the next check-in of a client's usual
+/// origin does not allocate its key again).
+const FORGET_EMPTY_FROM: usize = 256;
 
 struct Idle {
     sender: Sender,
@@ -212,9 +214,6 @@ impl Lease<'_> {
         }
         let now = tokio::time::Instant::now().into_std();
         let mut idle = shared.idle();
-        if idle.len() > FORGET_EMPTY_PAST {
-            idle.retain(|_, list| !list.is_empty());
-        }
         let idle_now = Idle {
             sender: self.sender,
             since: now,
@@ -227,6 +226,9 @@ impl Lease<'_> {
                 }
             }
             None => {
+                if idle.len() >= FORGET_EMPTY_FROM {
+                    idle.retain(|_, list| !list.is_empty());
+                }
                 idle.insert(self.authority.as_str().into(), vec![idle_now]);
             }
         }
