@@ -36,7 +36,7 @@
 //!
 //! - **Transport**: HTTPS through hyper-util's pooled client, HTTP/1.1 or HTTP/2 negotiated by
 //!   ALPN; plain HTTP through egress's own pool of hyper HTTP/1.1 connections (opened by the same
-//!   connector), which does for these requests what hyper-util's client did at about a quarter of
+//!   connector), which does for these requests what hyper-util's client did at about a tenth of
 //!   its cost per request (BENCHMARKS.md) and hands out a connection only once its previous
 //!   response was read to the end. A client built with [`Builder::build_with_connector`] or
 //!   [`Builder::build_with_hyper_client`] sends everything through hyper-util. rustls with the
