@@ -35,6 +35,16 @@ async fn sequential_calls_share_one_connection() {
     assert_eq!(server.connections(), 1);
 }
 
+#[tokio::test]
+async fn clones_of_a_client_share_its_connections() {
+    let server = FaultServer::start(FaultServer::always(ok()));
+    let client = client_with(&server.url(""), PoolConfig::default());
+    for _ in 0..3 {
+        client.clone().get("/x").send().await.unwrap();
+    }
+    assert_eq!(server.connections(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_multi_thread_runtime_a_returned_connection_is_reused_not_replaced() {
     // The connection's driver may run on the other thread and become ready a moment after the
