@@ -12,7 +12,8 @@ use tower_service::Service;
 
 use crate::error::ConnectTimedOut;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error type of [`TimeoutConnector`], and so of every connection the backend opens.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Wraps a connector with a timeout on establishing each connection.
 #[derive(Clone, Debug)]

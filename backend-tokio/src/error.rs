@@ -6,6 +6,8 @@ use std::io;
 
 use egress_core::{TransportError, TransportErrorKind as Kind};
 
+use crate::connector::BoxError;
+
 /// The connector's own timeout, so that it can be told apart from every other failure.
 #[derive(Debug)]
 pub(crate) struct ConnectTimedOut;
@@ -119,7 +121,7 @@ pub(crate) fn from_client(error: hyper_util::client::legacy::Error) -> Transport
 }
 
 /// Maps a failure to open a connection (the connector's, or hyper's handshake).
-pub(crate) fn from_connect(error: Box<dyn StdError + Send + Sync>) -> TransportError {
+pub(crate) fn from_connect(error: BoxError) -> TransportError {
     let kind = classify(&*error, true, Stage::Head);
     TransportError::new(kind, error)
 }

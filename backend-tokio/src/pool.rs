@@ -33,6 +33,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use tower_service::Service;
 
+use crate::connector::BoxError;
 use crate::error;
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -40,7 +41,6 @@ type Sender = SendRequest<Full<Bytes>>;
 /// What sending gives back: the response head, and the pool's lease on its connection (none
 /// for hyper-util's client, which keeps its own).
 pub(crate) type Sent<'a> = (Response<Incoming>, Option<Lease<'a>>);
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// From this many authorities on, adding one first forgets those with no idle connection left
 /// (an authority's list is kept when it empties, so that the next check-in of a client's usual
@@ -122,7 +122,7 @@ where
             ));
         };
         if !request.headers().contains_key(HOST) {
-            if let Some(host) = host_of(request.uri(), &authority) {
+            if let Some(host) = host_of(&authority) {
                 request.headers_mut().insert(HOST, host);
             }
         }
@@ -247,18 +247,13 @@ fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
-/// The `Host` hyper-util would have written for `uri`: the host, and the port unless it is
-/// the scheme's default. The core sets `Host` for plain HTTP itself except where it leaves
-/// this rule to the backend (userinfo in the authority, a port spelled as 80).
-fn host_of(uri: &Uri, authority: &Authority) -> Option<HeaderValue> {
+/// The `Host` hyper-util would have written for a plain-HTTP `authority`: the host, and the
+/// port unless it is 80. The core sets `Host` for plain HTTP itself except where it leaves this
+/// rule to the backend (userinfo in the authority, a port spelled as 80).
+fn host_of(authority: &Authority) -> Option<HeaderValue> {
     let host = authority.host();
-    let default = if uri.scheme() == Some(&Scheme::HTTPS) {
-        443
-    } else {
-        80
-    };
     let text = match authority.port_u16() {
-        Some(port) if port != default => format!("{host}:{port}"),
+        Some(port) if port != 80 => format!("{host}:{port}"),
         _ => host.to_owned(),
     };
     HeaderValue::from_str(&text).ok()
@@ -293,8 +288,11 @@ mod tests {
             ("http://[::1]:9000/x", "[::1]:9000"),
         ] {
             let uri: Uri = uri.parse().unwrap();
-            let authority = uri.authority().unwrap().clone();
-            assert_eq!(host_of(&uri, &authority).unwrap(), expected, "{uri}");
+            assert_eq!(
+                host_of(uri.authority().unwrap()).unwrap(),
+                expected,
+                "{uri}"
+            );
         }
     }
 }

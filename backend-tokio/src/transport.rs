@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::Connect;
 use tower_service::Service;
 
+use crate::connector::BoxError;
 use crate::error;
 use crate::pool::{PlainPool, Sent};
 
@@ -152,8 +153,6 @@ where
         Box::pin(receive(sending, head_limit, read_limit, body_limit))
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn timed_out(kind: TransportErrorKind, what: &'static str) -> TransportError {
     TransportError::new(kind, what)
