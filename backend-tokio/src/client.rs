@@ -3,20 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use egress_core::client::{AmbientCorrelation, Auth};
 use egress_core::rt::Transport;
 use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretString};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use egress_transport::{Connect, HttpTransport};
 use rustls::pki_types::CertificateDer;
 
-use crate::connector::TimeoutConnector;
-use crate::pool::PlainPool;
-use crate::rt::{ThreadEntropy, TokioClock, TokioSleeper, current_correlation_id};
-use crate::transport::HyperTransport;
+use crate::connector::TokioConnector;
+use crate::rt::{ThreadEntropy, TokioClock, TokioRuntime, TokioSleeper, current_correlation_id};
 
 /// Which certificates a client trusts.
 #[derive(Clone, Debug, Default)]
@@ -32,7 +26,7 @@ enum Roots {
 }
 
 /// Builds a tokio [`Client`]: configuration, trust roots, default headers, authentication, or a
-/// connector or hyper-util client of your own.
+/// connector of your own.
 pub struct Builder {
     config: Config,
     roots: Roots,
@@ -146,62 +140,20 @@ impl Builder {
             .with_no_client_auth())
     }
 
-    /// Builds the client over TCP (TCP_NODELAY) and rustls: HTTPS through hyper-util's pooled
-    /// client (ALPN `h2` or `http/1.1`), plain HTTP through egress's own pool of HTTP/1.1
-    /// connections over the same connector (see [`HyperTransport`]).
+    /// Builds the client: one pool of hyper connections for `http://` and `https://` (TCP with
+    /// TCP_NODELAY; rustls with ALPN `h2` and `http/1.1`), as the [crate docs](crate) say.
     pub fn build(self) -> Result<Client, ConfigError> {
-        let tls = self.tls_config()?;
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let connector = TimeoutConnector::new(https, self.config.timeouts.connect);
-        let plain = PlainPool::new(connector.clone(), &self.config.pool);
-        let transport = HyperTransport::with_plain_pool(self.hyper_client(connector), plain);
+        let connector = TokioConnector::new(self.tls_config()?);
+        self.build_with_connector(connector)
+    }
+
+    /// Builds the client over a connector of your own (which opens TCP, and TLS for
+    /// `https`, as it likes); the pool, the limits and the error mapping stay egress's. The
+    /// trust roots set on this builder do not apply to it.
+    pub fn build_with_connector(self, connector: impl Connect) -> Result<Client, ConfigError> {
+        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(TokioRuntime);
+        let transport = HttpTransport::new(connector, runtime, &self.config.pool);
         self.build_with_transport(transport)
-    }
-
-    /// Builds the client over your own connector (which handles TLS itself); the connect timeout
-    /// from the configuration is applied around it. Every request goes through hyper-util's
-    /// pooled client.
-    pub fn build_with_connector<C>(self, connector: C) -> Result<Client, ConfigError>
-    where
-        TimeoutConnector<C>: Connect + Clone + Send + Sync + 'static,
-    {
-        let connector = TimeoutConnector::new(connector, self.config.timeouts.connect);
-        let client = self.hyper_client(connector);
-        self.build_with_hyper_client(client)
-    }
-
-    /// hyper-util's pooled client over `connector`, with the configuration's pool limits.
-    fn hyper_client<C>(&self, connector: C) -> HyperClient<C, Full<Bytes>>
-    where
-        C: Connect + Clone + Send + Sync + 'static,
-    {
-        let pool = &self.config.pool;
-        HyperClient::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_max_idle_per_host(pool.max_idle_per_host)
-            .build(connector)
-    }
-
-    /// Builds the client over an existing hyper-util client. Its connector's own limits apply;
-    /// the configuration's connect timeout does not wrap it.
-    pub fn build_with_hyper_client<C>(
-        self,
-        client: HyperClient<C, Full<Bytes>>,
-    ) -> Result<Client, ConfigError>
-    where
-        C: Connect + Clone + Send + Sync + 'static,
-    {
-        self.build_with_transport(HyperTransport::new(client))
     }
 
     fn build_with_transport(

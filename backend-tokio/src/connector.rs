@@ -1,57 +1,94 @@
-//! The connector: hyper-util's TCP connector (TCP_NODELAY), rustls through hyper-rustls (ALPN
-//! `h2` and `http/1.1`), and the connect timeout around both, so that a TLS handshake that
-//! never completes is a connect timeout too.
+//! Opening connections on tokio: name resolution, TCP (TCP_NODELAY) and, for `https`, rustls
+//! with ALPN offering `h2` and `http/1.1`. The transport bounds the whole of it by the
+//! attempt's connect deadline.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::io;
+use std::sync::Arc;
 
-use http::Uri;
-use tower_service::Service;
+use egress_core::rt::BoxFuture;
+use egress_transport::{Connect, ConnectError, ConnectStep, Connected, Origin, Protocol};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
-use crate::error::ConnectTimedOut;
-
-/// The error type of [`TimeoutConnector`], and so of every connection the backend opens.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Wraps a connector with a timeout on establishing each connection.
-#[derive(Clone, Debug)]
-pub struct TimeoutConnector<C> {
-    inner: C,
-    timeout: Duration,
+/// Opens TCP connections with TCP_NODELAY, and TLS over them with rustls for `https`.
+#[derive(Clone)]
+pub(crate) struct TokioConnector {
+    tls: TlsConnector,
 }
 
-impl<C> TimeoutConnector<C> {
-    /// Limits `inner`'s connects to `timeout`.
-    pub fn new(inner: C, timeout: Duration) -> Self {
-        Self { inner, timeout }
+impl std::fmt::Debug for TokioConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokioConnector").finish_non_exhaustive()
     }
 }
 
-impl<C> Service<Uri> for TimeoutConnector<C>
-where
-    C: Service<Uri>,
-    C::Error: Into<BoxError>,
-    C::Future: Send + 'static,
-    C::Response: 'static,
-{
-    type Response = C::Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+impl TokioConnector {
+    /// A connector speaking TLS with `tls` (its ALPN protocols are set here).
+    pub(crate) fn new(mut tls: rustls::ClientConfig) -> Self {
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self {
+            tls: TlsConnector::from(Arc::new(tls)),
+        }
     }
+}
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(Box::new(ConnectTimedOut) as BoxError),
+/// Connects to each resolved address in turn; the last failure if none accepts.
+pub(crate) async fn tcp(origin: &Origin) -> Result<TcpStream, ConnectError> {
+    let addresses = tokio::net::lookup_host((origin.host(), origin.port()))
+        .await
+        .map_err(|e| ConnectError::new(ConnectStep::Resolve, e))?;
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                // Requests are written whole: no reason to wait for acknowledgements.
+                stream
+                    .set_nodelay(true)
+                    .map_err(|e| ConnectError::new(ConnectStep::Tcp, e))?;
+                return Ok(stream);
             }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => ConnectError::new(ConnectStep::Tcp, e),
+        None => ConnectError::new(
+            ConnectStep::Resolve,
+            io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address"),
+        ),
+    })
+}
+
+/// The step a failed handshake failed at: TLS when rustls refused it, TCP when the
+/// connection broke under it.
+fn handshake_step(error: &io::Error) -> ConnectStep {
+    match error.get_ref() {
+        Some(inner) if inner.is::<rustls::Error>() => ConnectStep::Tls,
+        _ => ConnectStep::Tcp,
+    }
+}
+
+impl Connect for TokioConnector {
+    fn connect<'a>(&'a self, origin: &'a Origin) -> BoxFuture<'a, Result<Connected, ConnectError>> {
+        Box::pin(async move {
+            let stream = tcp(origin).await?;
+            if !origin.is_https() {
+                return Ok(Connected::new(TokioIo::new(stream), Protocol::Http1));
+            }
+            let name = ServerName::try_from(origin.host().to_owned())
+                .map_err(|e| ConnectError::new(ConnectStep::Tls, e))?;
+            let tls = self
+                .tls
+                .connect(name, stream)
+                .await
+                .map_err(|e| ConnectError::new(handshake_step(&e), e))?;
+            let protocol = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            Ok(Connected::new(TokioIo::new(tls), protocol))
         })
     }
 }

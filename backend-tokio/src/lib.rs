@@ -70,16 +70,13 @@
 
 mod client;
 mod connector;
-mod error;
-mod pool;
 mod rt;
-mod transport;
 
 pub use egress_core;
+/// The shared transport, for [`Builder::build_with_connector`]'s [`Connect`](egress_transport::Connect).
+pub use egress_transport;
 
 pub use client::{Builder, client};
-pub use connector::TimeoutConnector;
 pub use rt::{
     OsEntropy, ThreadEntropy, TokioClock, TokioSleeper, current_correlation_id, with_correlation_id,
 };
-pub use transport::HyperTransport;

@@ -82,3 +82,21 @@ pub async fn with_correlation_id<F: Future>(id: CorrelationId, future: F) -> F::
 pub fn current_correlation_id() -> Option<CorrelationId> {
     CORRELATION_ID.try_with(CorrelationId::clone).ok()
 }
+
+/// The transport's runtime on tokio: `tokio::spawn`, tokio's timers and clock.
+#[derive(Debug, Default)]
+pub(crate) struct TokioRuntime;
+
+impl egress_transport::Runtime for TokioRuntime {
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        drop(tokio::spawn(future));
+    }
+
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        TokioSleeper.sleep_until(at)
+    }
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}

@@ -1,0 +1,175 @@
+//! The one mapping of hyper, connector and IO error chains into the core's
+//! [`TransportErrorKind`], for both backends. The native error stays the source.
+
+use std::error::Error as StdError;
+use std::io;
+
+use egress_core::{TransportError, TransportErrorKind as Kind};
+
+use crate::rt::{ConnectError, ConnectStep};
+
+/// Where in the attempt the error happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Opening the connection (TCP, TLS, hyper's handshake): nothing was sent.
+    Connect,
+    /// Writing the request or waiting for the response head.
+    Head,
+    /// Reading the body.
+    Body,
+}
+
+/// Every error in the source chain, descending into the error an `io::Error` wraps (whose own
+/// `source()` skips it).
+fn chain<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    let mut next = Some(error);
+    std::iter::from_fn(move || {
+        let e = next?;
+        next = match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+        Some(e)
+    })
+    // A cyclic or absurdly deep chain stops here.
+    .take(32)
+}
+
+fn closed(stage: Stage) -> Kind {
+    match stage {
+        Stage::Connect => Kind::Connect,
+        Stage::Head => Kind::ClosedBeforeResponse,
+        Stage::Body => Kind::ClosedDuringBody,
+    }
+}
+
+fn classify(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
+    // What a hyper "closed" error says, unless an error below it says more.
+    let mut closed_by_hyper = None;
+    for e in chain(error) {
+        if let Some(connect) = e.downcast_ref::<ConnectError>() {
+            match connect.step() {
+                ConnectStep::Resolve => return Kind::Dns,
+                ConnectStep::Tls => return Kind::Tls,
+                ConnectStep::Tcp => {}
+            }
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::ConnectionRefused => return Kind::ConnectRefused,
+                io::ErrorKind::TimedOut if stage == Stage::Connect => return Kind::ConnectTimeout,
+                io::ErrorKind::TimedOut => return Kind::ReadTimeout,
+                // hyper reports malformed framing (a bad chunk size, a chunk longer than its
+                // size) as InvalidInput or InvalidData: the peer broke the protocol, which no
+                // retry mends (RFC 9112 7.1).
+                io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
+                    if stage != Stage::Connect =>
+                {
+                    return Kind::Protocol;
+                }
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => return closed(stage),
+                _ => {}
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() || h.is_user() {
+                return Kind::Protocol;
+            }
+            if h.is_timeout() {
+                return Kind::ReadTimeout;
+            }
+            // Keep walking: an IO error below says more (a reset, bad framing).
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                closed_by_hyper = Some(closed(stage));
+            }
+        }
+    }
+    if let Some(kind) = closed_by_hyper {
+        return kind;
+    }
+    match stage {
+        Stage::Connect => Kind::Connect,
+        Stage::Head => Kind::Other,
+        Stage::Body => Kind::ClosedDuringBody,
+    }
+}
+
+/// Maps a connector's failure to open a connection.
+pub(crate) fn from_connect(error: ConnectError) -> TransportError {
+    let kind = classify(&error, Stage::Connect);
+    TransportError::new(kind, error)
+}
+
+/// Maps a failure of hyper's handshake on a new connection.
+pub(crate) fn from_handshake(error: hyper::Error) -> TransportError {
+    let kind = classify(&error, Stage::Connect);
+    TransportError::new(kind, error)
+}
+
+/// Maps an error of sending on an open connection (writing, or waiting for the head).
+pub(crate) fn from_send(error: hyper::Error) -> TransportError {
+    let kind = classify(&error, Stage::Head);
+    TransportError::new(kind, error)
+}
+
+/// Maps an error while reading the body.
+pub(crate) fn from_body(error: hyper::Error) -> TransportError {
+    let kind = classify(&error, Stage::Body);
+    TransportError::new(kind, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: io::ErrorKind) -> io::Error {
+        io::Error::from(kind)
+    }
+
+    #[test]
+    fn refused_and_failed_connects_are_never_sent_kinds() {
+        let refused = ConnectError::new(ConnectStep::Tcp, io(io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify(&refused, Stage::Connect), Kind::ConnectRefused);
+        let reset = ConnectError::new(ConnectStep::Tcp, io(io::ErrorKind::ConnectionReset));
+        assert_eq!(classify(&reset, Stage::Connect), Kind::Connect);
+        let dns = ConnectError::new(ConnectStep::Resolve, io(io::ErrorKind::Other));
+        assert_eq!(classify(&dns, Stage::Connect), Kind::Dns);
+        let tls = ConnectError::new(ConnectStep::Tls, io(io::ErrorKind::InvalidData));
+        assert_eq!(classify(&tls, Stage::Connect), Kind::Tls);
+        for kind in [Kind::ConnectRefused, Kind::Connect, Kind::Dns, Kind::Tls] {
+            assert!(!kind.may_have_been_sent());
+        }
+    }
+
+    #[test]
+    fn resets_after_connecting_depend_on_the_stage() {
+        let reset = io(io::ErrorKind::ConnectionReset);
+        assert_eq!(classify(&reset, Stage::Head), Kind::ClosedBeforeResponse);
+        assert_eq!(classify(&reset, Stage::Body), Kind::ClosedDuringBody);
+        let eof = io(io::ErrorKind::UnexpectedEof);
+        assert_eq!(classify(&eof, Stage::Body), Kind::ClosedDuringBody);
+    }
+
+    /// RFC 9112 7.1: a chunk size that is not hex, or a chunk longer than its size, is a
+    /// framing violation; hyper reports it as InvalidInput (bad size line) or InvalidData.
+    #[test]
+    fn malformed_framing_is_a_protocol_error_not_a_close() {
+        for kind in [io::ErrorKind::InvalidInput, io::ErrorKind::InvalidData] {
+            let wrapped = io::Error::new(kind, "invalid chunk size line");
+            assert_eq!(classify(&wrapped, Stage::Body), Kind::Protocol);
+            assert_eq!(classify(&wrapped, Stage::Head), Kind::Protocol);
+        }
+    }
+
+    #[test]
+    fn an_error_wrapped_in_an_io_error_is_found() {
+        let inner = ConnectError::new(ConnectStep::Tls, "bad certificate");
+        let outer = io::Error::other(inner);
+        assert_eq!(classify(&outer, Stage::Connect), Kind::Tls);
+    }
+}

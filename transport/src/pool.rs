@@ -1,0 +1,491 @@
+//! The one connection pool: hyper HTTP/1.1 connections (idle ones kept per origin, most
+//! recently used first) and HTTP/2 connections (one multiplexed connection per origin), for
+//! `http://` and `https://` alike.
+//!
+//! A checkout takes the origin's HTTP/2 connection if it has one, else its most recently used
+//! idle HTTP/1.1 connection, else opens a new one through the backend's [`Connect`] (ALPN
+//! decides which protocol it speaks) under the attempt's connect deadline. An HTTP/1.1
+//! connection comes back only after its response was read to the end ([`Lease::check_in`]);
+//! one abandoned for any reason (a timeout, a dropped call, a body over the limit, an error) is
+//! closed. A request that a reused connection closed before writing it is sent again on
+//! another connection: it never left this process. Idle connections past the idle timeout are
+//! closed by a reaper task on the runtime's timer (it runs only while something is idle), not
+//! only when the next checkout meets them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use egress_core::{PoolConfig, TransportError, TransportErrorKind};
+use http::header::HOST;
+use http::uri::{Authority, Uri};
+use http::{HeaderValue, Request, Response, Version};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+
+use crate::error;
+use crate::limit::{Limit, within};
+use crate::rt::{Connect, Exec, Origin, Protocol, Runtime};
+
+type Body = Full<Bytes>;
+type H1 = http1::SendRequest<Body>;
+type H2 = http2::SendRequest<Body>;
+
+/// Origins are keyed by scheme (an index: 0 for `http`, 1 for `https`) and authority text.
+type ByAuthority<T> = HashMap<Box<str>, T, foldhash::fast::RandomState>;
+
+struct Idle {
+    sender: H1,
+    since: Instant,
+}
+
+struct Shared2 {
+    sender: H2,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle HTTP/1.1 connections per origin, most recently used last.
+    idle: [ByAuthority<Vec<Idle>>; 2],
+    /// The HTTP/2 connection of each origin that has one.
+    h2: [ByAuthority<Shared2>; 2],
+    /// Whether a reaper task is running.
+    reaping: bool,
+}
+
+impl State {
+    /// The earliest moment something kept here becomes older than `timeout`.
+    fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
+        let idle = self
+            .idle
+            .iter()
+            .flat_map(|m| m.values().flatten().map(|i| i.since));
+        let h2 = self.h2.iter().flat_map(|m| m.values().map(|c| c.last_used));
+        idle.chain(h2).min().map(|t| t + timeout)
+    }
+
+    /// Drops (so closes) everything older than `timeout` at `now`, and closed connections.
+    fn expire(&mut self, now: Instant, timeout: Duration) {
+        let fresh = |since: Instant| now.saturating_duration_since(since) < timeout;
+        for map in &mut self.idle {
+            map.retain(|_, list| {
+                list.retain(|i| fresh(i.since) && !i.sender.is_closed());
+                !list.is_empty()
+            });
+        }
+        for map in &mut self.h2 {
+            map.retain(|_, c| fresh(c.last_used) && !c.sender.is_closed());
+        }
+    }
+}
+
+struct Inner {
+    connector: Box<dyn Connect>,
+    runtime: Arc<dyn Runtime>,
+    state: Mutex<State>,
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; if something did, the maps are still valid.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether connections are kept between requests at all.
+    fn keeps_alive(&self) -> bool {
+        self.max_idle_per_host > 0 && !self.idle_timeout.is_zero()
+    }
+
+    /// Starts the reaper unless one runs. Called with the lock held, after adding something.
+    fn reap_later(self: &Arc<Self>, state: &mut State) {
+        if state.reaping {
+            return;
+        }
+        state.reaping = true;
+        let pool = Arc::downgrade(self);
+        self.runtime.spawn(Box::pin(reap(pool)));
+    }
+}
+
+/// Closes idle connections as they pass the idle timeout, and ends when nothing is left or the
+/// pool is gone.
+async fn reap(pool: Weak<Inner>) {
+    loop {
+        let sleep = {
+            let Some(inner) = pool.upgrade() else { return };
+            let mut state = inner.state();
+            state.expire(inner.runtime.now(), inner.idle_timeout);
+            let Some(at) = state.next_expiry(inner.idle_timeout) else {
+                state.reaping = false;
+                return;
+            };
+            inner.runtime.sleep_until(at)
+        };
+        sleep.await;
+    }
+}
+
+/// The pool, shared by every clone of a client.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state();
+        let idle: usize = state
+            .idle
+            .iter()
+            .flat_map(|m| m.values())
+            .map(Vec::len)
+            .sum();
+        let h2: usize = state.h2.iter().map(HashMap::len).sum();
+        f.debug_struct("Pool")
+            .field("connector", &self.inner.connector)
+            .field("idle_http1", &idle)
+            .field("http2", &h2)
+            .field("max_idle_per_host", &self.inner.max_idle_per_host)
+            .field("idle_timeout", &self.inner.idle_timeout)
+            .finish()
+    }
+}
+
+/// A connection checked out for one request.
+enum Conn {
+    H1(H1),
+    H2(H2),
+}
+
+/// What sending gives back: the response head, and the lease on its HTTP/1.1 connection (none
+/// for HTTP/2, whose connection stays shared in the pool).
+pub(crate) type Sent = (Response<Incoming>, Option<Lease>);
+
+impl Pool {
+    pub(crate) fn new(
+        connector: Box<dyn Connect>,
+        runtime: Arc<dyn Runtime>,
+        config: &PoolConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                connector,
+                runtime,
+                state: Mutex::default(),
+                max_idle_per_host: config.max_idle_per_host,
+                idle_timeout: config.idle_timeout,
+            }),
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> &dyn Runtime {
+        &*self.inner.runtime
+    }
+
+    /// Sends `request` (an absolute `http` or `https` URI) on a pooled connection of its origin
+    /// or a new one, and returns the response head with the lease on its connection.
+    /// `connect` bounds opening a connection, `pool` waiting for a pooled one to be ready.
+    pub(crate) async fn send(
+        &self,
+        mut request: Request<Body>,
+        connect: Limit,
+        pool: Limit,
+    ) -> Result<Sent, TransportError> {
+        let Some(origin) = Origin::of(request.uri()) else {
+            return Err(TransportError::new(
+                TransportErrorKind::Unsupported,
+                "the request URI is not an absolute http or https URI",
+            ));
+        };
+        let uri = request.uri().clone();
+        loop {
+            let (conn, reused) = match self.check_out(&origin) {
+                Some(conn) => (conn, true),
+                // Boxed: connecting (a TLS stream, hyper's handshake) would make this future
+                // several kilobytes larger.
+                None => (Box::pin(self.connect(&origin, connect)).await?, false),
+            };
+            match conn {
+                Conn::H1(mut sender) => {
+                    // An idle connection is ready at once, unless the peer just closed it.
+                    match within(self.runtime(), pool, sender.ready()).await {
+                        None => return Err(pool_timeout()),
+                        Some(Err(_)) if reused => continue,
+                        Some(Err(e)) => return Err(error::from_send(e)),
+                        Some(Ok(())) => {}
+                    }
+                    for_http1(&mut request, &origin);
+                    match sender.try_send_request(request).await {
+                        Ok(response) => {
+                            let lease = Lease {
+                                sender,
+                                origin,
+                                pool: Arc::clone(&self.inner),
+                            };
+                            return Ok((response, Some(lease)));
+                        }
+                        Err(mut failed) => match failed.take_message() {
+                            // Closed before the request was written: it never left this
+                            // process, so another connection may carry it. A new connection's
+                            // failure ends the attempt, so this loop ends.
+                            Some(mut unsent) if reused => {
+                                *unsent.uri_mut() = uri.clone();
+                                request = unsent;
+                            }
+                            _ => return Err(error::from_send(failed.into_error())),
+                        },
+                    }
+                }
+                Conn::H2(mut sender) => {
+                    *request.version_mut() = Version::HTTP_2;
+                    match sender.try_send_request(request).await {
+                        Ok(response) => return Ok((response, None)),
+                        Err(mut failed) => match failed.take_message() {
+                            Some(mut unsent) if reused => {
+                                self.forget_h2(&origin, &sender);
+                                *unsent.version_mut() = Version::HTTP_11;
+                                request = unsent;
+                            }
+                            _ => return Err(error::from_send(failed.into_error())),
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    /// The origin's HTTP/2 connection, else its most recently used open idle HTTP/1.1 one;
+    /// expired and closed ones met on the way are dropped (which closes them).
+    fn check_out(&self, origin: &Origin) -> Option<Conn> {
+        let inner = &*self.inner;
+        let scheme = origin.is_https() as usize;
+        let key = origin.authority().as_str();
+        let now = inner.runtime.now();
+        let fresh = |since: Instant| now.saturating_duration_since(since) < inner.idle_timeout;
+        let mut state = inner.state();
+        if origin.is_https() {
+            if let Some(shared) = state.h2[scheme].get_mut(key) {
+                if fresh(shared.last_used) && !shared.sender.is_closed() {
+                    shared.last_used = now;
+                    return Some(Conn::H2(shared.sender.clone()));
+                }
+                state.h2[scheme].remove(key);
+            }
+        }
+        let list = state.idle[scheme].get_mut(key)?;
+        while let Some(Idle { sender, since }) = list.pop() {
+            if fresh(since) && !sender.is_closed() {
+                return Some(Conn::H1(sender));
+            }
+        }
+        None
+    }
+
+    /// Removes `sender`'s connection as the origin's HTTP/2 connection, if it still is.
+    fn forget_h2(&self, origin: &Origin, sender: &H2) {
+        let mut state = self.inner.state();
+        let map = &mut state.h2[origin.is_https() as usize];
+        if map
+            .get(origin.authority().as_str())
+            .is_some_and(|c| c.sender.is_closed() || sender.is_closed())
+        {
+            map.remove(origin.authority().as_str());
+        }
+    }
+
+    /// A new connection to `origin` within `limit`, its hyper driver spawned on the runtime;
+    /// an HTTP/2 one becomes the origin's shared connection.
+    async fn connect(&self, origin: &Origin, limit: Limit) -> Result<Conn, TransportError> {
+        let inner = &self.inner;
+        let connecting = async {
+            let connected = inner
+                .connector
+                .connect(origin)
+                .await
+                .map_err(error::from_connect)?;
+            match connected.protocol {
+                Protocol::Http1 => {
+                    let (sender, connection) = http1::handshake(connected.io)
+                        .await
+                        .map_err(error::from_handshake)?;
+                    inner.runtime.spawn(Box::pin(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                    }));
+                    Ok(Conn::H1(sender))
+                }
+                Protocol::Http2 => {
+                    let (sender, connection) =
+                        http2::handshake(Exec(Arc::clone(&inner.runtime)), connected.io)
+                            .await
+                            .map_err(error::from_handshake)?;
+                    inner.runtime.spawn(Box::pin(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                    }));
+                    if inner.keeps_alive() {
+                        let mut state = inner.state();
+                        let now = inner.runtime.now();
+                        state.h2[origin.is_https() as usize].insert(
+                            origin.authority().as_str().into(),
+                            Shared2 {
+                                sender: sender.clone(),
+                                last_used: now,
+                            },
+                        );
+                        inner.reap_later(&mut state);
+                    }
+                    Ok(Conn::H2(sender))
+                }
+            }
+        };
+        match within(self.runtime(), limit, connecting).await {
+            Some(result) => result,
+            None => Err(TransportError::new(
+                TransportErrorKind::ConnectTimeout,
+                "connect timed out",
+            )),
+        }
+    }
+}
+
+fn pool_timeout() -> TransportError {
+    TransportError::new(
+        TransportErrorKind::PoolTimeout,
+        "no pooled connection became ready in time",
+    )
+}
+
+/// One HTTP/1.1 connection lent to one request. Dropping it closes the connection;
+/// [`check_in`](Self::check_in) returns it to the pool.
+pub(crate) struct Lease {
+    sender: H1,
+    origin: Origin,
+    pool: Arc<Inner>,
+}
+
+impl Lease {
+    /// Returns the connection after its response was read to the exact end.
+    pub(crate) fn check_in(self) {
+        let inner = &self.pool;
+        if !inner.keeps_alive() || self.sender.is_closed() {
+            return;
+        }
+        let now = inner.runtime.now();
+        let mut state = inner.state();
+        let map = &mut state.idle[self.origin.is_https() as usize];
+        let idle = Idle {
+            sender: self.sender,
+            since: now,
+        };
+        match map.get_mut(self.origin.authority().as_str()) {
+            Some(list) => {
+                if list.len() < inner.max_idle_per_host {
+                    list.push(idle);
+                }
+            }
+            None => {
+                map.insert(self.origin.authority().as_str().into(), vec![idle]);
+            }
+        }
+        inner.reap_later(&mut state);
+    }
+}
+
+/// Makes `request` what hyper's HTTP/1.1 connection writes: the request line in origin form
+/// (RFC 9112 3.2.1) and a `Host` header when the request has none (RFC 9112 3.2).
+fn for_http1(request: &mut Request<Body>, origin: &Origin) {
+    if !request.headers().contains_key(HOST) {
+        if let Some(host) = host_of(origin.authority(), origin.is_https()) {
+            request.headers_mut().insert(HOST, host);
+        }
+    }
+    *request.uri_mut() = origin_form(request.uri());
+}
+
+/// The request target in origin form: the path and query alone (`/` when empty).
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path) if path.as_str() != "/" => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(path.clone());
+            Uri::from_parts(parts).expect("invariant: a path and query alone is a valid URI")
+        }
+        _ => Uri::from_static("/"),
+    }
+}
+
+/// The `Host` for `authority`: the host, and the port unless it is the scheme's default
+/// (RFC 9110 7.2; userinfo is never sent).
+fn host_of(authority: &Authority, https: bool) -> Option<HeaderValue> {
+    let host = authority.host();
+    let default = if https { 443 } else { 80 };
+    let text = match authority.port_u16() {
+        Some(port) if port != default => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_line_carries_the_path_and_query_alone() {
+        for (uri, expected) in [
+            ("http://a.example/x/y?q=1", "/x/y?q=1"),
+            ("http://a.example/", "/"),
+            ("http://a.example", "/"),
+            ("http://a.example:8080/?", "/?"),
+        ] {
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(origin_form(&uri), expected, "{uri}");
+        }
+    }
+
+    #[test]
+    fn the_host_names_the_port_only_when_it_is_not_the_scheme_default() {
+        for (uri, expected) in [
+            ("http://a.example/x", "a.example"),
+            ("http://a.example:80/x", "a.example"),
+            ("http://a.example:080/x", "a.example"),
+            ("http://a.example:8080/x", "a.example:8080"),
+            ("http://a.example:443/x", "a.example:443"),
+            ("https://a.example:443/x", "a.example"),
+            ("https://a.example:80/x", "a.example:80"),
+            ("http://user:pw@a.example:81/x", "a.example:81"),
+            ("http://[::1]:80/x", "[::1]"),
+            ("http://[::1]:9000/x", "[::1]:9000"),
+        ] {
+            let uri: Uri = uri.parse().unwrap();
+            let https = uri.scheme_str() == Some("https");
+            assert_eq!(
+                host_of(uri.authority().unwrap(), https).unwrap(),
+                expected,
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_origin_is_read_from_http_and_https_uris_only() {
+        let o = Origin::of(&"https://[::1]/x".parse().unwrap()).unwrap();
+        assert_eq!((o.is_https(), o.host(), o.port()), (true, "::1", 443));
+        let o = Origin::of(&"http://a.example:8080".parse().unwrap()).unwrap();
+        assert_eq!(
+            (o.is_https(), o.host(), o.port()),
+            (false, "a.example", 8080)
+        );
+        assert!(Origin::of(&"ftp://a.example/".parse().unwrap()).is_none());
+        assert!(Origin::of(&"/relative".parse().unwrap()).is_none());
+    }
+}
