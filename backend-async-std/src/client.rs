@@ -6,11 +6,14 @@ use std::sync::Arc;
 use egress_core::client::{AmbientCorrelation, Auth};
 use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretString};
 
-use crate::connector::Connector;
-use crate::h1::PooledH1;
-use crate::pool::Pool;
-use crate::rt::{AsyncStdClock, AsyncStdSleeper, ThreadEntropy, current_correlation_id};
-use crate::transport::SurfTransport;
+use egress_core::rt::Transport;
+use egress_transport::{Connect, HttpTransport};
+
+use crate::connector::AsyncStdConnector;
+use crate::rt::{
+    AsyncStdClock, AsyncStdRuntime, AsyncStdSleeper, ThreadEntropy, current_correlation_id,
+};
+use crate::surf::SurfTransport;
 
 /// Which certificates a client trusts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,7 +26,7 @@ enum Roots {
 }
 
 /// Builds an async-std [`Client`]: configuration, trust roots, TLS versions, default headers,
-/// authentication, or a surf client of your own.
+/// authentication, a connector of your own, or a surf client of your own.
 pub struct Builder {
     config: Config,
     roots: Roots,
@@ -100,7 +103,9 @@ impl Builder {
         self
     }
 
-    fn tls_connector(&self) -> Result<async_native_tls::TlsConnector, ConfigError> {
+    /// The native-tls connector, built once for the client (an OpenSSL context reads the
+    /// system's CA bundle when it is made), requesting ALPN `h2` and `http/1.1`.
+    fn tls_connector(&self) -> Result<native_tls::TlsConnector, ConfigError> {
         let mut tls = native_tls::TlsConnector::builder();
         if self.roots == Roots::Custom {
             tls.disable_built_in_roots(true);
@@ -112,30 +117,42 @@ impl Builder {
             }
         }
         tls.min_protocol_version(self.min_tls_version);
+        tls.request_alpns(&["h2", "http/1.1"]);
         // Fail at start-up, not at the first call, if OpenSSL refuses the settings.
         tls.build()
-            .map_err(|e| ConfigError::new("tls", e.to_string()))?;
-        Ok(async_native_tls::TlsConnector::from(tls))
+            .map_err(|e| ConfigError::new("tls", e.to_string()))
     }
 
-    /// Builds the client: egress's pooled HTTP/1.1 client (requests written as async-h1, surf's
-    /// HTTP/1.1 engine, writes them; responses read with httparse; TCP_NODELAY; native-tls),
-    /// with the connect timeout and pool settings from the configuration.
+    /// Builds the client: one pool of hyper connections for `http://` and `https://` (TCP
+    /// with TCP_NODELAY; native-tls with ALPN `h2` and `http/1.1`), as the [crate docs](crate)
+    /// say.
     pub fn build(self) -> Result<Client, ConfigError> {
-        let connector = Connector::new(self.tls_connector()?, self.config.timeouts.connect);
-        let pool = Pool::new(&self.config.pool);
-        let transport = SurfTransport::pooled(PooledH1::new(connector, pool));
+        let connector = AsyncStdConnector::new(self.tls_connector()?);
+        self.build_with_connector(connector)
+    }
+
+    /// Builds the client over a connector of your own (which opens TCP, and TLS for
+    /// `https`, as it likes); the pool, the limits and the error mapping stay egress's. The
+    /// trust roots and TLS version set on this builder do not apply to it.
+    pub fn build_with_connector(self, connector: impl Connect) -> Result<Client, ConfigError> {
+        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(AsyncStdRuntime);
+        let transport = HttpTransport::new(connector, runtime, &self.config.pool);
         self.build_with_transport(transport)
     }
 
-    /// Builds the client over an existing surf client (its HTTP client and middleware apply).
-    /// The trust roots and TLS version set on this builder do not; the phase limits are
-    /// enforced as [`SurfTransport::new`] says.
+    /// Builds the client over an existing surf client (its HTTP client and middleware apply),
+    /// for services that bring surf middleware. Read what this path gives up in
+    /// [`SurfTransport`]'s docs: surf's pool can hand a request an earlier response, async-h1
+    /// logs secrets at TRACE, HTTP/1.1 only. The trust roots and TLS version set on this
+    /// builder do not apply.
     pub fn build_with_surf_client(self, surf: surf::Client) -> Result<Client, ConfigError> {
         self.build_with_transport(SurfTransport::new(surf))
     }
 
-    fn build_with_transport(self, transport: SurfTransport) -> Result<Client, ConfigError> {
+    fn build_with_transport(
+        self,
+        transport: impl Transport + 'static,
+    ) -> Result<Client, ConfigError> {
         let ambient: AmbientCorrelation = Arc::new(current_correlation_id);
         let runtime = Runtime::new(
             Arc::new(transport),

@@ -1,97 +1,39 @@
-//! Mapping surf, async-h1, native-tls and IO errors into the core's [`TransportErrorKind`],
-//! keeping the native error as the source. The "may have been sent" rules are the tokio
-//! backend's: refused or failed connects, connect timeouts and TLS failures were never sent;
-//! resets, closes and protocol errors after connecting may have been.
+//! Mapping the errors of a caller's surf client (surf, async-h1, native-tls, IO) into the
+//! core's [`TransportErrorKind`], keeping the native error as the source. The table is the
+//! transport's ([`egress_transport::error_kind`]); only what is surf's own is decided here.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 
 use egress_core::{TransportError, TransportErrorKind as Kind};
+use egress_transport::{Stage, error_kind};
 
-use crate::connector::{ConnectError, ConnectFailure};
 use crate::convert::ConvertError;
 
-/// Where in the attempt the error happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stage {
-    /// Before the response head: connecting, writing, waiting for the head.
-    Head,
-    /// While reading the body.
-    Body,
-}
-
-/// The messages async-h1 gives (over a caller's surf client) when the connection ends before a
-/// response head: the request may have been read by the server. This crate's own reader says so
-/// with an `UnexpectedEof` error instead.
+/// The messages async-h1 gives when the connection ends before a response head: the request
+/// may have been read by the server.
 const CLOSED_BEFORE_HEAD: [&str; 2] = ["connection closed", "empty response"];
 
-/// Every error in the source chain, descending into the error an `io::Error` wraps (whose own
-/// `source()` skips it).
-fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
-    let mut out = Vec::new();
+fn classify(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
     let mut next = Some(error);
     while let Some(e) = next {
-        if out.len() > 32 {
-            break; // a cyclic or absurdly deep chain
-        }
-        out.push(e);
-        next = match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => e.source(),
-        };
-    }
-    out
-}
-
-fn classify(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
-    let errors = chain(error);
-    for e in &errors {
-        if let Some(connect) = e.downcast_ref::<ConnectError>() {
-            return match connect.failure() {
-                ConnectFailure::Dns => Kind::Dns,
-                ConnectFailure::Refused => Kind::ConnectRefused,
-                ConnectFailure::TimedOut => Kind::ConnectTimeout,
-                ConnectFailure::Tls => Kind::Tls,
-                ConnectFailure::Other => Kind::Connect,
-            };
-        }
         if e.is::<native_tls::Error>() {
             return Kind::Tls;
         }
         if e.is::<ConvertError>() {
             return Kind::Protocol;
         }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            match io.kind() {
-                io::ErrorKind::TimedOut => return Kind::ReadTimeout,
-                io::ErrorKind::InvalidData => return Kind::Protocol,
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof => {
-                    return match stage {
-                        Stage::Head => Kind::ClosedBeforeResponse,
-                        Stage::Body => Kind::ClosedDuringBody,
-                    };
-                }
-                _ => {}
-            }
+        if stage == Stage::Head && CLOSED_BEFORE_HEAD.contains(&e.to_string().as_str()) {
+            return Kind::ClosedBeforeResponse;
         }
+        next = e.source();
     }
-    match stage {
-        Stage::Head
-            if errors
-                .iter()
-                .any(|e| CLOSED_BEFORE_HEAD.contains(&e.to_string().as_str())) =>
-        {
-            Kind::ClosedBeforeResponse
-        }
+    match error_kind(error, stage) {
         // Past connecting, what is left is the response head being refused (malformed, over
-        // 8 KiB, not HTTP/1.1, conflicting framing; over a caller's surf client also a status
-        // http-types does not know).
-        Stage::Head => Kind::Protocol,
-        Stage::Body => Kind::ClosedDuringBody,
+        // 8 KiB, not HTTP/1.1, conflicting framing, a status http-types does not know).
+        Kind::Other if stage == Stage::Head => Kind::Protocol,
+        kind => kind,
     }
 }
 
@@ -201,32 +143,10 @@ mod tests {
     }
 
     #[test]
-    fn connect_failures_are_never_sent_kinds() {
-        assert_eq!(
-            send_error(ConnectError::for_test(ConnectFailure::Refused)),
-            Kind::ConnectRefused
-        );
-        assert_eq!(
-            send_error(ConnectError::for_test(ConnectFailure::TimedOut)),
-            Kind::ConnectTimeout
-        );
-        assert_eq!(
-            send_error(ConnectError::for_test(ConnectFailure::Tls)),
-            Kind::Tls
-        );
-        assert_eq!(
-            send_error(ConnectError::for_test(ConnectFailure::Dns)),
-            Kind::Dns
-        );
-        for failure in [
-            ConnectFailure::Dns,
-            ConnectFailure::Refused,
-            ConnectFailure::TimedOut,
-            ConnectFailure::Tls,
-            ConnectFailure::Other,
-        ] {
-            assert!(!send_error(ConnectError::for_test(failure)).may_have_been_sent());
-        }
+    fn a_refused_connect_through_surf_is_never_sent() {
+        let kind = send_error(io(io::ErrorKind::ConnectionRefused));
+        assert_eq!(kind, Kind::ConnectRefused);
+        assert!(!kind.may_have_been_sent());
     }
 
     #[test]
@@ -267,12 +187,13 @@ mod tests {
     fn the_native_error_stays_the_source() {
         let error = from_send(io(io::ErrorKind::ConnectionReset).into());
         let source = std::error::Error::source(&error).expect("a source");
-        assert!(
-            chain(source)
-                .iter()
-                .any(|e| e.downcast_ref::<io::Error>().map(io::Error::kind)
-                    == Some(io::ErrorKind::ConnectionReset)),
-            "{source:?}"
-        );
+        let mut next = Some(source);
+        let mut found = false;
+        while let Some(e) = next {
+            found |= e.downcast_ref::<io::Error>().map(io::Error::kind)
+                == Some(io::ErrorKind::ConnectionReset);
+            next = e.source();
+        }
+        assert!(found, "{source:?}");
     }
 }

@@ -112,14 +112,14 @@
 mod client;
 mod connector;
 mod convert;
-mod decode;
 mod error;
-mod h1;
-mod pool;
 mod rt;
-mod transport;
+mod surf;
+mod tls;
 
 pub use egress_core;
+/// The shared transport, for [`Builder::build_with_connector`]'s [`Connect`](egress_transport::Connect).
+pub use egress_transport;
 /// native-tls, for the TLS options of [`Builder`] (such as [`native_tls::Protocol`]).
 pub use native_tls;
 
@@ -128,4 +128,4 @@ pub use rt::{
     AsyncStdClock, AsyncStdSleeper, OsEntropy, ThreadEntropy, current_correlation_id,
     with_correlation_id,
 };
-pub use transport::SurfTransport;
+pub use surf::SurfTransport;

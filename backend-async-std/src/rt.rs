@@ -182,3 +182,23 @@ mod tests {
         );
     }
 }
+
+/// The transport's runtime on async-std: `async_std::task::spawn`, async-io's timers and the
+/// std clock they use.
+#[derive(Debug, Default)]
+pub(crate) struct AsyncStdRuntime;
+
+impl egress_transport::Runtime for AsyncStdRuntime {
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        // Dropping the handle detaches the task.
+        drop(async_std::task::spawn(future));
+    }
+
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        AsyncStdSleeper.sleep_until(at)
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}

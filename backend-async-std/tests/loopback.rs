@@ -221,7 +221,6 @@ async fn with_keep_alive_off_every_call_opens_its_own_connection() {
         client.get("/x").send().await.unwrap();
     }
     assert_eq!(server.connections(), 2);
-    assert_eq!(server.requests()[0].header("connection"), Some("close"));
 }
 
 #[async_std::test]
@@ -308,8 +307,9 @@ async fn a_tls_handshake_that_never_completes_is_a_connect_timeout() {
 }
 
 #[async_std::test]
-async fn a_server_that_never_reads_the_request_hits_the_write_timeout() {
-    // 64 MiB cannot fit in the loopback socket buffers of a peer that never reads.
+async fn a_server_that_never_reads_the_request_hits_the_head_limit_of_min_write_read() {
+    // 64 MiB cannot fit in the loopback socket buffers of a peer that never reads. hyper does
+    // not report when writing ends, so the head is due within min(write, read) of the start.
     let silent = Silent::start().await;
     let config = config(&format!("http://127.0.0.1:{}", silent.port))
         .with_write_timeout(ms(300))
@@ -326,7 +326,7 @@ async fn a_server_that_never_reads_the_request_hits_the_write_timeout() {
         matches!(
             error,
             Error::Timeout {
-                kind: TimeoutKind::Write,
+                kind: TimeoutKind::Read,
                 ..
             }
         ),
@@ -573,19 +573,6 @@ async fn a_broken_chunk_is_a_protocol_error_that_is_not_retried() {
 }
 
 #[async_std::test]
-async fn an_http_1_0_answer_is_a_protocol_error_on_this_backend() {
-    let server = FaultServer::start(FaultServer::always(
-        Reply::json(200, r#"{"id":"1"}"#).with_fault(Fault::Http10),
-    ));
-    let error = client(&server).get("/x").send().await.unwrap_err();
-    assert_eq!(
-        transport_kind(&error),
-        Some(TransportErrorKind::Protocol),
-        "{error:?}"
-    );
-}
-
-#[async_std::test]
 async fn a_body_over_the_limit_is_refused_from_its_content_length_and_not_retried() {
     let server = FaultServer::start(FaultServer::always(Reply::json(200, &"z".repeat(4096))));
     let config = config(&server.url("")).with_max_response_body(1024);
@@ -625,10 +612,11 @@ async fn tls_works_with_a_certificate_trusted_through_custom_roots() {
         .unwrap();
     for _ in 0..2 {
         let response = client.get("/entities/tls").send().await.unwrap();
-        assert_eq!(response.version(), http::Version::HTTP_11);
+        // ALPN: the server offers h2 (RFC 9113 3.2).
+        assert_eq!(response.version(), http::Version::HTTP_2);
         assert_eq!(response.json::<Entity>().unwrap().id, "tls");
     }
-    assert_eq!(server.requests()[0].version, "HTTP/1.1");
+    assert_eq!(server.requests()[0].version, "HTTP/2");
     assert_eq!(server.connections(), 1, "the TLS connection is pooled");
 }
 
@@ -742,21 +730,11 @@ async fn dropping_a_call_cancels_it_and_schedules_nothing_more() {
 }
 
 #[async_std::test]
-async fn a_method_surf_cannot_send_fails_before_sending_and_is_not_retried() {
+async fn an_extension_method_is_sent_as_given() {
+    // RFC 9110 9.1: methods are extensible; hyper writes any valid token.
     let server = FaultServer::start(FaultServer::always(Reply::json(200, "{}")));
     let method = http::Method::from_bytes(b"FROBNICATE").unwrap();
-    let error = client(&server)
-        .request(method, "/x")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(
-        transport_kind(&error),
-        Some(TransportErrorKind::Unsupported),
-        "{error:?}"
-    );
-    assert!(!error.may_have_been_sent());
-    assert!(!error.is_retryable());
-    assert_eq!(error.attempts(), 1);
-    assert_eq!(server.requests().len(), 0);
+    let response = client(&server).request(method, "/x").send().await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(server.requests()[0].method, "FROBNICATE");
 }

@@ -8,9 +8,9 @@ use egress_core::{TransportError, TransportErrorKind as Kind};
 
 use crate::rt::{ConnectError, ConnectStep};
 
-/// Where in the attempt the error happened.
+/// Where in the attempt an error happened, for [`error_kind`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
+pub enum Stage {
     /// Opening the connection (TCP, TLS, hyper's handshake): nothing was sent.
     Connect,
     /// Writing the request or waiting for the response head.
@@ -45,7 +45,11 @@ fn closed(stage: Stage) -> Kind {
     }
 }
 
-fn classify(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
+/// The kind of a failure at `stage`, read from its whole source chain (descending into the
+/// errors `io::Error`s wrap): a [`ConnectError`]'s step, an `io::ErrorKind`, or what a
+/// `hyper::Error` says. This transport maps every error with it; a transport of another
+/// HTTP stack (egress-async-std's surf path) uses it too, so that one table decides.
+pub fn error_kind(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
     // What a hyper "closed" error says, unless an error below it says more.
     let mut closed_by_hyper = None;
     for e in chain(error) {
@@ -101,25 +105,25 @@ fn classify(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
 
 /// Maps a connector's failure to open a connection.
 pub(crate) fn from_connect(error: ConnectError) -> TransportError {
-    let kind = classify(&error, Stage::Connect);
+    let kind = error_kind(&error, Stage::Connect);
     TransportError::new(kind, error)
 }
 
 /// Maps a failure of hyper's handshake on a new connection.
 pub(crate) fn from_handshake(error: hyper::Error) -> TransportError {
-    let kind = classify(&error, Stage::Connect);
+    let kind = error_kind(&error, Stage::Connect);
     TransportError::new(kind, error)
 }
 
 /// Maps an error of sending on an open connection (writing, or waiting for the head).
 pub(crate) fn from_send(error: hyper::Error) -> TransportError {
-    let kind = classify(&error, Stage::Head);
+    let kind = error_kind(&error, Stage::Head);
     TransportError::new(kind, error)
 }
 
 /// Maps an error while reading the body.
 pub(crate) fn from_body(error: hyper::Error) -> TransportError {
-    let kind = classify(&error, Stage::Body);
+    let kind = error_kind(&error, Stage::Body);
     TransportError::new(kind, error)
 }
 
@@ -134,13 +138,13 @@ mod tests {
     #[test]
     fn refused_and_failed_connects_are_never_sent_kinds() {
         let refused = ConnectError::new(ConnectStep::Tcp, io(io::ErrorKind::ConnectionRefused));
-        assert_eq!(classify(&refused, Stage::Connect), Kind::ConnectRefused);
+        assert_eq!(error_kind(&refused, Stage::Connect), Kind::ConnectRefused);
         let reset = ConnectError::new(ConnectStep::Tcp, io(io::ErrorKind::ConnectionReset));
-        assert_eq!(classify(&reset, Stage::Connect), Kind::Connect);
+        assert_eq!(error_kind(&reset, Stage::Connect), Kind::Connect);
         let dns = ConnectError::new(ConnectStep::Resolve, io(io::ErrorKind::Other));
-        assert_eq!(classify(&dns, Stage::Connect), Kind::Dns);
+        assert_eq!(error_kind(&dns, Stage::Connect), Kind::Dns);
         let tls = ConnectError::new(ConnectStep::Tls, io(io::ErrorKind::InvalidData));
-        assert_eq!(classify(&tls, Stage::Connect), Kind::Tls);
+        assert_eq!(error_kind(&tls, Stage::Connect), Kind::Tls);
         for kind in [Kind::ConnectRefused, Kind::Connect, Kind::Dns, Kind::Tls] {
             assert!(!kind.may_have_been_sent());
         }
@@ -149,10 +153,10 @@ mod tests {
     #[test]
     fn resets_after_connecting_depend_on_the_stage() {
         let reset = io(io::ErrorKind::ConnectionReset);
-        assert_eq!(classify(&reset, Stage::Head), Kind::ClosedBeforeResponse);
-        assert_eq!(classify(&reset, Stage::Body), Kind::ClosedDuringBody);
+        assert_eq!(error_kind(&reset, Stage::Head), Kind::ClosedBeforeResponse);
+        assert_eq!(error_kind(&reset, Stage::Body), Kind::ClosedDuringBody);
         let eof = io(io::ErrorKind::UnexpectedEof);
-        assert_eq!(classify(&eof, Stage::Body), Kind::ClosedDuringBody);
+        assert_eq!(error_kind(&eof, Stage::Body), Kind::ClosedDuringBody);
     }
 
     /// RFC 9112 7.1: a chunk size that is not hex, or a chunk longer than its size, is a
@@ -161,8 +165,8 @@ mod tests {
     fn malformed_framing_is_a_protocol_error_not_a_close() {
         for kind in [io::ErrorKind::InvalidInput, io::ErrorKind::InvalidData] {
             let wrapped = io::Error::new(kind, "invalid chunk size line");
-            assert_eq!(classify(&wrapped, Stage::Body), Kind::Protocol);
-            assert_eq!(classify(&wrapped, Stage::Head), Kind::Protocol);
+            assert_eq!(error_kind(&wrapped, Stage::Body), Kind::Protocol);
+            assert_eq!(error_kind(&wrapped, Stage::Head), Kind::Protocol);
         }
     }
 
@@ -170,6 +174,6 @@ mod tests {
     fn an_error_wrapped_in_an_io_error_is_found() {
         let inner = ConnectError::new(ConnectStep::Tls, "bad certificate");
         let outer = io::Error::other(inner);
-        assert_eq!(classify(&outer, Stage::Connect), Kind::Tls);
+        assert_eq!(error_kind(&outer, Stage::Connect), Kind::Tls);
     }
 }

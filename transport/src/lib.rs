@@ -72,6 +72,7 @@ use http::header::CONTENT_LENGTH;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+pub use crate::error::{Stage, error_kind};
 use crate::limit::{Limit, within};
 use crate::pool::{Pool, Sent};
 pub use crate::rt::{
