@@ -1,4 +1,5 @@
-//! The tokio backend of egress: the sans-IO core driven over hyper and hyper-util.
+//! The tokio backend of egress: the sans-IO core driven over hyper through egress-transport,
+//! on tokio sockets, rustls and tokio's timers.
 //!
 //! # Build one client, share it, and what dropping a call does
 //!
@@ -6,8 +7,8 @@
 //! on it) to whatever needs it; clones are cheap and share the connection pool and the retry
 //! budget. Never build one per call: you would lose both.
 //!
-//! A call is a future. **Dropping it cancels the attempt in flight** (its connection is closed,
-//! not returned to the pool) **and schedules nothing more**: no retry, no backoff timer, nothing
+//! A call is a future. **Dropping it cancels the attempt in flight** (its HTTP/1.1 connection
+//! is closed, not returned to the pool; on HTTP/2 only its stream is reset) **and schedules nothing more**: no retry, no backoff timer, nothing
 //! left running in the background. Only the retry budget's record of the attempts already made
 //! survives. Calls need a tokio runtime with the time and IO drivers enabled.
 //!
@@ -34,39 +35,44 @@
 //!
 //! # What it does
 //!
-//! - **Transport**: HTTPS through hyper-util's pooled client, HTTP/1.1 or HTTP/2 negotiated by
-//!   ALPN; plain HTTP through egress's own pool of hyper HTTP/1.1 connections (opened by the same
-//!   connector), which does for these requests what hyper-util's client did at about a tenth of
-//!   its cost per request (BENCHMARKS.md) and hands out a connection only once its previous
-//!   response was read to the end. A client built with [`Builder::build_with_connector`] or
-//!   [`Builder::build_with_hyper_client`] sends everything through hyper-util. rustls with the
-//!   ring provider, trusting Mozilla's roots by default (`native-roots` feature and
-//!   [`Builder::with_root_certificate`] for others); TCP_NODELAY; pool idle timeout and idle
-//!   connections per host from [`PoolConfig`](egress_core::PoolConfig) in both pools. Redirects
-//!   are not followed.
+//! - **Transport**: [`egress_transport`], shared with egress-async-std: hyper's HTTP/1.1 and
+//!   HTTP/2 connections (HTTP/2 when ALPN picks `h2`, one multiplexed connection per origin),
+//!   one pool for `http://` and `https://` (idle timeout and idle connections per host from
+//!   [`PoolConfig`](egress_core::PoolConfig), idle connections closed on time), an HTTP/1.1
+//!   connection returned only once its response was read to the end. This crate gives it
+//!   tokio TCP sockets (TCP_NODELAY), rustls with the ring provider and ALPN `h2`/`http/1.1`
+//!   (trusting Mozilla's roots by default; the `native-roots` feature and
+//!   [`Builder::with_root_certificate`] for others), `tokio::spawn` and tokio's timers.
+//!   [`Builder::build_with_connector`] takes a connector of your own. Redirects are not
+//!   followed.
 //! - **Time**: [`TokioClock`] reads `tokio::time::Instant`, so `#[tokio::test(start_paused = true)]`
-//!   controls egress time; [`TokioSleeper`] uses `tokio::time::sleep_until`.
+//!   controls egress time (the pool's idle timers included); [`TokioSleeper`] uses
+//!   `tokio::time::sleep_until`.
 //! - **Correlation**: [`with_correlation_id`] sets an ambient ID (a task-local) used by every call
 //!   inside it that carries none.
 //!
 //! # Timeouts: which are exact
 //!
-//! | limit | enforcement on this backend |
+//! The same on both backends (the transport enforces them):
+//!
+//! | limit | enforcement |
 //! |---|---|
-//! | connect (TCP and TLS) | exact, on the connector |
-//! | pool acquire | neither pool queues: a call takes an idle connection or opens one, so there is no wait to bound; covered by the connect limit (and the head limit while a returned connection's driver catches up) |
-//! | write | not observable separately: the head must arrive within `min(write, read)` of the attempt's start (stricter) |
-//! | read: to the response head | as above, `min(write, read)` from the attempt's start (stricter) |
+//! | connect (DNS, TCP and TLS) | exact: the attempt's connect deadline, around the whole connect |
+//! | pool acquire | a pooled connection not ready by the attempt's pool deadline fails with `PoolTimeout`; nothing queues (a call takes an idle connection, shares the origin's HTTP/2 connection, or opens one) |
+//! | write | not observable separately (hyper does not report when writing ends): the head must arrive within `min(write, read)` of the attempt's start (stricter) |
+//! | read: to the response head | as above, `min(write, read)` from the attempt's start |
 //! | read: between body chunks | exact |
 //! | per attempt, whole call | exact, by the core's driver |
-//! | body size | exact: refused from `Content-Length`, else stopped at the limit while reading |
+//! | body size | exact: refused from `Content-Length`, else stopped at the limit while reading; responses without a body (to `HEAD`; 1xx, 204, 304) are never checked against it |
 //!
 //! # Errors
 //!
-//! hyper, hyper-util, rustls and IO errors are mapped into the core's
-//! [`TransportErrorKind`](egress_core::TransportErrorKind) with the native error kept as the
-//! source: refused or failed connects, connect timeouts and TLS failures are "never sent";
-//! resets and closes after connecting are "may have been sent".
+//! Connector, hyper and IO errors are mapped into the core's
+//! [`TransportErrorKind`](egress_core::TransportErrorKind) by the transport's one table
+//! ([`egress_transport::error_kind`]), with the native error kept as the source: failed
+//! resolution, refused or failed connects, connect timeouts and TLS failures are "never sent";
+//! resets and closes after connecting "may have been sent"; malformed framing is a
+//! `Protocol` error, never retried.
 
 mod client;
 mod connector;

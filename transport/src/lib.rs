@@ -2,12 +2,12 @@
 //! HTTP/2 client connections (`hyper::client::conn`), one connection pool for `http://` and
 //! `https://`, the per-phase limits of each attempt, body collection under the core's size
 //! limit, and the one mapping of hyper and IO errors into the core's
-//! [`TransportErrorKind`](egress_core::TransportErrorKind).
+//! [`TransportErrorKind`].
 //!
 //! It has no protocol code of its own: parsing, framing, keep-alive and HTTP/2 are hyper's.
 //! It names no runtime either. A backend gives it a [`Runtime`] (spawn, sleep, now) and a
 //! [`Connect`] (TCP and TLS with ALPN), and gets an [`HttpTransport`], which implements the
-//! core's [`Transport`](egress_core::rt::Transport):
+//! core's [`Transport`]:
 //!
 //! ```
 //! use std::sync::Arc;
