@@ -1,6 +1,6 @@
-//! egress's own HTTP/1.1 pool, which carries the plain-HTTP requests of a client built with
-//! `egress_tokio::client`: connections are reused, closed ones are never handed out, and the
-//! pool's limits hold.
+//! egress-transport's pool as a tokio client uses it: HTTP/1.1 connections are reused, closed
+//! ones are never handed out, the pool's limits hold, and an HTTP/2 origin's calls share one
+//! connection.
 
 use std::time::Duration;
 
@@ -69,6 +69,26 @@ async fn concurrent_calls_open_connections_that_later_calls_reuse() {
     }
     assert_eq!(server.requests().len(), 24);
     assert_eq!(server.connections(), 8);
+}
+
+/// RFC 9113 9.1: a client keeps one connection per origin and multiplexes requests on it.
+#[tokio::test]
+async fn calls_to_an_http2_origin_share_one_connection_concurrent_ones_included() {
+    let server = FaultServer::start_tls(FaultServer::always(ok().delay(Duration::from_millis(20))));
+    let client = egress_tokio::Builder::new(Config::default().with_base_url(server.url("")))
+        .with_root_certificate(server.certificate_der().unwrap())
+        .build()
+        .unwrap();
+    let first = client.get("/x").send().await.unwrap();
+    assert_eq!(first.version(), http::Version::HTTP_2);
+    for _ in 0..3 {
+        let calls = (0..8).map(|_| client.get("/x").send());
+        for result in futures_join_all(calls).await {
+            assert_eq!(result.unwrap().version(), http::Version::HTTP_2);
+        }
+    }
+    assert_eq!(server.requests().len(), 25);
+    assert_eq!(server.connections(), 1);
 }
 
 /// `futures::future::join_all` without the dependency: spawns each call and awaits them all.

@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,12 +49,24 @@ struct Shared2 {
     last_used: Instant,
 }
 
+/// An origin that answered with HTTP/2: calls share its one connection, and while it has none,
+/// one call opens it and the others wait for that connect instead of opening their own.
+#[derive(Default)]
+struct H2Origin {
+    /// The shared connection, while there is one.
+    conn: Option<Shared2>,
+    /// Whether a call is opening the connection now.
+    connecting: bool,
+    /// The calls waiting for it.
+    waiters: Vec<Waker>,
+}
+
 #[derive(Default)]
 struct State {
     /// Idle HTTP/1.1 connections per origin, most recently used last.
     idle: [ByAuthority<Vec<Idle>>; 2],
-    /// The HTTP/2 connection of each origin that has one.
-    h2: [ByAuthority<Shared2>; 2],
+    /// The origins known to speak HTTP/2.
+    h2: [ByAuthority<H2Origin>; 2],
     /// Whether a reaper task is running.
     reaping: bool,
 }
@@ -64,7 +78,10 @@ impl State {
             .idle
             .iter()
             .flat_map(|m| m.values().flatten().map(|i| i.since));
-        let h2 = self.h2.iter().flat_map(|m| m.values().map(|c| c.last_used));
+        let h2 = self
+            .h2
+            .iter()
+            .flat_map(|m| m.values().filter_map(|o| Some(o.conn.as_ref()?.last_used)));
         idle.chain(h2).min().map(|t| t + timeout)
     }
 
@@ -78,7 +95,15 @@ impl State {
             });
         }
         for map in &mut self.h2 {
-            map.retain(|_, c| fresh(c.last_used) && !c.sender.is_closed());
+            map.retain(|_, o| {
+                if o.conn
+                    .as_ref()
+                    .is_some_and(|c| !fresh(c.last_used) || c.sender.is_closed())
+                {
+                    o.conn = None;
+                }
+                o.conn.is_some() || o.connecting
+            });
         }
     }
 }
@@ -146,7 +171,12 @@ impl fmt::Debug for Pool {
             .flat_map(|m| m.values())
             .map(Vec::len)
             .sum();
-        let h2: usize = state.h2.iter().map(HashMap::len).sum();
+        let h2: usize = state
+            .h2
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|o| o.conn.is_some())
+            .count();
         f.debug_struct("Pool")
             .field("connector", &self.inner.connector)
             .field("idle_http1", &idle)
@@ -161,6 +191,34 @@ impl fmt::Debug for Pool {
 enum Conn {
     H1(H1),
     H2(H2),
+}
+
+/// What a checkout found.
+enum Checkout {
+    /// A pooled connection.
+    Reuse(Conn),
+    /// Another call is opening the origin's HTTP/2 connection: wait for it.
+    Wait,
+    /// Nothing to reuse: open a connection (as the origin's HTTP/2 leader, if it has one).
+    Open(Option<Leader>),
+}
+
+/// The call opening an HTTP/2 origin's connection. When it is dropped (the connect done,
+/// failed or abandoned), the waiting calls look again.
+struct Leader {
+    pool: Arc<Inner>,
+    origin: Origin,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let mut state = self.pool.state();
+        let key = self.origin.authority().as_str();
+        if let Some(o) = state.h2[self.origin.is_https() as usize].get_mut(key) {
+            o.connecting = false;
+            o.waiters.drain(..).for_each(Waker::wake);
+        }
+    }
 }
 
 /// What sending gives back: the response head, and the lease on its HTTP/1.1 connection (none
@@ -206,10 +264,23 @@ impl Pool {
         let uri = request.uri().clone();
         loop {
             let (conn, reused) = match self.check_out(&origin) {
-                Some(conn) => (conn, true),
-                // Boxed: connecting (a TLS stream, hyper's handshake) would make this future
-                // several kilobytes larger.
-                None => (Box::pin(self.connect(&origin, connect)).await?, false),
+                Checkout::Reuse(conn) => (conn, true),
+                Checkout::Wait => {
+                    if within(self.runtime(), pool, self.h2_connected(&origin))
+                        .await
+                        .is_none()
+                    {
+                        return Err(pool_timeout());
+                    }
+                    continue;
+                }
+                Checkout::Open(leader) => {
+                    // Boxed: connecting (a TLS stream, hyper's handshake) would make this
+                    // future several kilobytes larger.
+                    let conn = Box::pin(self.connect(&origin, connect)).await;
+                    drop(leader);
+                    (conn?, false)
+                }
             };
             match conn {
                 Conn::H1(mut sender) => {
@@ -262,40 +333,67 @@ impl Pool {
 
     /// The origin's HTTP/2 connection, else its most recently used open idle HTTP/1.1 one;
     /// expired and closed ones met on the way are dropped (which closes them).
-    fn check_out(&self, origin: &Origin) -> Option<Conn> {
+    fn check_out(&self, origin: &Origin) -> Checkout {
         let inner = &*self.inner;
         let scheme = origin.is_https() as usize;
         let key = origin.authority().as_str();
         let now = inner.runtime.now();
         let fresh = |since: Instant| now.saturating_duration_since(since) < inner.idle_timeout;
         let mut state = inner.state();
-        if origin.is_https() {
-            if let Some(shared) = state.h2[scheme].get_mut(key) {
+        if let Some(o) = state.h2[scheme].get_mut(key) {
+            if let Some(shared) = &mut o.conn {
                 if fresh(shared.last_used) && !shared.sender.is_closed() {
                     shared.last_used = now;
-                    return Some(Conn::H2(shared.sender.clone()));
+                    return Checkout::Reuse(Conn::H2(shared.sender.clone()));
                 }
-                state.h2[scheme].remove(key);
+                o.conn = None;
+            }
+            if o.connecting {
+                return Checkout::Wait;
+            }
+            o.connecting = true;
+            return Checkout::Open(Some(Leader {
+                pool: Arc::clone(&self.inner),
+                origin: origin.clone(),
+            }));
+        }
+        if let Some(list) = state.idle[scheme].get_mut(key) {
+            while let Some(Idle { sender, since }) = list.pop() {
+                if fresh(since) && !sender.is_closed() {
+                    return Checkout::Reuse(Conn::H1(sender));
+                }
             }
         }
-        let list = state.idle[scheme].get_mut(key)?;
-        while let Some(Idle { sender, since }) = list.pop() {
-            if fresh(since) && !sender.is_closed() {
-                return Some(Conn::H1(sender));
+        Checkout::Open(None)
+    }
+
+    /// Ready when no call is opening `origin`'s HTTP/2 connection any more.
+    async fn h2_connected(&self, origin: &Origin) {
+        let scheme = origin.is_https() as usize;
+        let key = origin.authority().as_str();
+        poll_fn(|cx| {
+            let mut state = self.inner.state();
+            match state.h2[scheme].get_mut(key) {
+                Some(o) if o.connecting => {
+                    if !o.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                        o.waiters.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+                _ => Poll::Ready(()),
             }
-        }
-        None
+        })
+        .await
     }
 
     /// Removes `sender`'s connection as the origin's HTTP/2 connection, if it still is.
     fn forget_h2(&self, origin: &Origin, sender: &H2) {
         let mut state = self.inner.state();
         let map = &mut state.h2[origin.is_https() as usize];
-        if map
-            .get(origin.authority().as_str())
-            .is_some_and(|c| c.sender.is_closed() || sender.is_closed())
-        {
-            map.remove(origin.authority().as_str());
+        if let Some(o) = map.get_mut(origin.authority().as_str()) {
+            if o.conn.as_ref().is_some_and(|c| c.sender.is_closed()) || sender.is_closed() {
+                o.conn = None;
+            }
         }
     }
 
@@ -334,13 +432,21 @@ impl Pool {
                     if inner.keeps_alive() {
                         let mut state = inner.state();
                         let now = inner.runtime.now();
-                        state.h2[origin.is_https() as usize].insert(
-                            origin.authority().as_str().into(),
-                            Shared2 {
-                                sender: sender.clone(),
-                                last_used: now,
-                            },
-                        );
+                        let map = &mut state.h2[origin.is_https() as usize];
+                        let shared = Shared2 {
+                            sender: sender.clone(),
+                            last_used: now,
+                        };
+                        match map.get_mut(origin.authority().as_str()) {
+                            Some(o) => o.conn = Some(shared),
+                            None => {
+                                let o = H2Origin {
+                                    conn: Some(shared),
+                                    ..H2Origin::default()
+                                };
+                                map.insert(origin.authority().as_str().into(), o);
+                            }
+                        }
                         inner.reap_later(&mut state);
                     }
                     Ok(Conn::H2(sender))
