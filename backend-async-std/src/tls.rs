@@ -144,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Poll::Pending = pending(this.with(cx).shutdown()) {
+        if pending(this.with(cx).shutdown()).is_pending() {
             return Poll::Pending;
         }
         Pin::new(&mut this.inner.get_mut().io).poll_close(cx)
