@@ -9,7 +9,9 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use async_io::Async;
 use async_std::net::ToSocketAddrs;
 use egress_core::rt::BoxFuture;
-use egress_transport::{Connect, ConnectError, ConnectStep, Connected, Origin, Protocol};
+use egress_transport::{
+    Connect, ConnectError, ConnectStep, Connected, Origin, Protocol, connect_first,
+};
 use smol_hyper::rt::FuturesIo;
 
 use crate::tls;
@@ -33,8 +35,8 @@ impl AsyncStdConnector {
     }
 }
 
-/// Connects to each resolved address in turn (`localhost` may resolve to ::1 before
-/// 127.0.0.1); the last failure if none accepts.
+/// A TCP connection to `origin` with TCP_NODELAY (requests are written whole: no reason to
+/// wait for acknowledgements).
 async fn tcp(origin: &Origin) -> Result<Async<TcpStream>, ConnectError> {
     let addresses: Vec<SocketAddr> = match origin.host().parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, origin.port())],
@@ -44,27 +46,12 @@ async fn tcp(origin: &Origin) -> Result<Async<TcpStream>, ConnectError> {
             .map_err(|e| ConnectError::new(ConnectStep::Resolve, e))?
             .collect(),
     };
-    let mut last = None;
-    for address in addresses {
-        match Async::<TcpStream>::connect(address).await {
-            Ok(stream) => {
-                // Requests are written whole: no reason to wait for acknowledgements.
-                stream
-                    .get_ref()
-                    .set_nodelay(true)
-                    .map_err(|e| ConnectError::new(ConnectStep::Tcp, e))?;
-                return Ok(stream);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(match last {
-        Some(e) => ConnectError::new(ConnectStep::Tcp, e),
-        None => ConnectError::new(
-            ConnectStep::Resolve,
-            io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address"),
-        ),
+    connect_first(addresses, |address| async move {
+        let stream = Async::<TcpStream>::connect(address).await?;
+        stream.get_ref().set_nodelay(true)?;
+        Ok(stream)
     })
+    .await
 }
 
 /// The step a failed handshake failed at: TLS when OpenSSL refused it, TCP when the

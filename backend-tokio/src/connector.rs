@@ -6,7 +6,9 @@ use std::io;
 use std::sync::Arc;
 
 use egress_core::rt::BoxFuture;
-use egress_transport::{Connect, ConnectError, ConnectStep, Connected, Origin, Protocol};
+use egress_transport::{
+    Connect, ConnectError, ConnectStep, Connected, Origin, Protocol, connect_first,
+};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -34,31 +36,18 @@ impl TokioConnector {
     }
 }
 
-/// Connects to each resolved address in turn; the last failure if none accepts.
-pub(crate) async fn tcp(origin: &Origin) -> Result<TcpStream, ConnectError> {
+/// A TCP connection to `origin` with TCP_NODELAY (requests are written whole: no reason to
+/// wait for acknowledgements).
+async fn tcp(origin: &Origin) -> Result<TcpStream, ConnectError> {
     let addresses = tokio::net::lookup_host((origin.host(), origin.port()))
         .await
         .map_err(|e| ConnectError::new(ConnectStep::Resolve, e))?;
-    let mut last = None;
-    for address in addresses {
-        match TcpStream::connect(address).await {
-            Ok(stream) => {
-                // Requests are written whole: no reason to wait for acknowledgements.
-                stream
-                    .set_nodelay(true)
-                    .map_err(|e| ConnectError::new(ConnectStep::Tcp, e))?;
-                return Ok(stream);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(match last {
-        Some(e) => ConnectError::new(ConnectStep::Tcp, e),
-        None => ConnectError::new(
-            ConnectStep::Resolve,
-            io::Error::new(io::ErrorKind::NotFound, "the host resolved to no address"),
-        ),
+    connect_first(addresses, |address| async move {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     })
+    .await
 }
 
 /// The step a failed handshake failed at: TLS when rustls refused it, TCP when the

@@ -77,6 +77,7 @@ use crate::limit::{Limit, within};
 use crate::pool::{Pool, Sent};
 pub use crate::rt::{
     BoxError, Connect, ConnectError, ConnectStep, Connected, Io, Origin, Protocol, Runtime,
+    connect_first,
 };
 
 /// Sends attempts over hyper connections from one pool; see the [crate docs](crate).

@@ -190,3 +190,34 @@ where
         self.0.spawn(Box::pin(future));
     }
 }
+
+/// Tries `connect` on each resolved address in turn (`localhost` may resolve to `::1` before
+/// `127.0.0.1`) and returns the first stream; the last failure (a [`ConnectStep::Tcp`]
+/// error) when none connects, or a [`ConnectStep::Resolve`] error when there was no address.
+/// The connectors of both backends open TCP with it.
+pub async fn connect_first<A, S, F, Fut>(
+    addresses: impl IntoIterator<Item = A>,
+    mut connect: F,
+) -> Result<S, ConnectError>
+where
+    F: FnMut(A) -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
+    let mut last = None;
+    for address in addresses {
+        match connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => ConnectError::new(ConnectStep::Tcp, e),
+        None => ConnectError::new(
+            ConnectStep::Resolve,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host resolved to no address",
+            ),
+        ),
+    })
+}
