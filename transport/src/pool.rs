@@ -141,6 +141,17 @@ impl Inner {
 /// Closes idle connections as they pass the idle timeout, and ends when nothing is left or the
 /// pool is gone.
 async fn reap(pool: Weak<Inner>) {
+    // Dropped with the task (its runtime shut down, say) before it ended by itself: the pool
+    // must be free to start another reaper.
+    struct Running<'a>(Option<&'a Weak<Inner>>);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            if let Some(inner) = self.0.and_then(Weak::upgrade) {
+                inner.state().reaping = false;
+            }
+        }
+    }
+    let mut running = Running(Some(&pool));
     loop {
         let sleep = {
             let Some(inner) = pool.upgrade() else { return };
@@ -148,6 +159,8 @@ async fn reap(pool: Weak<Inner>) {
             state.expire(inner.runtime.now(), inner.idle_timeout);
             let Some(at) = state.next_expiry(inner.idle_timeout) else {
                 state.reaping = false;
+                // Ended by itself: a reaper started from now on is not this one's business.
+                running.0 = None;
                 return;
             };
             inner.runtime.sleep_until(at)
