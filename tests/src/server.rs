@@ -101,12 +101,18 @@ pub enum Fault {
     /// (at most 2 s) and close.
     RawChunked,
     /// Answer as soon as the request head is read, before reading its body: send the reply with
-    /// `connection: close`, shut the write side (FIN), then read and discard whatever the client
-    /// still sends until it closes (at most 2 s) before closing, so that the kernel resets
-    /// nothing before the client has read the answer. Only a server started with
+    /// `connection: close` and shut the write side (FIN). Then, with `drain`, read and discard
+    /// whatever the client still sends until it closes (at most 2 s) before closing: the
+    /// lingering close of RFC 9112 9.6, so that the kernel resets nothing before the client has
+    /// read the answer. Without `drain`, read nothing more, wait 500 ms (on loopback the answer
+    /// is long acknowledged, after which RFC 9112 9.6 lets a server stop reading) and close,
+    /// which sends a reset if request bytes are left unread. Only a server started with
     /// [`FaultServer::start_answering_on_the_head`] calls its handler before the body is read;
     /// another one sends this reply after reading the body.
-    EarlyResponse,
+    EarlyResponse {
+        /// Read the rest of the request until the client closes, before closing.
+        drain: bool,
+    },
 }
 
 /// One scripted reply.
@@ -698,7 +704,7 @@ async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watc
                 all.len() - 1
             };
             let reply = (shared.handler)(index, &seen);
-            if reply.fault != Fault::EarlyResponse {
+            if !matches!(reply.fault, Fault::EarlyResponse { .. }) {
                 let Some(body) = read_body(&mut conn, &mut buf, framing).await else {
                     return;
                 };
@@ -771,12 +777,16 @@ async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watc
                     drain(&mut conn, Duration::from_secs(2)).await;
                     Ok(false)
                 }
-                Fault::EarlyResponse => {
+                Fault::EarlyResponse { drain: read_on } => {
                     let framing = format!("{length}connection: close\r\n");
                     conn.write(&[head(&reply, &framing, "HTTP/1.1"), body.to_vec()].concat())
                         .await?;
                     conn.shutdown_write().await;
-                    drain(&mut conn, Duration::from_secs(2)).await;
+                    if read_on {
+                        drain(&mut conn, Duration::from_secs(2)).await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     Ok(false)
                 }
                 Fault::CloseBeforeHead => Ok(false),
