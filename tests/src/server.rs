@@ -80,6 +80,39 @@ pub enum Fault {
     BadChunk,
     /// Send an interim `103 Early Hints` response (with a `link` header) first, then the reply.
     EarlyHints,
+    /// Send the head with the reply's own headers only (no `Content-Length` or
+    /// `Transfer-Encoding` of the server's), then the body, then close: a body delimited by the
+    /// close (RFC 9112 6.3 item 8). With a reply header `transfer-encoding: chunked, gzip`
+    /// (chunked not the final coding) it is RFC 9112 6.3 item 4's case: the body still runs
+    /// until the close, whatever chunk framing it seems to contain.
+    CloseDelimited,
+    /// Send the head with the reply's own headers only (no framing header added) and no body,
+    /// and keep the connection open: what a server answers to a HEAD, or with a 204 or 304,
+    /// whose `Content-Length` (set one with [`Reply::header`]) announces a body it never sends
+    /// (RFC 9112 6.3 item 1).
+    NoBody,
+    /// Send an unsolicited `101 Switching Protocols` (`upgrade: h2c`, `connection: upgrade`)
+    /// instead of the reply, whatever the request asked for; then keep reading requests on the
+    /// connection as HTTP/1.1 and answer them normally, so that a client that reuses the
+    /// connection shows up as a second request on the same [`Seen::connection`].
+    SwitchingProtocols,
+    /// Announce `Transfer-Encoding: chunked` and send the body verbatim as the chunked framing
+    /// (chunk-size lines and all: for malformed framing), then wait for the client to close
+    /// (at most 2 s) and close.
+    RawChunked,
+    /// Answer as soon as the request head is read, before reading its body: send the reply with
+    /// `connection: close` and shut the write side (FIN). Then, with `drain`, read and discard
+    /// whatever the client still sends until it closes (at most 2 s) before closing: the
+    /// lingering close of RFC 9112 9.6, so that the kernel resets nothing before the client has
+    /// read the answer. Without `drain`, read nothing more, wait 500 ms (on loopback the answer
+    /// is long acknowledged, after which RFC 9112 9.6 lets a server stop reading) and close,
+    /// which sends a reset if request bytes are left unread. Only a server started with
+    /// [`FaultServer::start_answering_on_the_head`] calls its handler before the body is read;
+    /// another one sends this reply after reading the body.
+    EarlyResponse {
+        /// Read the rest of the request until the client closes, before closing.
+        drain: bool,
+    },
 }
 
 /// One scripted reply.
@@ -182,11 +215,36 @@ impl Seen {
 /// What decides the reply to each request: its index (from 0) and the request.
 pub type Handler = Arc<dyn Fn(usize, &Seen) -> Reply + Send + Sync>;
 
+/// A connection the client closed: [`FaultServer::closed_connections`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// The connection (numbered from 1, as in [`Seen::connection`]).
+    pub connection: u64,
+    /// When the server saw the end of the stream or a reset (tokio time).
+    pub at: Instant,
+}
+
 struct Shared {
     handler: Handler,
     seen: Mutex<Vec<Seen>>,
     connections: AtomicU64,
+    closed: Mutex<Vec<Closed>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Call the handler once the head is read, before the body.
+    on_the_head: bool,
+}
+
+impl Shared {
+    fn new(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>, on_the_head: bool) -> Self {
+        Self {
+            handler,
+            seen: Mutex::default(),
+            connections: AtomicU64::new(0),
+            closed: Mutex::default(),
+            tls,
+            on_the_head,
+        }
+    }
 }
 
 /// A running fault server; see the [module docs](self).
@@ -263,15 +321,23 @@ impl FaultServer {
 
     /// Starts a plain HTTP server on its own thread and runtime.
     pub fn start(handler: Handler) -> Self {
-        Self::start_with(handler, None)
+        Self::start_with(handler, None, false)
+    }
+
+    /// Starts a plain HTTP server that calls the handler as soon as a request's head is read,
+    /// before its body, so that a reply with [`Fault::EarlyResponse`] goes out while the client
+    /// is still sending. The handler's [`Seen`] has an empty body; the recorded one gets the
+    /// body once read, unless the reply was early (the body is then discarded).
+    pub fn start_answering_on_the_head(handler: Handler) -> Self {
+        Self::start_with(handler, None, true)
     }
 
     /// Starts a TLS server (HTTP/1.1 and HTTP/2 by ALPN) with a fresh self-signed certificate.
     pub fn start_tls(handler: Handler) -> Self {
-        Self::start_with(handler, Some(TestCertificate::generate()))
+        Self::start_with(handler, Some(TestCertificate::generate()), false)
     }
 
-    fn start_with(handler: Handler, cert: Option<TestCertificate>) -> Self {
+    fn start_with(handler: Handler, cert: Option<TestCertificate>, on_the_head: bool) -> Self {
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
         std_listener
@@ -280,12 +346,11 @@ impl FaultServer {
         let addr = std_listener
             .local_addr()
             .expect("a bound socket has an address");
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             handler,
-            seen: Mutex::default(),
-            connections: AtomicU64::new(0),
-            tls: cert.as_ref().map(TestCertificate::acceptor),
-        });
+            cert.as_ref().map(TestCertificate::acceptor),
+            on_the_head,
+        ));
         let (stop, stopped) = watch::channel(false);
         let serving = shared.clone();
         let thread = std::thread::Builder::new()
@@ -321,12 +386,7 @@ impl FaultServer {
         let addr = listener
             .local_addr()
             .expect("a bound socket has an address");
-        let shared = Arc::new(Shared {
-            handler,
-            seen: Mutex::default(),
-            connections: AtomicU64::new(0),
-            tls: None,
-        });
+        let shared = Arc::new(Shared::new(handler, None, false));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(listener, shared.clone(), stopped));
         Self {
@@ -364,6 +424,20 @@ impl FaultServer {
     /// How many connections were accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP/1.x connections the client closed (end of stream or reset) while the server
+    /// was waiting for the head of a request on them, in the order seen. Connections the server
+    /// closed itself (after a fault, or `connection: close`) are not listed.
+    pub fn closed_connections(&self) -> Vec<Closed> {
+        lock(&self.shared.closed).clone()
+    }
+
+    /// How many accepted connections the client has not closed yet (by
+    /// [`closed_connections`](Self::closed_connections)); connections the server closed itself
+    /// still count as open here.
+    pub fn open_connections(&self) -> u64 {
+        self.connections() - lock(&self.shared.closed).len() as u64
     }
 }
 
@@ -442,6 +516,14 @@ impl Conn {
         }
     }
 
+    /// Shuts the write side (FIN; under TLS, close_notify first).
+    async fn shutdown_write(&mut self) {
+        let _ = match self {
+            Self::Plain(s) => s.shutdown().await,
+            Self::Tls(s) => s.shutdown().await,
+        };
+    }
+
     /// Makes the coming close a reset: linger 0 sends RST instead of FIN.
     fn arm_reset(&self) {
         let tcp = match self {
@@ -452,8 +534,20 @@ impl Conn {
     }
 }
 
-/// Reads one request; `None` at a clean end of the connection or on garbage.
-async fn read_request(conn: &mut Conn, buf: &mut Vec<u8>, id: u64) -> Option<(Seen, bool)> {
+/// How a request body is delimited.
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// Reads one request head; `None` at the end of the connection or on garbage. A connection
+/// the client closed (or reset) between requests is recorded in `shared.closed`.
+async fn read_head(
+    conn: &mut Conn,
+    buf: &mut Vec<u8>,
+    id: u64,
+    shared: &Shared,
+) -> Option<(Seen, bool, Framing)> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -484,39 +578,75 @@ async fn read_request(conn: &mut Conn, buf: &mut Vec<u8>, id: u64) -> Option<(Se
                 };
                 let close = find("connection").is_some_and(|v| v.contains("close"))
                     || version == "HTTP/1.0";
-                let length: usize = find("content-length")
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                buf.drain(..head_len);
-                let body = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-                    read_chunked(conn, buf).await?
+                let framing = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                    Framing::Chunked
                 } else {
-                    while buf.len() < length {
-                        if conn.read_some(buf).await.ok()? == 0 {
-                            return None;
-                        }
-                    }
-                    buf.drain(..length).collect()
+                    Framing::Length(
+                        find("content-length")
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0),
+                    )
                 };
+                buf.drain(..head_len);
                 let seen = Seen {
                     method,
                     path,
                     headers,
-                    body: Bytes::from(body),
+                    body: Bytes::new(),
                     at: tokio::time::Instant::now().into_std(),
                     connection: id,
                     version,
                 };
-                return Some((seen, close));
+                return Some((seen, close, framing));
             }
             Ok(httparse::Status::Partial) => {
-                if buf.len() > 1 << 20 || conn.read_some(buf).await.ok()? == 0 {
+                if buf.len() > 1 << 20 {
                     return None;
+                }
+                match conn.read_some(buf).await {
+                    Ok(n) if n > 0 => {}
+                    _ => {
+                        lock(&shared.closed).push(Closed {
+                            connection: id,
+                            at: tokio::time::Instant::now().into_std(),
+                        });
+                        return None;
+                    }
                 }
             }
             Err(_) => return None,
         }
     }
+}
+
+/// Reads a request body; `None` if the connection ends first or the framing is garbage.
+async fn read_body(conn: &mut Conn, buf: &mut Vec<u8>, framing: Framing) -> Option<Vec<u8>> {
+    match framing {
+        Framing::Chunked => read_chunked(conn, buf).await,
+        Framing::Length(length) => {
+            while buf.len() < length {
+                if conn.read_some(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            Some(buf.drain(..length).collect())
+        }
+    }
+}
+
+/// Reads and drops whatever the client sends until it closes, for at most `limit`.
+async fn drain(conn: &mut Conn, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        let mut sink = Vec::with_capacity(8192);
+        loop {
+            sink.clear();
+            match conn.read_some(&mut sink).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    })
+    .await;
 }
 
 async fn read_chunked(conn: &mut Conn, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
@@ -563,15 +693,39 @@ fn head(reply: &Reply, framing: &str, version: &str) -> Vec<u8> {
 async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watch::Receiver<bool>) {
     let mut buf = Vec::new();
     loop {
-        let Some((seen, close)) = read_request(&mut conn, &mut buf, id).await else {
+        let Some((mut seen, close, framing)) = read_head(&mut conn, &mut buf, id, shared).await
+        else {
             return;
         };
-        let index = {
-            let mut all = lock(&shared.seen);
-            all.push(seen.clone());
-            all.len() - 1
+        let reply = if shared.on_the_head {
+            let index = {
+                let mut all = lock(&shared.seen);
+                all.push(seen.clone());
+                all.len() - 1
+            };
+            let reply = (shared.handler)(index, &seen);
+            if !matches!(reply.fault, Fault::EarlyResponse { .. }) {
+                let Some(body) = read_body(&mut conn, &mut buf, framing).await else {
+                    return;
+                };
+                lock(&shared.seen)[index].body = Bytes::from(body);
+            }
+            reply
+        } else {
+            let Some(body) = read_body(&mut conn, &mut buf, framing).await else {
+                return;
+            };
+            seen.body = Bytes::from(body);
+            seen.at = tokio::time::Instant::now().into_std();
+            let index = {
+                let mut all = lock(&shared.seen);
+                all.push(seen.clone());
+                all.len() - 1
+            };
+            (shared.handler)(index, &seen)
         };
-        let reply = (shared.handler)(index, &seen);
+        // A correct server sends no body in answer to a HEAD (RFC 9110 9.3.2).
+        let is_head = seen.method == "HEAD";
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
@@ -580,6 +734,7 @@ async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watc
         let result: std::io::Result<bool> = async {
             match reply.fault.clone() {
                 Fault::None => {
+                    let body = if is_head { &[][..] } else { &body[..] };
                     conn.write(&[head(&reply, &length, "HTTP/1.1"), body.to_vec()].concat())
                         .await?;
                     Ok(!close)
@@ -588,9 +743,51 @@ async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watc
                     let hints =
                         b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
                     conn.write(hints).await?;
+                    let body = if is_head { &[][..] } else { &body[..] };
                     conn.write(&[head(&reply, &length, "HTTP/1.1"), body.to_vec()].concat())
                         .await?;
                     Ok(!close)
+                }
+                Fault::CloseDelimited => {
+                    conn.write(&[head(&reply, "", "HTTP/1.1"), body.to_vec()].concat())
+                        .await?;
+                    Ok(false)
+                }
+                Fault::NoBody => {
+                    conn.write(&head(&reply, "", "HTTP/1.1")).await?;
+                    Ok(!close)
+                }
+                Fault::SwitchingProtocols => {
+                    conn.write(
+                        b"HTTP/1.1 101 Switching Protocols\r\n\
+                          connection: upgrade\r\nupgrade: h2c\r\n\r\n",
+                    )
+                    .await?;
+                    Ok(true)
+                }
+                Fault::RawChunked => {
+                    conn.write(
+                        &[
+                            head(&reply, "transfer-encoding: chunked\r\n", "HTTP/1.1"),
+                            body.to_vec(),
+                        ]
+                        .concat(),
+                    )
+                    .await?;
+                    drain(&mut conn, Duration::from_secs(2)).await;
+                    Ok(false)
+                }
+                Fault::EarlyResponse { drain: read_on } => {
+                    let framing = format!("{length}connection: close\r\n");
+                    conn.write(&[head(&reply, &framing, "HTTP/1.1"), body.to_vec()].concat())
+                        .await?;
+                    conn.shutdown_write().await;
+                    if read_on {
+                        drain(&mut conn, Duration::from_secs(2)).await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Ok(false)
                 }
                 Fault::CloseBeforeHead => Ok(false),
                 Fault::ResetBeforeHead => {

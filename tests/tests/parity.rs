@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, config, ms};
 use egress_core::retry::{BudgetConfig, RetryPolicy};
-use egress_core::{Error, Response, StopReason, TimeoutKind, TransportErrorKind, ValidationKind};
+use egress_core::{
+    Error, PoolConfig, Response, StopReason, TimeoutKind, TransportErrorKind, ValidationKind,
+};
 use egress_tests::server::{Fault, FaultServer, Reply, Seen};
 
 /// Waits are asserted at least as long as scheduled, and at most this much longer: generous,
@@ -35,6 +37,11 @@ fn assert_gaps(seen: &[Seen], expected: &[Duration]) {
             "gap {gap:?}, expected {want:?} (all: {gaps:?})"
         );
     }
+}
+
+/// Waits `d` on backend `b`'s own timer.
+async fn sleep(b: Backend, d: Duration) {
+    let _ = b.timeout(d, std::future::pending::<()>()).await;
 }
 
 fn transport_kind(error: &Error) -> Option<TransportErrorKind> {
@@ -437,15 +444,337 @@ mod scenarios {
         assert_eq!(error.validation().unwrap().kind(), ValidationKind::Empty);
     }
 
-    /// RFC 9112 2.6 and RFC 9110 6.2: a client accepts an HTTP/1.0 response, whose body
-    /// (without `Content-Length`) runs until the server closes (RFC 9112 6.3, rule 8).
+    /// An HTTP/1.0 response (no `Content-Length`, body delimited by the close) is understood:
+    /// a recipient of a lower minor version of the same major version processes it as HTTP/1.1
+    /// would (RFC 9110 2.5 and 6.2), and without a length the body is everything up to the close
+    /// (RFC 9112 6.3 item 8). hyper reads it so (role.rs, `Client::decoder`: no framing header
+    /// is `CLOSE_DELIMITED`; keep-alive is off for HTTP/1.0 without `connection: keep-alive`).
     pub(super) async fn an_http_1_0_peer_is_understood(b: Backend) {
         let server = FaultServer::start(FaultServer::always(
             Reply::json(200, ENTITY).with_fault(Fault::Http10),
         ));
         let response = get(b, &server).await.unwrap();
+        assert_eq!(response.body().as_ref(), ENTITY.as_bytes());
         assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        assert_eq!(response.attempts(), 1);
         assert_eq!(server.requests().len(), 1);
+    }
+
+    /// An HTTP/1.1 response with neither `Content-Length` nor `Transfer-Encoding` has a body
+    /// that runs until the server closes the connection (RFC 9112 6.3 item 8); it is read whole.
+    /// hyper: role.rs, `Client::decoder` ("neither Transfer-Encoding nor Content-Length":
+    /// `CLOSE_DELIMITED`), decode.rs reads until EOF.
+    pub(super) async fn a_body_delimited_by_the_close_is_read_whole(b: Backend) {
+        let body = format!(
+            r#"{{"id":"7","items":[{{"id":"a"}}],"pad":"{}"}}"#,
+            "x".repeat(256 * 1024)
+        );
+        let server = FaultServer::start(FaultServer::always(
+            Reply::json(200, &body).with_fault(Fault::CloseDelimited),
+        ));
+        let response = get(b, &server).await.unwrap();
+        assert_eq!(response.body().len(), body.len());
+        assert_eq!(response.body().as_ref(), body.as_bytes());
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        assert_eq!(response.attempts(), 1);
+        assert_eq!(server.requests().len(), 1);
+    }
+
+    /// Response desync: with `Transfer-Encoding: chunked, gzip` chunked is not the final
+    /// coding, so the body runs until the server closes the connection (RFC 9112 6.3 item 4;
+    /// RFC 9112 7 and 11.2 on smuggling). The server sends bytes that read as a chunk, a
+    /// terminating chunk and a smuggled second response, then closes: all of it is the first
+    /// body, the connection is not reused, and the second call gets the server's real second
+    /// answer on a new connection. hyper: role.rs, `Client::decoder` (a `Transfer-Encoding`
+    /// not ending in chunked is `CLOSE_DELIMITED`, "not chunked, read till eof").
+    pub(super) async fn a_transfer_coding_not_ending_in_chunked_runs_until_the_close(b: Backend) {
+        let smuggled_body = r#"{"id":"smuggled","items":[]}"#;
+        let smuggled = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{smuggled_body}",
+            smuggled_body.len()
+        );
+        let wire = format!("{:x}\r\n{ENTITY}\r\n0\r\n\r\n{smuggled}", ENTITY.len());
+        let server = FaultServer::start(FaultServer::script([
+            Reply::status(200)
+                .header("content-type", "application/octet-stream")
+                .header("transfer-encoding", "chunked, gzip")
+                .body(wire.clone())
+                .with_fault(Fault::CloseDelimited),
+            Reply::json(200, r#"{"id":"second","items":[]}"#),
+        ]));
+        let client = b.client(config(&server.url("")));
+        let first = client.get("/x").send().await.unwrap();
+        assert_eq!(
+            first.body().as_ref(),
+            wire.as_bytes(),
+            "the whole stream up to the close is the body"
+        );
+        assert_eq!(first.attempts(), 1);
+        let second = client.get("/x").send().await.unwrap();
+        assert_eq!(second.json::<Entity>().unwrap().id, "second");
+        assert_eq!(second.attempts(), 1);
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2, "the server saw the second request");
+        assert_ne!(
+            seen[0].connection, seen[1].connection,
+            "the second request went on a new connection"
+        );
+    }
+
+    /// An unsolicited `101 Switching Protocols`: a server must not switch to a protocol the
+    /// request did not offer in `Upgrade` (RFC 9110 7.8, 15.2.2), and after a 101 the
+    /// connection no longer speaks HTTP/1.1 (RFC 9110 7.8: the new protocol starts right after
+    /// the 101's empty line; RFC 9112 6.3 item 1: a 1xx has no body), so it is never reused.
+    /// hyper (role.rs, `Client::decoder`: `101 => (DecodedLength::ZERO, wants_upgrade)`, and
+    /// `keep_alive: keep_alive && !is_upgrade`) hands the 101 to the caller as the final
+    /// response, with an empty body, and the connection ends: egress sees a final non-2xx
+    /// status, not retried. The next call gets its own answer on a new connection.
+    pub(super) async fn an_unsolicited_101_ends_the_exchange_and_its_connection(b: Backend) {
+        let server = FaultServer::start(FaultServer::script([
+            Reply::fault(Fault::SwitchingProtocols),
+            Reply::json(200, ENTITY),
+        ]));
+        let client = b.client(config(&server.url("")));
+        let error = client.get("/x").send().await.unwrap_err();
+        assert_eq!(
+            error.status(),
+            Some(http::StatusCode::SWITCHING_PROTOCOLS),
+            "{error:?}"
+        );
+        assert_eq!(error.stop_reason(), Some(StopReason::NotRetryable));
+        assert_eq!(error.attempts(), 1);
+        assert!(error.status_error().unwrap().body().is_empty());
+        let response = client.get("/x").send().await.unwrap();
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        assert_eq!(response.attempts(), 1);
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2);
+        assert_ne!(
+            seen[0].connection, seen[1].connection,
+            "the switched connection was reused"
+        );
+    }
+
+    /// An early final response while the request body is still being written: the server
+    /// reads the head of a 5 MB POST, answers `413 Content Too Large` (RFC 9110 15.5.14) with
+    /// `connection: close` and half-closes, then either drains the rest until the client closes
+    /// (the lingering close of RFC 9112 9.6) or, once its answer is surely acknowledged, stops
+    /// reading and closes (also allowed by RFC 9112 9.6; the unread bytes make it a reset). The
+    /// client, which "SHOULD monitor the network connection for an error response while it is
+    /// transmitting the request" and then stop sending (RFC 9112 9.6), surfaces the 413 in both
+    /// cases, not a reset, broken pipe or write timeout, and does not retry it. hyper's
+    /// dispatcher reads the response while the body is written (dispatch.rs, `poll_read` and
+    /// `poll_write` in one loop) and resolves the call with the response.
+    pub(super) async fn an_early_413_during_a_large_upload_is_surfaced(b: Backend) {
+        let mut failures = Vec::new();
+        for drain in [true, false] {
+            let server = FaultServer::start_answering_on_the_head(FaultServer::always(
+                Reply::json(413, r#"{"message":"too large"}"#)
+                    .with_fault(Fault::EarlyResponse { drain }),
+            ));
+            let body = vec![b'x'; 5 * 1024 * 1024];
+            let result = b
+                .client(config(&server.url("")))
+                .post("/upload")
+                .body(body)
+                .send()
+                .await;
+            let outcome = match &result {
+                Ok(response) => format!("Ok({})", response.status()),
+                Err(error) => format!(
+                    "{:?} {:?} {:?} after {} attempt(s), body {:?}",
+                    error.status(),
+                    transport_kind(error),
+                    error.stop_reason(),
+                    error.attempts(),
+                    error.status_error().map(|s| s.body_excerpt().to_owned())
+                ),
+            };
+            let expected = format!(
+                "{:?} None {:?} after 1 attempt(s), body {:?}",
+                Some(http::StatusCode::PAYLOAD_TOO_LARGE),
+                Some(StopReason::NotRetryable),
+                Some(r#"{"message":"too large"}"#)
+            );
+            let requests = server.requests().len();
+            if outcome != expected || requests != 1 {
+                failures.push(format!(
+                    "drain {drain}: {outcome}, {requests} request(s); {result:?}"
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "expected the 413, not retried:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// No `Content-Length: 0` on a GET or a HEAD without content: "A user agent SHOULD NOT
+    /// send a Content-Length header field when the request message does not contain content
+    /// and the method semantics do not anticipate such data" (RFC 9110 8.6). hyper
+    /// (role.rs, `Client::set_length`): a request without a body gets no length header.
+    pub(super) async fn a_get_or_head_without_content_sends_no_content_length(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+        let client = b.client(config(&server.url("")));
+        client.get("/x").send().await.unwrap();
+        let head = client
+            .request(http::Method::HEAD, "/x")
+            .send()
+            .await
+            .unwrap();
+        assert!(head.body().is_empty());
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2);
+        for request in &seen {
+            assert_eq!(
+                request.header("content-length"),
+                None,
+                "{} {:?}",
+                request.method,
+                request.headers
+            );
+            assert_eq!(
+                request.header("transfer-encoding"),
+                None,
+                "{}",
+                request.method
+            );
+        }
+        assert_eq!(seen[1].method, "HEAD");
+    }
+
+    /// A response to `method` with `status` announcing a `Content-Length` beyond the client's
+    /// body limit but, as RFC 9112 6.3 item 1 says, with no body: it ends at the head, and the
+    /// connection is reused for the next call.
+    async fn no_body_whatever_its_length(b: Backend, method: http::Method, status: u16) {
+        let announced = 20 * 1024 * 1024;
+        let server = FaultServer::start(FaultServer::script([
+            Reply::status(status)
+                .header("content-length", &announced.to_string())
+                .with_fault(Fault::NoBody),
+            Reply::json(200, ENTITY),
+        ]));
+        let config = config(&server.url("")).with_max_response_body(1024 * 1024);
+        let client = b.client(config);
+        let result = client.request(method, "/x").send().await;
+        if (200..300).contains(&status) {
+            let response = result.unwrap();
+            assert_eq!(response.status().as_u16(), status);
+            assert!(response.body().is_empty());
+            assert_eq!(response.attempts(), 1);
+        } else {
+            let error = result.unwrap_err();
+            assert_eq!(
+                error.status().map(|s| s.as_u16()),
+                Some(status),
+                "{error:?}"
+            );
+            assert!(error.status_error().unwrap().body().is_empty());
+            assert_eq!(error.stop_reason(), Some(StopReason::NotRetryable));
+            assert_eq!(error.attempts(), 1);
+        }
+        // The connection goes back to the pool once the exchange ends; give it a moment.
+        sleep(b, ms(20)).await;
+        let response = client.get("/x").send().await.unwrap();
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            (seen[0].connection, seen[1].connection),
+            (1, 1),
+            "the connection is reused"
+        );
+        assert_eq!(server.connections(), 1);
+    }
+
+    /// A HEAD response has no body whatever its `Content-Length` (RFC 9112 6.3 item 1;
+    /// RFC 9110 9.3.2 and 8.6: the length is the one a GET would have had). hyper: role.rs,
+    /// `Client::decoder` (`Some(Method::HEAD) => DecodedLength::ZERO`).
+    pub(super) async fn a_head_response_has_no_body_whatever_its_length(b: Backend) {
+        no_body_whatever_its_length(b, http::Method::HEAD, 200).await;
+    }
+
+    /// A 304 has no body whatever its `Content-Length` (RFC 9112 6.3 item 1; RFC 9110
+    /// 15.4.5). hyper: role.rs, `Client::decoder` (`204 | 304 => DecodedLength::ZERO`). egress
+    /// reports the 304 as a final non-2xx status, with an empty body.
+    pub(super) async fn a_304_has_no_body_whatever_its_length(b: Backend) {
+        no_body_whatever_its_length(b, http::Method::GET, 304).await;
+    }
+
+    /// A 204 has no body, even with a (forbidden, RFC 9110 8.6) `Content-Length`: it ends at
+    /// the head "regardless of the header fields present" (RFC 9112 6.3 item 1; RFC 9110
+    /// 15.3.5). hyper: role.rs, `Client::decoder` (`204 | 304 => DecodedLength::ZERO`).
+    pub(super) async fn a_204_has_no_body_whatever_its_length(b: Backend) {
+        no_body_whatever_its_length(b, http::Method::GET, 204).await;
+    }
+
+    /// An idle pooled connection is closed when its idle timeout passes, without waiting for
+    /// the next call: "A client or server that wishes to time out SHOULD issue a graceful close
+    /// on the connection" (RFC 9112 9.5; 9.3 on persistence). (hyper-util's pool runs an idle
+    /// interval that drops expired connections, `Builder::pool_idle_timeout` with a timer.)
+    pub(super) async fn an_idle_connection_is_closed_when_its_idle_timeout_passes(b: Backend) {
+        let idle = ms(300);
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+        let mut pool = PoolConfig::default();
+        pool.idle_timeout = idle;
+        let client = b.client(config(&server.url("")).with_pool(pool));
+        client.get("/x").send().await.unwrap();
+        let idle_since = Instant::now();
+        let limit = idle + Duration::from_millis(1500);
+        while server.closed_connections().is_empty() && idle_since.elapsed() < limit {
+            sleep(b, ms(20)).await;
+        }
+        let closed = server.closed_connections();
+        assert_eq!(
+            closed.iter().map(|c| c.connection).collect::<Vec<_>>(),
+            [1],
+            "the idle connection is closed within {limit:?} of the call, with no other call"
+        );
+        assert!(
+            closed[0].at.saturating_duration_since(idle_since) <= limit,
+            "closed {:?} after the call",
+            closed[0].at.saturating_duration_since(idle_since)
+        );
+        assert_eq!(server.requests().len(), 1);
+        assert_eq!(server.open_connections(), 0);
+        drop(client);
+    }
+
+    /// HTTP/2 over TLS: an `https` origin whose server offers `h2` by ALPN is spoken to in
+    /// HTTP/2 (RFC 9113 3.2; RFC 9110 4.2.2 and 2.5 on versions), and concurrent calls share
+    /// one multiplexed connection ("Clients SHOULD NOT open more than one HTTP/2 connection to
+    /// a given host and port pair", RFC 9113 9.1; RFC 9112 9.4 limits HTTP/1.1 instead). hyper:
+    /// `client::conn::http2` multiplexes streams on one connection; hyper-util's pool keeps one
+    /// HTTP/2 connection per origin.
+    pub(super) async fn https_speaks_http_2_over_one_multiplexed_connection(b: Backend) {
+        let server =
+            FaultServer::start_tls(FaultServer::always(Reply::json(200, ENTITY).delay(ms(200))));
+        let client = b.client_trusting(config(&server.url("")), server.certificate_der().unwrap());
+        let first = client.get("/x").send().await.unwrap();
+        assert_eq!(first.version(), http::Version::HTTP_2);
+        assert_eq!(first.json::<Entity>().unwrap().id, "7");
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let client = client.clone();
+                async move {
+                    client
+                        .get("/x")
+                        .send()
+                        .await
+                        .map(|r| (r.status().as_u16(), r.version()))
+                        .map_err(|e| format!("{e:?}"))
+                }
+            })
+            .collect();
+        for result in b.join_all(calls).await {
+            assert_eq!(result, Ok((200, http::Version::HTTP_2)));
+        }
+        let seen = server.requests();
+        assert_eq!(seen.len(), 9);
+        let versions: Vec<&str> = seen.iter().map(|s| s.version).collect();
+        assert!(versions.iter().all(|v| *v == "HTTP/2"), "{versions:?}");
+        assert_eq!(server.connections(), 1, "one multiplexed connection");
     }
 
     pub(super) async fn an_unregistered_status_is_read_like_any_other(b: Backend) {
@@ -497,19 +826,54 @@ mod scenarios {
         }
     }
 
+    /// Malformed chunked framing is an unrecoverable framing error (RFC 9112 7.1: `chunk-size =
+    /// 1*HEXDIG`, and `chunk-data` is exactly `chunk-size` octets followed by CRLF; RFC 9112 8
+    /// and 11.2 on incomplete and smuggled messages): a typed protocol error, never retried,
+    /// even for a GET under the default retry policy. Four malformations after a valid first
+    /// chunk: bad hex, a negative size, a `0x` prefix, and a chunk longer than its size. hyper:
+    /// decode.rs, `read_size` refuses any byte but a hex digit, blank, `;` or CR ("Invalid
+    /// chunk size line: Invalid Size") and `read_body_cr` a chunk not followed by CRLF
+    /// ("Invalid chunk body CR"), both `io::ErrorKind::InvalidInput` (an overflowing size is
+    /// `InvalidData`; only a close mid-body is `UnexpectedEof`).
     pub(super) async fn a_broken_chunk_is_a_protocol_error(b: Backend) {
-        let server = FaultServer::start(FaultServer::always(
-            Reply::json(200, ENTITY).with_fault(Fault::BadChunk),
-        ));
-        let config = config(&server.url("")).with_retry(RetryPolicy::disabled());
-        let error = b.client(config).get("/x").send().await.unwrap_err();
-        let kind = transport_kind(&error);
+        let cases = [
+            ("bad hex", "5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n"),
+            ("negative size", "5\r\nhello\r\n-5\r\nworld\r\n0\r\n\r\n"),
+            ("0x prefix", "5\r\nhello\r\n0x5\r\nworld\r\n0\r\n\r\n"),
+            ("longer than declared", "5\r\nhello, world\r\n0\r\n\r\n"),
+        ];
+        let mut failures = Vec::new();
+        for (name, wire) in cases {
+            let server = FaultServer::start(FaultServer::always(
+                Reply::status(200)
+                    .header("content-type", "text/plain")
+                    .body(wire)
+                    .with_fault(Fault::RawChunked),
+            ));
+            let result = get(b, &server).await;
+            let requests = server.requests().len();
+            let outcome = match &result {
+                Ok(response) => format!("Ok({} {:?})", response.status(), response.body()),
+                Err(error) => format!(
+                    "{:?} {:?} after {} attempt(s)",
+                    transport_kind(error),
+                    error.stop_reason(),
+                    error.attempts()
+                ),
+            };
+            let expected = format!(
+                "{:?} {:?} after 1 attempt(s)",
+                Some(TransportErrorKind::Protocol),
+                Some(StopReason::NotRetryable)
+            );
+            if outcome != expected || requests != 1 {
+                failures.push(format!("{name}: {outcome}, {requests} request(s)"));
+            }
+        }
         assert!(
-            matches!(
-                kind,
-                Some(TransportErrorKind::Protocol | TransportErrorKind::ClosedDuringBody)
-            ),
-            "{error:?}"
+            failures.is_empty(),
+            "expected a protocol error, not retried:\n{}",
+            failures.join("\n")
         );
     }
 
@@ -637,7 +1001,17 @@ parity!(
     a_wrong_content_type_is_a_validation_error,
     an_empty_body_is_a_validation_error,
     an_http_1_0_peer_is_understood,
+    a_body_delimited_by_the_close_is_read_whole,
+    a_transfer_coding_not_ending_in_chunked_runs_until_the_close,
+    an_unsolicited_101_ends_the_exchange_and_its_connection,
+    an_early_413_during_a_large_upload_is_surfaced,
+    a_get_or_head_without_content_sends_no_content_length,
+    a_head_response_has_no_body_whatever_its_length,
+    a_304_has_no_body_whatever_its_length,
+    a_204_has_no_body_whatever_its_length,
     a_broken_chunk_is_a_protocol_error,
+    an_idle_connection_is_closed_when_its_idle_timeout_passes,
+    https_speaks_http_2_over_one_multiplexed_connection,
     an_unregistered_status_is_read_like_any_other,
     a_header_value_that_is_not_ascii_is_kept_as_its_bytes,
     an_interim_response_before_the_answer_is_skipped,
