@@ -1,6 +1,8 @@
 //! The async-std modes: egress-async-std and raw surf (its `h1-client`), each with its workers
 //! spawned on async-std's executor (one thread: the child is pinned to one core) and driven
-//! from `block_on`.
+//! from `block_on`. Over HTTPS both trust the upstream's certificate through native-tls
+//! (OpenSSL); egress-async-std offers `h2` and `http/1.1` by ALPN, surf's h1 client no ALPN
+//! (HTTP/1.1 only).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +11,7 @@ use std::time::Instant;
 use egress_core::Config;
 
 use crate::measure;
-use crate::workload::{Entity, Measured, Mode, Tally, Workload};
+use crate::workload::{Entity, Measured, Mode, Tally, Target, Workload};
 
 /// One reused client of an async-std mode (one per process, so the sizes of the variants do
 /// not matter).
@@ -20,20 +22,28 @@ enum Client {
 }
 
 impl Client {
-    fn new(mode: Mode, base: String) -> Self {
+    fn new(mode: Mode, target: Target) -> Self {
+        let Target { base, certificate } = target;
         match mode {
-            Mode::EgressAsyncStd => Client::Egress(
-                egress_async_std::Builder::new(Config::default().with_base_url(base))
-                    .build()
-                    .expect("the default configuration is valid"),
-            ),
+            Mode::EgressAsyncStd => {
+                let mut builder =
+                    egress_async_std::Builder::new(Config::default().with_base_url(base));
+                if let Some(der) = certificate {
+                    builder = builder.with_root_certificate(der);
+                }
+                Client::Egress(builder.build().expect("the default configuration is valid"))
+            }
             Mode::Surf => {
                 // surf's own h1 client and defaults (keep-alive, its 60 s timeout), with
                 // TCP_NODELAY like every other mode.
-                let client: surf::Client = surf::Config::new()
-                    .set_tcp_no_delay(true)
-                    .try_into()
-                    .expect("surf builds");
+                let mut config = surf::Config::new().set_tcp_no_delay(true);
+                if let Some(der) = certificate {
+                    let root = async_native_tls::Certificate::from_der(&der)
+                        .expect("the upstream's certificate parses");
+                    let tls = async_native_tls::TlsConnector::new().add_root_certificate(root);
+                    config = config.set_tls_config(Some(Arc::new(tls)));
+                }
+                let client: surf::Client = config.try_into().expect("surf builds");
                 Client::Surf(client, base)
             }
             _ => unreachable!("not an async-std mode"),
@@ -100,10 +110,10 @@ pub(crate) fn run(
     concurrency: usize,
     warmup: usize,
     n: usize,
-    base: String,
+    target: Target,
 ) -> Measured {
     async_std::task::block_on(async move {
-        let client = Arc::new(Client::new(mode, base));
+        let client = Arc::new(Client::new(mode, target));
         if warmup > 0 {
             let _ = calls(client.clone(), workload, concurrency, warmup).await;
         }

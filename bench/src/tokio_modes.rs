@@ -1,5 +1,6 @@
 //! The tokio modes: egress-tokio, raw hyper-util and reqwest-retry, each on a current-thread
-//! runtime (the child is pinned to one core, so one thread is all it gets).
+//! runtime (the child is pinned to one core, so one thread is all it gets). Over HTTPS each
+//! trusts the upstream's certificate alone and offers `h2` and `http/1.1` by ALPN.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use egress_core::{Config, RetryPolicy};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -16,7 +18,7 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryTransientMiddleware};
 
 use crate::measure;
-use crate::workload::{Entity, Measured, Mode, Tally, Workload};
+use crate::workload::{Entity, Measured, Mode, Tally, Target, Workload};
 
 /// One reused client of a tokio mode (one per process, so the sizes of the variants do not
 /// matter).
@@ -24,6 +26,12 @@ use crate::workload::{Entity, Measured, Mode, Tally, Workload};
 enum Client {
     Egress(egress_core::Client),
     Hyper(HyperClient<HttpConnector, Full<Bytes>>, String),
+    /// The same over HTTPS: the legacy client behind hyper-rustls (a separate variant so that
+    /// plain HTTP keeps the bare `HttpConnector`, as before).
+    HyperTls(
+        HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        String,
+    ),
     Reqwest(ClientWithMiddleware, String),
 }
 
@@ -44,27 +52,61 @@ pub(crate) fn reqwest_policy() -> ExponentialBackoff {
         .build_with_max_retries(RetryPolicy::standard().max_attempts - 1)
 }
 
+/// A rustls client configuration (ring) trusting `certificate` alone.
+fn rustls_config(certificate: &[u8]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            certificate.to_vec(),
+        ))
+        .expect("the upstream's certificate is a valid root");
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl Client {
-    fn new(mode: Mode, base: String) -> Self {
+    fn new(mode: Mode, target: Target) -> Self {
+        let Target { base, certificate } = target;
         match mode {
-            Mode::EgressTokio => Client::Egress(
-                egress_tokio::Builder::new(Config::default().with_base_url(base))
-                    .build()
-                    .expect("the default configuration is valid"),
-            ),
+            Mode::EgressTokio => {
+                let mut builder = egress_tokio::Builder::new(Config::default().with_base_url(base));
+                if let Some(der) = certificate {
+                    builder = builder.with_root_certificate(der);
+                }
+                Client::Egress(builder.build().expect("the default configuration is valid"))
+            }
             Mode::HyperUtil => {
                 let mut http = HttpConnector::new();
                 http.set_nodelay(true);
-                let client = HyperClient::builder(TokioExecutor::new()).build(http);
-                Client::Hyper(client, base)
+                let builder = HyperClient::builder(TokioExecutor::new());
+                match certificate {
+                    None => Client::Hyper(builder.build(http), base),
+                    Some(der) => {
+                        // hyper-rustls hands plain `http://` to the inner connector only when
+                        // told; TLS needs the inner connector to accept `https://` URIs.
+                        http.enforce_http(false);
+                        let https = hyper_rustls::HttpsConnectorBuilder::new()
+                            .with_tls_config(rustls_config(&der))
+                            .https_only()
+                            .enable_http1()
+                            .enable_http2()
+                            .wrap_connector(http);
+                        Client::HyperTls(builder.build(https), base)
+                    }
+                }
             }
             Mode::ReqwestRetry => {
                 // reqwest is built without a crypto provider of its own (see Cargo.toml).
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                let client = reqwest::Client::builder()
-                    .tcp_nodelay(true)
-                    .build()
-                    .expect("reqwest builds");
+                let mut builder = reqwest::Client::builder().tcp_nodelay(true);
+                if let Some(der) = certificate {
+                    builder = builder.tls_certs_only([reqwest::Certificate::from_der(&der)
+                        .expect("the upstream's certificate parses")]);
+                }
+                let client = builder.build().expect("reqwest builds");
                 let client = reqwest_middleware::ClientBuilder::new(client)
                     .with(RetryTransientMiddleware::new_with_policy(reqwest_policy()))
                     .build();
@@ -88,14 +130,14 @@ impl Client {
                     .body(Full::new(Bytes::new()))
                     .map_err(|e| e.to_string())?;
                 let response = client.request(request).await.map_err(|e| e.to_string())?;
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                decode(status, &body)
+                read(response).await
+            }
+            Client::HyperTls(client, base) => {
+                let request = http::Request::get(format!("{base}{path}"))
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| e.to_string())?;
+                let response = client.request(request).await.map_err(|e| e.to_string())?;
+                read(response).await
             }
             Client::Reqwest(client, base) => {
                 let response = client
@@ -109,6 +151,18 @@ impl Client {
             }
         }
     }
+}
+
+/// Reads a raw hyper-util response's body whole and decodes it.
+async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Entity, String> {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    decode(status, &body)
 }
 
 async fn calls(client: Arc<Client>, workload: Workload, concurrency: usize, n: usize) -> Tally {
@@ -146,14 +200,14 @@ pub(crate) fn run(
     concurrency: usize,
     warmup: usize,
     n: usize,
-    base: String,
+    target: Target,
 ) -> Measured {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a current-thread runtime builds");
     runtime.block_on(async move {
-        let client = Arc::new(Client::new(mode, base));
+        let client = Arc::new(Client::new(mode, target));
         if warmup > 0 {
             let _ = calls(client.clone(), workload, concurrency, warmup).await;
         }

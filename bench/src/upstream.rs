@@ -1,5 +1,15 @@
-//! The loopback upstream: a hyper HTTP/1.1 server (keep-alive) on its own thread and
-//! current-thread runtime, pinned to its own core when the machine has two.
+//! The loopback upstreams: two hyper servers on one thread and current-thread runtime, pinned to
+//! its own core when the machine has two.
+//!
+//! - Plain HTTP: HTTP/1.1 with keep-alive.
+//! - HTTPS: rustls (the ring provider) with a self-signed certificate for `localhost` and
+//!   `127.0.0.1` that rcgen makes at start-up, ALPN offering `h2` and `http/1.1`; the connection
+//!   is served by hyper's HTTP/2 server when the client picked `h2`, by its HTTP/1.1 server
+//!   (keep-alive) otherwise.
+//!
+//! Both answer the same paths, count into the same counters (the parent runs one child at a
+//! time), and count HTTP/2 requests apart, so that the table can say which protocol a mode
+//! used.
 //!
 //! - `GET /entity/{id}`: 200 with a JSON entity of about 300 bytes.
 //! - `GET /flaky`: the same entity, except every 10th request to it answers 503.
@@ -15,9 +25,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::measure;
@@ -39,6 +48,7 @@ pub(crate) fn entity_json(id: u64) -> String {
 struct Counters {
     connections: AtomicU64,
     requests: AtomicU64,
+    h2_requests: AtomicU64,
     flaky: AtomicU64,
 }
 
@@ -49,6 +59,8 @@ pub(crate) struct Snapshot {
     pub(crate) connections: u64,
     /// Requests answered.
     pub(crate) requests: u64,
+    /// Of those, requests that came over HTTP/2.
+    pub(crate) h2_requests: u64,
     /// CPU time of the server thread (user + system).
     pub(crate) cpu: Duration,
 }
@@ -57,6 +69,8 @@ pub(crate) struct Snapshot {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     addr: SocketAddr,
+    tls_addr: SocketAddr,
+    certificate: Vec<u8>,
     counters: Arc<Counters>,
     handle: tokio::runtime::Handle,
     stop: watch::Sender<bool>,
@@ -66,13 +80,20 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// Starts the server on 127.0.0.1 (a free port), pinned to `core` if given.
+    /// Starts both servers on 127.0.0.1 (free ports), pinned to `core` if given.
     pub(crate) fn start(core: Option<usize>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-        listener.set_nonblocking(true).expect("non-blocking socket");
-        let addr = listener
-            .local_addr()
-            .expect("a bound socket has an address");
+        let bind = || {
+            let listener =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+            listener.set_nonblocking(true).expect("non-blocking socket");
+            let addr = listener
+                .local_addr()
+                .expect("a bound socket has an address");
+            (listener, addr)
+        };
+        let (listener, addr) = bind();
+        let (tls_listener, tls_addr) = bind();
+        let (certificate, acceptor) = self_signed();
         let counters = Arc::new(Counters::default());
         let (stop, mut stopped) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -89,24 +110,18 @@ impl Upstream {
                 runtime.block_on(async move {
                     let listener =
                         TcpListener::from_std(listener).expect("listener joins the runtime");
+                    let tls_listener =
+                        TcpListener::from_std(tls_listener).expect("listener joins the runtime");
                     loop {
                         tokio::select! {
                             _ = stopped.changed() => break,
                             accepted = listener.accept() => {
                                 let Ok((stream, _)) = accepted else { continue };
-                                let _ = stream.set_nodelay(true);
-                                serving.connections.fetch_add(1, Ordering::Relaxed);
-                                let counters = serving.clone();
-                                tokio::spawn(async move {
-                                    let service = service_fn(move |req| {
-                                        let counters = counters.clone();
-                                        async move { Ok::<_, Infallible>(answer(&req, &counters)) }
-                                    });
-                                    let _ = hyper::server::conn::http1::Builder::new()
-                                        .keep_alive(true)
-                                        .serve_connection(TokioIo::new(stream), service)
-                                        .await;
-                                });
+                                tokio::spawn(serve_plain(stream, serving.clone()));
+                            }
+                            accepted = tls_listener.accept() => {
+                                let Ok((stream, _)) = accepted else { continue };
+                                tokio::spawn(serve_tls(stream, acceptor.clone(), serving.clone()));
                             }
                         }
                     }
@@ -117,6 +132,8 @@ impl Upstream {
         let (handle, pinned) = ready_rx.recv().expect("the upstream thread starts");
         Self {
             addr,
+            tls_addr,
+            certificate,
             counters,
             handle,
             stop,
@@ -125,9 +142,19 @@ impl Upstream {
         }
     }
 
-    /// The bound port.
+    /// The plain HTTP server's port.
     pub(crate) fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The HTTPS server's port.
+    pub(crate) fn tls_port(&self) -> u16 {
+        self.tls_addr.port()
+    }
+
+    /// The HTTPS server's self-signed certificate (DER), the one root a client must trust.
+    pub(crate) fn certificate(&self) -> &[u8] {
+        &self.certificate
     }
 
     /// The counters now, and the server thread's CPU time (read on that thread).
@@ -140,6 +167,7 @@ impl Upstream {
         Snapshot {
             connections: self.counters.connections.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
+            h2_requests: self.counters.h2_requests.load(Ordering::Relaxed),
             cpu,
         }
     }
@@ -151,6 +179,81 @@ impl Drop for Upstream {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A fresh self-signed certificate for `localhost` and `127.0.0.1` (DER) and a TLS acceptor
+/// serving it with ALPN `h2` and `http/1.1` (the server's preference first).
+fn self_signed() -> (Vec<u8>, tokio_rustls::TlsAcceptor) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let made = rcgen::generate_simple_self_signed(names)
+        .expect("rcgen makes a certificate for valid names");
+    let certificate = made.cert.der().to_vec();
+    let key = made.key_pair.serialize_der();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(certificate.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .expect("rcgen's key matches its certificate");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (
+        certificate,
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    )
+}
+
+/// Serves one plain-HTTP connection (HTTP/1.1, keep-alive).
+async fn serve_plain(stream: TcpStream, counters: Arc<Counters>) {
+    let _ = stream.set_nodelay(true);
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), Answering(counters))
+        .await;
+}
+
+/// Serves one HTTPS connection: the handshake, then HTTP/2 if ALPN picked `h2`, else HTTP/1.1.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    counters: Arc<Counters>,
+) {
+    let _ = stream.set_nodelay(true);
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    let Ok(tls) = acceptor.accept(stream).await else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, Answering(counters))
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, Answering(counters))
+            .await;
+    }
+}
+
+/// The service both servers run: [`answer`] with the shared counters.
+#[derive(Clone, Debug)]
+struct Answering(Arc<Counters>);
+
+impl hyper::service::Service<Request<Incoming>> for Answering {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(answer(&req, &self.0)))
     }
 }
 
@@ -166,6 +269,9 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 
 fn answer(req: &Request<Incoming>, counters: &Counters) -> Response<Full<Bytes>> {
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    if req.version() == http::Version::HTTP_2 {
+        counters.h2_requests.fetch_add(1, Ordering::Relaxed);
+    }
     let unavailable = || {
         json(
             StatusCode::SERVICE_UNAVAILABLE,

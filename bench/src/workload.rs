@@ -24,15 +24,15 @@ pub(crate) struct Entity {
 /// A client under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Mode {
-    /// egress over hyper-util on tokio (`egress-tokio`).
+    /// egress on tokio (`egress-tokio`: egress-transport's hyper connections, rustls).
     EgressTokio,
-    /// hyper-util's pooled client alone: the floor.
+    /// hyper-util's pooled legacy client alone (behind hyper-rustls for HTTPS): the floor.
     HyperUtil,
     /// reqwest + reqwest-middleware + reqwest-retry.
     ReqwestRetry,
-    /// egress over async-h1 on async-std (`egress-async-std`).
+    /// egress on async-std (`egress-async-std`: the same transport, native-tls).
     EgressAsyncStd,
-    /// surf's h1 client alone: the floor on async-std.
+    /// surf's h1 client alone (async-h1, native-tls): for information.
     Surf,
 }
 
@@ -66,6 +66,41 @@ impl Mode {
     pub(crate) fn retries(self) -> bool {
         !matches!(self, Mode::HyperUtil | Mode::Surf)
     }
+}
+
+/// The scheme a child calls the upstream with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Scheme {
+    /// Plain HTTP/1.1 over TCP.
+    Http,
+    /// TLS (rustls on the upstream), HTTP/2 or HTTP/1.1 as ALPN picks.
+    Https,
+}
+
+impl Scheme {
+    /// The name on the command line and in the table.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The scheme called `name`.
+    pub(crate) fn parse(name: &str) -> Option<Scheme> {
+        [Scheme::Http, Scheme::Https]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
+/// Where a child sends its calls, and what it must trust there.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
+    pub(crate) base: String,
+    /// For HTTPS, the upstream's self-signed certificate (DER): the only root the client trusts.
+    pub(crate) certificate: Option<Vec<u8>>,
 }
 
 /// What is asked of the upstream.
