@@ -112,8 +112,14 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The retry budget.
     pub budget: BudgetConfig,
-    /// The largest response body accepted, in bytes (default 10 MiB).
+    /// The largest response body accepted, in bytes (default 10 MiB): received, and decoded.
     pub max_response_body: u64,
+    /// Whether requests ask for compressed bodies (`Accept-Encoding` with every coding this
+    /// build decodes) and responses are decoded (default true).
+    pub decompress: bool,
+    /// The most decoded bytes per received byte past the first MiB of a decoded body
+    /// (default 100): a larger ratio is a decompression bomb, refused as a body too large.
+    pub max_decompression_ratio: u32,
     /// The `User-Agent` sent with every request.
     pub user_agent: String,
     /// The header carrying the idempotency key.
@@ -142,6 +148,8 @@ impl fmt::Debug for Config {
             .field("retry", &self.retry)
             .field("budget", &self.budget)
             .field("max_response_body", &self.max_response_body)
+            .field("decompress", &self.decompress)
+            .field("max_decompression_ratio", &self.max_decompression_ratio)
             .field("user_agent", &self.user_agent)
             .field("idempotency_key_header", &self.idempotency_key_header)
             .field("correlation_id_header", &self.correlation_id_header)
@@ -193,6 +201,8 @@ impl Default for Config {
             retry: RetryPolicy::standard(),
             budget: BudgetConfig::default(),
             max_response_body: 10 * 1024 * 1024,
+            decompress: true,
+            max_decompression_ratio: 100,
             user_agent: concat!("egress/", env!("CARGO_PKG_VERSION")).to_owned(),
             idempotency_key_header: "idempotency-key".to_owned(),
             correlation_id_header: "x-correlation-id".to_owned(),
@@ -239,6 +249,10 @@ impl Config {
         with_budget, budget: BudgetConfig);
     setter!(/// Sets the largest response body accepted, in bytes.
         with_max_response_body, max_response_body: u64);
+    setter!(/// Turns asking for and decoding compressed bodies on or off.
+        with_decompress, decompress: bool);
+    setter!(/// Sets the most decoded bytes per received byte past the first MiB.
+        with_max_decompression_ratio, max_decompression_ratio: u32);
     setter!(/// Sets the `User-Agent`.
         with_user_agent, user_agent: String);
     setter!(/// Sets the idempotency-key header name.
@@ -334,6 +348,12 @@ impl Config {
             return Err(ConfigError::new(
                 "max_response_body",
                 "must be greater than zero",
+            ));
+        }
+        if self.max_decompression_ratio == 0 {
+            return Err(ConfigError::new(
+                "max_decompression_ratio",
+                "must be greater than zero (decoded bytes per received byte)",
             ));
         }
         let base_url = match &self.base_url {
@@ -435,6 +455,14 @@ impl Policy {
     /// The configuration it was built from.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Whether and within what limits response bodies are decoded.
+    pub fn decoding(&self) -> crate::coding::Decoding {
+        let c = &self.inner.config;
+        let mut limits = crate::coding::DecodeLimits::new(c.max_response_body);
+        limits.max_ratio = c.max_decompression_ratio;
+        crate::coding::Decoding::new(c.decompress, limits)
     }
 
     /// The parsed base URL.

@@ -79,6 +79,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
+use crate::coding::{BodyLimit, DecodeError};
 use crate::ids::CorrelationId;
 use crate::redact::Redactor;
 
@@ -206,8 +207,12 @@ pub enum TransportErrorKind {
     ClosedDuringBody,
     /// The peer broke the HTTP protocol (malformed head, bad chunk, wrong length). May have been sent.
     Protocol,
-    /// The response body exceeded the size limit. The request was sent.
+    /// The response body exceeded the size limit (received, decoded, or the decoding ratio).
+    /// The request was sent.
     BodyTooLarge,
+    /// The response body could not be decoded: a content coding that is unknown or not
+    /// enabled, or a corrupt or truncated stream. The request was sent; never retried.
+    Decode,
     /// The backend cannot express this request (a method or header value its HTTP stack cannot
     /// carry). Never sent, never retried.
     Unsupported,
@@ -256,6 +261,7 @@ impl TransportErrorKind {
             Self::ClosedDuringBody => "closed_during_body",
             Self::Protocol => "protocol",
             Self::BodyTooLarge => "body_too_large",
+            Self::Decode => "decode",
             Self::Unsupported => "unsupported",
             Self::Other => "other",
         }
@@ -292,6 +298,29 @@ impl TransportError {
     /// A failure of the given kind with no underlying error.
     pub fn from_kind(kind: TransportErrorKind) -> Self {
         Self { kind, source: None }
+    }
+
+    /// A body that could not be decoded: [`Decode`](TransportErrorKind::Decode), or
+    /// [`BodyTooLarge`](TransportErrorKind::BodyTooLarge) when it passed a limit while decoding.
+    pub fn decode(error: DecodeError) -> Self {
+        let kind = match error {
+            DecodeError::TooLarge(_) => TransportErrorKind::BodyTooLarge,
+            _ => TransportErrorKind::Decode,
+        };
+        Self::new(kind, error)
+    }
+
+    /// Which body limit a [`BodyTooLarge`](TransportErrorKind::BodyTooLarge) failure passed:
+    /// the decoder's when decoding passed it, else the limit on received bytes.
+    pub fn body_limit(&self) -> BodyLimit {
+        match self
+            .source
+            .as_deref()
+            .and_then(|e| e.downcast_ref::<DecodeError>())
+        {
+            Some(DecodeError::TooLarge(which)) => *which,
+            _ => BodyLimit::Wire,
+        }
     }
 
     /// The kind of failure.
@@ -331,6 +360,7 @@ impl fmt::Display for TransportError {
             TransportErrorKind::ClosedDuringBody => "connection closed during the response body",
             TransportErrorKind::Protocol => "http protocol error",
             TransportErrorKind::BodyTooLarge => "response body too large",
+            TransportErrorKind::Decode => "the response body could not be decoded",
             TransportErrorKind::Unsupported => "the backend cannot express this request",
             TransportErrorKind::Other => "transport error",
         };
@@ -517,10 +547,12 @@ pub enum Error {
         meta: CallMeta,
     },
     /// The response body was larger than the limit. Sent.
-    #[error("response body exceeds the {limit}-byte limit")]
+    #[error("response body exceeds the {limit}-byte limit ({} bytes)", .exceeded.as_str())]
     BodyTooLarge {
         /// The limit in bytes.
         limit: u64,
+        /// Which limit: on the received bytes, on the decoded bytes, or the decoding ratio.
+        exceeded: BodyLimit,
         /// The call's metadata.
         meta: CallMeta,
     },
@@ -613,6 +645,7 @@ impl Error {
                 TransportErrorKind::Tls
                     | TransportErrorKind::Protocol
                     | TransportErrorKind::BodyTooLarge
+                    | TransportErrorKind::Decode
                     | TransportErrorKind::Unsupported
             ),
             Self::Status { source, .. } => matches!(source.status.as_u16(), 408 | 429 | 500..=599),

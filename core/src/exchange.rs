@@ -23,9 +23,10 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{HOST, USER_AGENT};
+use http::header::{ACCEPT_ENCODING, HOST, USER_AGENT};
 use http::{HeaderMap, Method, Uri};
 
+use crate::coding::BodyLimit;
 use crate::config::Policy;
 use crate::error::{
     CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
@@ -119,6 +120,11 @@ fn compose_headers(
 ) -> HeaderMap {
     if !headers.contains_key(USER_AGENT) {
         headers.insert(USER_AGENT, policy.user_agent().clone());
+    }
+    if !headers.contains_key(ACCEPT_ENCODING) {
+        if let Some(accepted) = policy.decoding().accept_encoding() {
+            headers.insert(ACCEPT_ENCODING, accepted);
+        }
     }
     // `host_header` gives none for a URI it leaves to the backend (or one with no authority).
     if !headers.contains_key(HOST) {
@@ -485,6 +491,7 @@ impl Exchange {
             read_timeout: t.read.min(left),
             write_timeout: t.write.min(left),
             body_limit: self.policy.config().max_response_body,
+            decoding: self.policy.decoding(),
             span,
         }
     }
@@ -523,7 +530,11 @@ impl Exchange {
         let limit = self.policy.config().max_response_body;
         let meta = CallMeta::default();
         let error = match failure.kind() {
-            TransportErrorKind::BodyTooLarge => Error::BodyTooLarge { limit, meta },
+            TransportErrorKind::BodyTooLarge => Error::BodyTooLarge {
+                limit,
+                exceeded: failure.body_limit(),
+                meta,
+            },
             kind => match kind.timeout_kind() {
                 Some(kind) => Error::Timeout {
                     kind,
@@ -551,6 +562,8 @@ impl Exchange {
             let failure = TransportError::from_kind(TransportErrorKind::BodyTooLarge);
             let error = Error::BodyTooLarge {
                 limit,
+                // The body as it arrived from the transport.
+                exceeded: BodyLimit::Wire,
                 meta: CallMeta::default(),
             };
             self.decide(&Outcome::Failed(&failure), at, None, error);

@@ -135,6 +135,9 @@ pub struct AttemptRequest {
     /// Stop reading and fail with [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
     /// past this many body bytes.
     pub body_limit: u64,
+    /// Whether the body is decoded, within which limits: a transport feeds a body whose
+    /// `Content-Encoding` names a coding through [`Decoding::decoder`](crate::coding::Decoding::decoder).
+    pub decoding: crate::coding::Decoding,
     /// The attempt's span (`egress.attempt`); run the transport inside it.
     pub span: tracing::Span,
 }
@@ -181,6 +184,7 @@ impl fmt::Debug for AttemptRequest {
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("body_limit", &self.body_limit)
+            .field("decoding", &self.decoding)
             .finish()
     }
 }

@@ -91,6 +91,7 @@
 //! The `rust-version` of the workspace manifest (Rust 1.85, for edition 2024).
 
 pub mod client;
+pub mod coding;
 pub mod config;
 pub mod drive;
 pub mod error;

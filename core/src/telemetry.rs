@@ -115,6 +115,9 @@ impl Telemetry {
             http.request.resend_count = Empty,
             http.response.status_code = Empty,
             error.type = Empty,
+            http.response.body.size = Empty,
+            egress.response.content_coding = Empty,
+            egress.response.decoded_size = Empty,
             egress.attempt = n,
         );
         if n > 1 {

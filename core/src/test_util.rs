@@ -291,6 +291,12 @@ fn resolve(step: Option<Step>, now: Instant, attempt: &AttemptRequest) -> Resolv
                     TransportError::from_kind(TransportErrorKind::BodyTooLarge),
                 );
             }
+            // Decoded as a transport decodes it.
+            let mut headers = headers;
+            let body = match attempt.decoding.decode_all(&mut headers, body) {
+                Ok(body) => body,
+                Err(e) => return Resolved::Fail(at, TransportError::decode(e)),
+            };
             let mut response = http::Response::new(body);
             *response.status_mut() = status;
             *response.headers_mut() = headers;

@@ -175,7 +175,11 @@ fn every_attempt_of_a_call_sends_the_same_headers_with_or_without_the_callers_ow
     assert_eq!(sorted(0), sorted(1));
     assert_eq!(sorted(0), sorted(2));
     let names: Vec<String> = sorted(0).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["host", "user-agent", "x-correlation-id"]);
+    // `accept-encoding`: these tests build every content coding (RFC 9110 12.5.3).
+    assert_eq!(
+        names,
+        ["accept-encoding", "host", "user-agent", "x-correlation-id"]
+    );
     // The POST with the caller's headers (one of them twice) and a minted key: both attempts
     // carry all of them.
     assert_eq!(sorted(3), sorted(4));
@@ -184,6 +188,7 @@ fn every_attempt_of_a_call_sends_the_same_headers_with_or_without_the_callers_ow
         names,
         [
             "accept",
+            "accept-encoding",
             "host",
             "idempotency-key",
             "user-agent",

@@ -66,9 +66,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use egress_core::coding::{BodyDecoder, Decoding};
 use egress_core::rt::{BoxFuture, Transport};
 use egress_core::{AttemptRequest, PoolConfig, TransportError, TransportErrorKind};
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -117,6 +118,8 @@ struct Prepared {
     body_limit: u64,
     /// Whether the response can have no body whatever its head says (a `HEAD` request).
     head_request: bool,
+    decoding: Decoding,
+    span: tracing::Span,
 }
 
 impl Prepared {
@@ -137,6 +140,8 @@ impl Prepared {
             ),
             read: Limit::idle(attempt.read_timeout, now, deadlines),
             body_limit: attempt.body_limit,
+            decoding: attempt.decoding,
+            span: attempt.span,
         }
     }
 }
@@ -154,17 +159,18 @@ impl Transport for HttpTransport {
             read,
             body_limit,
             head_request,
+            decoding,
+            span,
         } = Prepared::new(attempt);
         // Sending has a box of its own, so that the receiving future stays small.
         let sending = Box::pin(self.pool.send(request, connect, pool));
-        Box::pin(receive(
-            &self.pool,
-            sending,
-            head,
-            read,
-            body_limit,
+        let body = Body {
+            limit: body_limit,
             head_request,
-        ))
+            decoding,
+            span,
+        };
+        Box::pin(receive(&self.pool, sending, head, read, body))
     }
 }
 
@@ -181,23 +187,39 @@ fn has_no_body(head_request: bool, status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
+/// What receiving a body needs to know.
+struct Body {
+    /// The most bytes received (and, decoding, decoded).
+    limit: u64,
+    /// Whether the response can have no body whatever its head says (a `HEAD` request).
+    head_request: bool,
+    decoding: Decoding,
+    /// The attempt's span, for the body's sizes and coding.
+    span: tracing::Span,
+}
+
 /// Receives one attempt's response: the head within `head`, then the body, each chunk within
-/// `read`, stopping past `limit` bytes. An HTTP/1.1 connection goes back to its pool once the
-/// body was read to its end.
+/// `read`, stopping past the limit, decoded as it arrives when its `Content-Encoding` names a
+/// coding. An HTTP/1.1 connection goes back to its pool once the body was read to its end.
 async fn receive(
     pool: &Pool,
     mut sending: BoxFuture<'_, Result<Sent, TransportError>>,
     head: Limit,
     read: Limit,
-    limit: u64,
-    head_request: bool,
+    spec: Body,
 ) -> Result<http::Response<Bytes>, TransportError> {
+    let Body {
+        limit,
+        head_request,
+        decoding,
+        span,
+    } = spec;
     let runtime = pool.runtime();
     let (response, lease) = match within(runtime, head, sending.as_mut()).await {
         None => return Err(timed_out("no response head within the read timeout")),
         Some(result) => result?,
     };
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     let declared = if has_no_body(head_request, parts.status) {
         None
     } else {
@@ -219,6 +241,8 @@ async fn receive(
     let mut first = Bytes::new();
     let mut more: Option<BytesMut> = None;
     let mut received: u64 = 0;
+    // Made at the first body byte: a response without a body is never decoded.
+    let mut decoder: Option<Option<BodyDecoder>> = None;
     loop {
         let frame = match within(runtime, read, body.frame()).await {
             None => return Err(timed_out("the body stalled longer than the read timeout")),
@@ -235,7 +259,17 @@ async fn receive(
                     "the body exceeds the limit",
                 ));
             }
-            if first.is_empty() && more.is_none() {
+            let decoder = match &mut decoder {
+                Some(d) => d,
+                None => decoder.insert(
+                    decoding
+                        .decoder(&parts.headers)
+                        .map_err(TransportError::decode)?,
+                ),
+            };
+            if let Some(decoder) = decoder {
+                decoder.push(&data).map_err(TransportError::decode)?;
+            } else if first.is_empty() && more.is_none() {
                 first = data;
             } else {
                 more.get_or_insert_with(|| {
@@ -247,7 +281,23 @@ async fn receive(
             }
         }
     }
-    let body = more.map_or(first, BytesMut::freeze);
+    let body = match decoder.flatten() {
+        Some(decoder) => {
+            let coding = parts.headers.get(CONTENT_ENCODING).cloned();
+            let decoded = decoder.finish().map_err(TransportError::decode)?;
+            if !span.is_disabled() {
+                if let Some(coding) = coding.as_ref().and_then(|c| c.to_str().ok()) {
+                    span.record("egress.response.content_coding", coding);
+                }
+                span.record("egress.response.decoded_size", decoded.len() as u64);
+            }
+            // It described the encoded body.
+            parts.headers.remove(CONTENT_LENGTH);
+            decoded
+        }
+        None => more.map_or(first, BytesMut::freeze),
+    };
+    span.record("http.response.body.size", received);
     if let Some(lease) = lease {
         lease.check_in();
     }

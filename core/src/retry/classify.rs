@@ -156,7 +156,9 @@ pub fn classify(outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction
         Outcome::Failed(error) => {
             use crate::error::TransportErrorKind as K;
             match error.kind() {
-                K::Tls | K::Protocol | K::BodyTooLarge | K::Unsupported => RetryAction::NoAction,
+                K::Tls | K::Protocol | K::BodyTooLarge | K::Decode | K::Unsupported => {
+                    RetryAction::NoAction
+                }
                 kind if !kind.may_have_been_sent() => gate(RetryReason::NeverSent, None),
                 K::WriteTimeout | K::ReadTimeout => gate(RetryReason::Timeout, None),
                 _ => gate(RetryReason::Transport, None),
@@ -276,7 +278,7 @@ mod tests {
 
     #[test]
     fn tls_protocol_and_oversize_failures_are_final() {
-        for kind in [K::Tls, K::Protocol, K::BodyTooLarge] {
+        for kind in [K::Tls, K::Protocol, K::BodyTooLarge, K::Decode] {
             assert_eq!(failure(kind, Method::GET), RetryAction::NoAction, "{kind}");
         }
     }
