@@ -12,8 +12,8 @@ use egress_core::rt::BoxFuture;
 use egress_transport::{
     Connect, ConnectError, ConnectStep, Connected, Origin, Protocol, connect_first,
 };
-use smol_hyper::rt::FuturesIo;
 
+use crate::io::HyperIo;
 use crate::tls;
 
 /// Opens TCP connections, and TLS over them for `https` with a native-tls connector built once.
@@ -68,7 +68,8 @@ impl Connect for AsyncStdConnector {
         Box::pin(async move {
             let stream = tcp(origin).await?;
             if !origin.is_https() {
-                return Ok(Connected::new(FuturesIo::new(stream), Protocol::Http1));
+                // async-io's socket writes several buffers with one `writev`.
+                return Ok(Connected::new(HyperIo::new(stream, true), Protocol::Http1));
             }
             let tls = tls::connect(&self.tls, origin.host(), stream)
                 .await
@@ -77,7 +78,7 @@ impl Connect for AsyncStdConnector {
                 Some(b"h2") => Protocol::Http2,
                 _ => Protocol::Http1,
             };
-            Ok(Connected::new(FuturesIo::new(tls), protocol))
+            Ok(Connected::new(HyperIo::new(tls, false), protocol))
         })
     }
 }

@@ -103,6 +103,7 @@ mod client;
 mod connector;
 mod convert;
 mod error;
+mod io;
 mod rt;
 mod surf;
 mod tls;
