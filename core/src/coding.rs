@@ -317,28 +317,45 @@ impl BodyDecoder {
     /// Feeds the next wire bytes.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), DecodeError> {
         self.wire += chunk.len() as u64;
-        let mut input = chunk.to_vec();
+        let (cap, limit) = self.room();
+        let mut data: Option<Vec<u8>> = None;
         for stage in &mut self.stages {
-            input = stage.push(&input, self.limits.max_decoded)?;
+            let input = data.as_deref().unwrap_or(chunk);
+            data = Some(stage.push(input, cap).map_err(|e| relabel(e, limit))?);
         }
-        self.emit(&input)
+        self.emit(data.as_deref().unwrap_or_default())
     }
 
     /// Ends the body: checks that every stream ended where it should and gives the decoded
     /// body.
     pub fn finish(mut self) -> Result<Bytes, DecodeError> {
+        let (cap, limit) = self.room();
         let mut pending: Vec<u8> = Vec::new();
-        for i in 0..self.stages.len() {
-            let mut input = std::mem::take(&mut pending);
-            if !input.is_empty() {
-                input = self.stages[i].push(&input, self.limits.max_decoded)?;
-            }
-            let rest = self.stages[i].finish(self.limits.max_decoded)?;
-            input.extend_from_slice(&rest);
-            pending = input;
+        for stage in &mut self.stages {
+            let mut output = if pending.is_empty() {
+                Vec::new()
+            } else {
+                stage.push(&pending, cap).map_err(|e| relabel(e, limit))?
+            };
+            output.extend_from_slice(&stage.finish(cap).map_err(|e| relabel(e, limit))?);
+            pending = output;
         }
         self.emit(&pending)?;
         Ok(self.out.freeze())
+    }
+
+    /// How many more bytes a stage may produce now, and which limit that is: the body limit,
+    /// or the ratio to the bytes received so far when that is the nearer one.
+    fn room(&self) -> (u64, BodyLimit) {
+        let done = self.out.len() as u64;
+        let by_size = self.limits.max_decoded.saturating_sub(done);
+        let allowed = RATIO_AFTER.max(self.wire.saturating_mul(u64::from(self.limits.max_ratio)));
+        let by_ratio = allowed.saturating_sub(done);
+        if by_ratio < by_size {
+            (by_ratio, BodyLimit::Ratio)
+        } else {
+            (by_size, BodyLimit::Decoded)
+        }
     }
 
     /// How many wire bytes were fed.
@@ -362,6 +379,14 @@ impl BodyDecoder {
         }
         self.out.extend_from_slice(decoded);
         Ok(())
+    }
+}
+
+/// A stage's "too large" names the limit that set its room.
+fn relabel(error: DecodeError, limit: BodyLimit) -> DecodeError {
+    match error {
+        DecodeError::TooLarge(_) => DecodeError::TooLarge(limit),
+        other => other,
     }
 }
 

@@ -3,6 +3,7 @@
 //! in the test name (`scenario::tokio`, `scenario::async_std`). Each asserts the typed outcome,
 //! the number of requests the server saw, and the timeline within a stated tolerance.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -952,24 +953,6 @@ mod scenarios {
         assert_eq!(server.requests().len(), 24);
         assert_eq!(refused, 16);
     }
-}
-
-macro_rules! parity {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::common::Backend;
-
-            #[test]
-            fn tokio() {
-                Backend::Tokio.run(super::scenarios::$name(Backend::Tokio));
-            }
-
-            #[test]
-            fn async_std() {
-                Backend::AsyncStd.run(super::scenarios::$name(Backend::AsyncStd));
-            }
-        }
-    )*};
 }
 
 parity!(

@@ -9,6 +9,27 @@ use std::time::Duration;
 use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
 use egress_core::{Client, Config};
 
+/// One test module per scenario, with a test per backend (`scenario::tokio`,
+/// `scenario::async_std`): each runs `scenarios::NAME(backend)` on that backend's runtime.
+#[allow(unused_macros)] // not every test file has scenarios
+macro_rules! parity {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::common::Backend;
+
+            #[test]
+            fn tokio() {
+                Backend::Tokio.run(super::scenarios::$name(Backend::Tokio));
+            }
+
+            #[test]
+            fn async_std() {
+                Backend::AsyncStd.run(super::scenarios::$name(Backend::AsyncStd));
+            }
+        }
+    )*};
+}
+
 /// A runtime backend under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
