@@ -1229,3 +1229,98 @@ pub fn link_header(data: &[u8]) {
         .map(|l| l.url.clone());
     assert_eq!(find_rel([text.as_ref()], "next"), next);
 }
+
+// ---------------------------------------------------------------------------------------------
+// decode_body: the content decoder, then the JSON validation of what it gives.
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes `data` as a response body under a fuzzed `Content-Encoding` list, fed in fuzzed
+/// chunks, then validates the result as JSON.
+///
+/// Layout: a flags byte (bit 0: decoding on; bits 1-2: how many coding tokens, up to 3), a
+/// byte per token, the body limit (1 + a little-endian u16), the ratio (1 + u8), a chunk size
+/// (1 + u8), then the body.
+///
+/// Asserts: nothing panics; a decoded body never exceeds the body limit, nor, past the first
+/// MiB, the ratio times the bytes received; decoding is independent of the chunking (the
+/// whole body at once gives the same result); the validation of the decoded bytes never
+/// panics either.
+pub fn decode_body(data: &[u8]) {
+    use egress_core::coding::{DecodeError, DecodeLimits, Decoding, RATIO_AFTER};
+
+    const TOKENS: [&str; 8] = [
+        "gzip", "deflate", "br", "zstd", "identity", "x-gzip", "compress", "GZIP",
+    ];
+    let mut r = Reader::new(data);
+    let flags = r.u8();
+    let count = usize::from((flags >> 1) & 3);
+    let tokens: Vec<&str> = (0..count)
+        .map(|_| TOKENS[usize::from(r.u8() & 7)])
+        .collect();
+    let max_decoded = 1 + u64::from(u16::from_le_bytes([r.u8(), r.u8()]));
+    let max_ratio = 1 + u32::from(r.u8());
+    let chunk = 1 + usize::from(r.u8());
+    let body = r.rest();
+
+    let mut limits = DecodeLimits::new(max_decoded);
+    limits.max_ratio = max_ratio;
+    let decoding = Decoding::new(flags & 1 == 1, limits);
+    let mut headers = HeaderMap::new();
+    if !tokens.is_empty() {
+        let value = HeaderValue::from_str(&tokens.join(", ")).expect("invariant: ASCII tokens");
+        headers.insert(header::CONTENT_ENCODING, value);
+    }
+
+    let in_chunks = || -> Result<Option<Vec<u8>>, DecodeError> {
+        let Some(mut decoder) = decoding.decoder(&headers)? else {
+            return Ok(None);
+        };
+        for piece in body.chunks(chunk) {
+            decoder.push(piece)?;
+        }
+        decoder.finish().map(|b| Some(b.to_vec()))
+    };
+    let chunked = in_chunks();
+    let whole = {
+        let mut h = headers.clone();
+        decoding.decode_all(&mut h, body.to_vec().into())
+    };
+    match (&chunked, &whole) {
+        (Ok(Some(a)), Ok(b)) => {
+            assert_eq!(a.as_slice(), &b[..], "chunking changed the decoded bytes");
+            let n = a.len() as u64;
+            assert!(
+                n <= max_decoded,
+                "{n} decoded bytes past the limit {max_decoded}"
+            );
+            let allowed = RATIO_AFTER.max(body.len() as u64 * u64::from(max_ratio));
+            assert!(
+                n <= allowed,
+                "{n} decoded bytes past the ratio allowance {allowed}"
+            );
+        }
+        (Ok(None), Ok(b)) => assert_eq!(&b[..], body, "an unencoded body is left alone"),
+        // An empty body is never decoded, whatever its coding says.
+        (Err(_), Ok(b)) => assert!(body.is_empty() && b.is_empty()),
+        (Ok(_), Err(e)) => panic!("decoded in chunks but not whole: {e}"),
+        (Err(a), Err(b)) => {
+            // The same failure, except that a limit may trip at another chunk.
+            let same = std::mem::discriminant(a) == std::mem::discriminant(b);
+            assert!(
+                same || matches!(a, DecodeError::TooLarge(_))
+                    || matches!(b, DecodeError::TooLarge(_)),
+                "{a} vs {b}"
+            );
+        }
+    }
+
+    if let Ok(decoded) = whole {
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let expect = Expect::default();
+        let _ = validate::validate::<serde_json::Value>(StatusCode::OK, &json, &decoded, &expect);
+    }
+}

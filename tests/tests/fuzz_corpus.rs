@@ -74,3 +74,8 @@ fn every_exchange_seed_passes_the_exchange_target() {
 fn every_link_header_seed_passes_the_link_header_target() {
     replay("link_header", bodies::link_header);
 }
+
+#[test]
+fn every_decode_body_seed_passes_the_decode_body_target() {
+    replay("decode_body", bodies::decode_body);
+}
