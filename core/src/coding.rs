@@ -382,6 +382,10 @@ impl BodyDecoder {
     }
 }
 
+/// The size of a decoder's output buffer: one step of inflating or of libzstd writes at most
+/// this much before it is appended to the stage's output.
+const SCRATCH: usize = 8 * 1024;
+
 /// A stage's "too large" names the limit that set its room.
 fn relabel(error: DecodeError, limit: BodyLimit) -> DecodeError {
     match error {
@@ -560,6 +564,8 @@ mod deflate {
         /// Bytes held back until the first two decide the format.
         head: Vec<u8>,
         ended: bool,
+        /// Where each step's output lands before it is appended (made at the first step).
+        scratch: Vec<u8>,
     }
 
     fn is_zlib_header(b: [u8; 2]) -> bool {
@@ -589,12 +595,15 @@ mod deflate {
                 .as_mut()
                 .expect("invariant: run is called once the format is known");
             let mut out = Vec::new();
-            let mut chunk = vec![0u8; 32 * 1024];
+            if self.scratch.is_empty() {
+                self.scratch = vec![0u8; super::SCRATCH];
+            }
+            let chunk = &mut self.scratch;
             while !input.is_empty() && !self.ended {
                 let before_in = inflater.total_in();
                 let before_out = inflater.total_out();
                 let status = inflater
-                    .decompress(input, &mut chunk, FlushDecompress::None)
+                    .decompress(input, chunk, FlushDecompress::None)
                     .map_err(|e| DecodeError::Corrupt {
                         coding: Coding::Deflate,
                         message: e.to_string(),
@@ -619,7 +628,7 @@ mod deflate {
                 }
                 let before_out = inflater.total_out();
                 let status = inflater
-                    .decompress(&[], &mut chunk, FlushDecompress::None)
+                    .decompress(&[], chunk, FlushDecompress::None)
                     .map_err(|e| DecodeError::Corrupt {
                         coding: Coding::Deflate,
                         message: e.to_string(),
@@ -661,6 +670,8 @@ mod zstd_stage {
 
     pub(super) struct Zstd {
         inner: Option<Decoder<'static>>,
+        /// Where each step's output lands before it is appended (made at the first step).
+        scratch: Vec<u8>,
         /// The last hint libzstd gave: 0 once a frame is complete.
         hint: usize,
         started: bool,
@@ -670,6 +681,7 @@ mod zstd_stage {
         fn default() -> Self {
             Self {
                 inner: None,
+                scratch: Vec::new(),
                 hint: 1,
                 started: false,
             }
@@ -683,13 +695,38 @@ mod zstd_stage {
         }
     }
 
+    std::thread_local! {
+        /// A decoder a finished body left behind: making one (libzstd's context) costs more
+        /// than decoding a small body, so each thread keeps one for the next.
+        static SPARE: std::cell::RefCell<Option<Decoder<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    impl Drop for Zstd {
+        fn drop(&mut self) {
+            if let Some(mut decoder) = self.inner.take() {
+                // A decoder that cannot be reset is dropped instead.
+                if decoder.reinit().is_ok() {
+                    let _ = SPARE.try_with(|spare| spare.replace(Some(decoder)));
+                }
+            }
+        }
+    }
+
     impl Zstd {
         pub(super) fn push(&mut self, mut input: &[u8], cap: u64) -> Result<Vec<u8>, DecodeError> {
             if self.inner.is_none() {
-                let mut decoder = Decoder::new().map_err(corrupt)?;
-                decoder
-                    .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(27))
-                    .map_err(corrupt)?;
+                let spare = SPARE.try_with(|spare| spare.take()).ok().flatten();
+                let decoder = match spare {
+                    Some(decoder) => decoder,
+                    None => {
+                        let mut decoder = Decoder::new().map_err(corrupt)?;
+                        decoder
+                            .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(27))
+                            .map_err(corrupt)?;
+                        decoder
+                    }
+                };
                 self.inner = Some(decoder);
             }
             let decoder = self
@@ -697,7 +734,10 @@ mod zstd_stage {
                 .as_mut()
                 .expect("invariant: the decoder was made above");
             let mut out = Vec::new();
-            let mut chunk = vec![0u8; 32 * 1024];
+            if self.scratch.is_empty() {
+                self.scratch = vec![0u8; super::SCRATCH];
+            }
+            let chunk = &mut self.scratch;
             if !input.is_empty() {
                 self.started = true;
             }
