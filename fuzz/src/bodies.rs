@@ -1243,8 +1243,8 @@ pub fn link_header(data: &[u8]) {
 ///
 /// Asserts: nothing panics; a decoded body never exceeds the body limit, nor, past the first
 /// MiB, the ratio times the bytes received; decoding is independent of the chunking (the
-/// whole body at once gives the same result); the validation of the decoded bytes never
-/// panics either.
+/// whole body at once gives the same bytes, or fails too); the validation of the decoded
+/// bytes never panics either.
 pub fn decode_body(data: &[u8]) {
     use egress_core::coding::{DecodeError, DecodeLimits, Decoding, RATIO_AFTER};
 
@@ -1303,15 +1303,9 @@ pub fn decode_body(data: &[u8]) {
         // An empty body is never decoded, whatever its coding says.
         (Err(_), Ok(b)) => assert!(body.is_empty() && b.is_empty()),
         (Ok(_), Err(e)) => panic!("decoded in chunks but not whole: {e}"),
-        (Err(a), Err(b)) => {
-            // The same failure, except that a limit may trip at another chunk.
-            let same = std::mem::discriminant(a) == std::mem::discriminant(b);
-            assert!(
-                same || matches!(a, DecodeError::TooLarge(_))
-                    || matches!(b, DecodeError::TooLarge(_)),
-                "{a} vs {b}"
-            );
-        }
+        // Both fail, not always alike: with stacked codings, which stage notices a broken
+        // stream first depends on how the bytes were cut.
+        (Err(_), Err(_)) => {}
     }
 
     if let Ok(decoded) = whole {

@@ -55,7 +55,10 @@ fn a_gzip_bomb_costs_bounded_memory_on_both_backends() {
             let grown_mib = (peak_rss_kib().saturating_sub(before)) / 1024;
             // The body limit is 10 MiB: decoded output, a stage's buffer and the wire chunks
             // stay within a few times that, never near the 5 GiB the bomb expands to.
-            assert!(grown_mib < 64, "{b:?}, ratio {ratio}: peak RSS grew by {grown_mib} MiB");
+            assert!(
+                grown_mib < 64,
+                "{b:?}, ratio {ratio}: peak RSS grew by {grown_mib} MiB"
+            );
         }
     }
 }
