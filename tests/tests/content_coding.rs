@@ -255,3 +255,60 @@ parity!(
     a_gzip_bomb_is_refused_by_the_ratio_limit,
     content_encoding_on_a_response_without_a_body_is_no_error,
 );
+
+/// The attempt span records the coding and both sizes: received (OpenTelemetry's
+/// `http.response.body.size`, the encoded size) and decoded.
+fn the_attempt_span_records_the_coding_and_both_sizes(b: Backend) {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let wire = gzip(ENTITY.as_bytes());
+    let server = FaultServer::start(FaultServer::always(encoded("gzip", wire.clone())));
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let writer = text.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || Buffer(writer.clone()))
+            .with_span_events(FmtSpan::CLOSE),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        b.run_here(async {
+            let response = b.client(config(&server.url(""))).get("/x").send().await.unwrap();
+            assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        })
+    });
+    let captured = String::from_utf8_lossy(&text.lock().unwrap()).into_owned();
+    for field in [
+        format!("http.response.body.size={}", wire.len()),
+        "egress.response.content_coding=\"gzip\"".to_owned(),
+        format!("egress.response.decoded_size={}", ENTITY.len()),
+    ] {
+        assert!(captured.contains(&field), "{b:?}: no {field} in\n{captured}");
+    }
+}
+
+mod the_attempt_span_records_the_coding_and_both_sizes {
+    use super::common::Backend;
+
+    #[test]
+    fn tokio() {
+        super::the_attempt_span_records_the_coding_and_both_sizes(Backend::Tokio);
+    }
+
+    #[test]
+    fn async_std() {
+        super::the_attempt_span_records_the_coding_and_both_sizes(Backend::AsyncStd);
+    }
+}
