@@ -98,6 +98,13 @@ impl Default for PoolConfig {
     }
 }
 
+/// The decoding `config` asks for.
+fn decoding(config: &Config) -> crate::coding::Decoding {
+    let mut limits = crate::coding::DecodeLimits::new(config.max_response_body);
+    limits.max_ratio = config.max_decompression_ratio;
+    crate::coding::Decoding::new(config.decompress, limits)
+}
+
 /// Everything a client is configured with. All fields are optional in a file; missing ones take
 /// the defaults of DESIGN 2.2.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -391,6 +398,7 @@ impl Config {
                 idempotency_header,
                 correlation_header,
                 user_agent,
+                accept_encoding: decoding(&self).accept_encoding(),
                 budget,
                 redactor,
                 config: self,
@@ -447,6 +455,8 @@ struct PolicyInner {
     idempotency_header: HeaderName,
     correlation_header: HeaderName,
     user_agent: http::HeaderValue,
+    /// What every request asks for (none when decoding is off or the build decodes nothing).
+    accept_encoding: Option<http::HeaderValue>,
     budget: Arc<RetryBudget>,
     redactor: Redactor,
 }
@@ -459,10 +469,7 @@ impl Policy {
 
     /// Whether and within what limits response bodies are decoded.
     pub fn decoding(&self) -> crate::coding::Decoding {
-        let c = &self.inner.config;
-        let mut limits = crate::coding::DecodeLimits::new(c.max_response_body);
-        limits.max_ratio = c.max_decompression_ratio;
-        crate::coding::Decoding::new(c.decompress, limits)
+        decoding(&self.inner.config)
     }
 
     /// The parsed base URL.
@@ -491,6 +498,10 @@ impl Policy {
 
     pub(crate) fn correlation_header(&self) -> &HeaderName {
         &self.inner.correlation_header
+    }
+
+    pub(crate) fn accept_encoding(&self) -> Option<&http::HeaderValue> {
+        self.inner.accept_encoding.as_ref()
     }
 
     pub(crate) fn user_agent(&self) -> &http::HeaderValue {

@@ -121,9 +121,9 @@ fn compose_headers(
     if !headers.contains_key(USER_AGENT) {
         headers.insert(USER_AGENT, policy.user_agent().clone());
     }
-    if !headers.contains_key(ACCEPT_ENCODING) {
-        if let Some(accepted) = policy.decoding().accept_encoding() {
-            headers.insert(ACCEPT_ENCODING, accepted);
+    if let Some(accepted) = policy.accept_encoding() {
+        if !headers.contains_key(ACCEPT_ENCODING) {
+            headers.insert(ACCEPT_ENCODING, accepted.clone());
         }
     }
     // `host_header` gives none for a URI it leaves to the backend (or one with no authority).

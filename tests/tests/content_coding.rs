@@ -285,7 +285,12 @@ fn the_attempt_span_records_the_coding_and_both_sizes(b: Backend) {
     );
     tracing::subscriber::with_default(subscriber, || {
         b.run_here(async {
-            let response = b.client(config(&server.url(""))).get("/x").send().await.unwrap();
+            let response = b
+                .client(config(&server.url("")))
+                .get("/x")
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.json::<Entity>().unwrap().id, "7");
         })
     });
@@ -295,7 +300,10 @@ fn the_attempt_span_records_the_coding_and_both_sizes(b: Backend) {
         "egress.response.content_coding=\"gzip\"".to_owned(),
         format!("egress.response.decoded_size={}", ENTITY.len()),
     ] {
-        assert!(captured.contains(&field), "{b:?}: no {field} in\n{captured}");
+        assert!(
+            captured.contains(&field),
+            "{b:?}: no {field} in\n{captured}"
+        );
     }
 }
 
