@@ -693,7 +693,7 @@ impl Exchange {
             };
             return self.fail(at, StopReason::Budget, refused);
         }
-        self.telemetry.retry(retry, reason, wait, delay);
+        self.telemetry.retry(retry, reason, wait, delay, &error);
         self.previous_delay = delay;
         self.state = State::Waiting {
             until,

@@ -2,13 +2,16 @@
 //! what happened; this module only reports it, with secrets already redacted.
 //!
 //! - One INFO span `egress.call` per logical call: `service`, `operation`, `correlation_id`,
-//!   `http.request.method`, `url.full`.
+//!   `http.request.method`, `url.full`, and `attempts` (recorded once, when the call ends).
 //! - One DEBUG span `egress.attempt` per attempt (a CLIENT span in OpenTelemetry terms) with the
 //!   HTTP semantic-convention fields `http.request.method`, `server.address`, `server.port`,
-//!   `url.full`, `http.response.status_code`, `http.request.resend_count` (resends only) and
-//!   `error.type`. Drivers run the transport inside it ([`AttemptRequest::span`](crate::AttemptRequest::span)).
-//! - Events: each attempt's end at DEBUG; each retry decision at INFO with its reason and delay
-//!   source (`backoff`, `retry_after`); the final failure at WARN with why retrying stopped
+//!   `url.full`, `http.response.status_code`, `http.request.resend_count` (resends only),
+//!   `error.type`, and for a body: `http.response.body.size` (bytes received),
+//!   `egress.response.content_coding` and `egress.response.decoded_size` (when it was decoded;
+//!   recorded by the transport). Drivers run the transport inside it ([`AttemptRequest::span`](crate::AttemptRequest::span)).
+//! - Events: each attempt's end at DEBUG; each retry decision at INFO with what failed
+//!   (`error.type`: the status, or the transport or timeout kind), its reason and delay source
+//!   (`backoff`, `retry_after`); the final failure at WARN with why retrying stopped
 //!   (`deadline`, `retry budget exhausted`, `rate limited`, ...); success at DEBUG.
 //! - Metrics (feature `metrics`): `http.client.request.duration` (histogram, seconds, per attempt;
 //!   labels `http.request.method`, `server.address`, `http.response.status_code`, `error.type`),
@@ -123,7 +126,6 @@ impl Telemetry {
         if n > 1 {
             span.record("http.request.resend_count", n - 1);
         }
-        self.call.record("attempts", n);
         self.attempt = span.clone();
         span
     }
@@ -170,11 +172,26 @@ impl Telemetry {
     #[cfg(not(feature = "metrics"))]
     fn record_duration(&self, _: Duration, _: Option<u16>, _: Option<&str>) {}
 
-    pub(crate) fn retry(&self, retry: u32, reason: RetryReason, wait: WaitReason, delay: Duration) {
+    /// A retry of the attempt that failed with `error`: its `error.type` says what failed
+    /// (the status, or the transport or timeout kind), `reason` why that is retried.
+    pub(crate) fn retry(
+        &self,
+        retry: u32,
+        reason: RetryReason,
+        wait: WaitReason,
+        delay: Duration,
+        error: &Error,
+    ) {
+        let status = error.status();
+        let error_type = match &status {
+            Some(status) => status.as_str(),
+            None => error.type_name(),
+        };
         tracing::info!(
             parent: &self.call,
             retry,
             reason = reason.as_str(),
+            error.type = error_type,
             delay_source = wait.as_str(),
             delay_ms = delay.as_millis() as u64,
             "retrying"
@@ -184,6 +201,9 @@ impl Telemetry {
     }
 
     pub(crate) fn succeeded(&self, status: u16, attempts: u32, elapsed: Duration) {
+        // Recorded once, at the end: a field recorded per attempt shows once per attempt in
+        // `tracing_subscriber::fmt`'s output.
+        self.call.record("attempts", attempts);
         tracing::debug!(
             parent: &self.call,
             http.response.status_code = status,
@@ -195,6 +215,7 @@ impl Telemetry {
 
     pub(crate) fn failed(&self, error: &Error) {
         let meta = error.meta();
+        self.call.record("attempts", meta.attempts);
         let stop = meta.stop.map(|s| s.to_string()).unwrap_or_default();
         tracing::warn!(
             parent: &self.call,

@@ -383,3 +383,70 @@ fn a_final_failure_is_a_warning_that_says_why_retrying_stopped() {
         Some("rate limited")
     );
 }
+
+/// A retry event says what failed (the status, or the transport failure's kind) beside why it
+/// is retried, so that the log does not hide the cause until the final warning.
+#[test]
+fn a_retry_event_names_what_failed() {
+    use egress_core::TransportErrorKind;
+    use egress_core::test_util::fail;
+    let capture = Capture::default();
+    capture.run(|| {
+        let transport = ScriptedTransport::new();
+        transport
+            .push(step(503))
+            .push(fail(TransportErrorKind::ConnectRefused))
+            .push(step(200).json(r#"{"id":"1"}"#));
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com"))
+            .unwrap();
+        block_on(client.get("/x").send()).unwrap();
+    });
+    let retries: Vec<_> = capture
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, fields)| fields.get("message").is_some_and(|m| m == "retrying"))
+        .map(|(_, fields)| {
+            (
+                fields.get("error.type").cloned().unwrap_or_default(),
+                fields.get("reason").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        retries,
+        [
+            ("503".to_owned(), "server_error".to_owned()),
+            ("connect_refused".to_owned(), "never_sent".to_owned())
+        ]
+    );
+}
+
+/// The call span's `attempts` is recorded once, when the call ends: `fmt` would print a field
+/// recorded per attempt once per attempt (`attempts=1 attempts=2 attempts=3`).
+#[test]
+fn the_call_span_records_attempts_once_when_the_call_ends() {
+    let capture = Capture::default();
+    capture.run(|| {
+        let transport = ScriptedTransport::new();
+        transport
+            .push(step(503))
+            .push(step(503))
+            .push(step(200).json(r#"{"id":"1"}"#));
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com"))
+            .unwrap();
+        block_on(client.get("/x").send()).unwrap();
+    });
+    let text = capture.text();
+    let close = text
+        .lines()
+        .find(|l| {
+            l.contains("egress.call{") && !l.contains("egress.attempt{") && l.contains("close")
+        })
+        .unwrap_or_else(|| panic!("the call span closes:\n{text}"));
+    assert_eq!(close.matches("attempts=").count(), 1, "{close}");
+    assert!(close.contains("attempts=3"), "{close}");
+}

@@ -1,0 +1,95 @@
+//! Telemetry of compressed responses on both backends. Its own test binary: a callsite first
+//! met by a test without a subscriber is cached as uninteresting process-wide, which would hide
+//! the events of a test that installs one (tracing's callsite cache).
+
+mod common;
+
+use std::io::Write;
+
+use common::{Backend, config};
+use egress_tests::server::{FaultServer, Reply};
+
+const ENTITY: &str = r#"{"id":"7","items":[{"id":"a"}]}"#;
+
+#[derive(Debug, serde::Deserialize)]
+struct Entity {
+    id: String,
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn encoded(coding: &str, wire: Vec<u8>) -> Reply {
+    Reply::status(200)
+        .header("content-type", "application/json")
+        .header("content-encoding", coding)
+        .body(wire)
+}
+
+/// The attempt span records the coding and both sizes: received (OpenTelemetry's
+/// `http.response.body.size`, the encoded size) and decoded.
+fn the_attempt_span_records_the_coding_and_both_sizes(b: Backend) {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let wire = gzip(ENTITY.as_bytes());
+    let server = FaultServer::start(FaultServer::always(encoded("gzip", wire.clone())));
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let writer = text.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || Buffer(writer.clone()))
+            .with_span_events(FmtSpan::CLOSE),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        b.run_here(async {
+            let response = b
+                .client(config(&server.url("")))
+                .get("/x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        })
+    });
+    let captured = String::from_utf8_lossy(&text.lock().unwrap()).into_owned();
+    for field in [
+        format!("http.response.body.size={}", wire.len()),
+        "egress.response.content_coding=\"gzip\"".to_owned(),
+        format!("egress.response.decoded_size={}", ENTITY.len()),
+    ] {
+        assert!(
+            captured.contains(&field),
+            "{b:?}: no {field} in\n{captured}"
+        );
+    }
+}
+
+mod the_attempt_span_records_the_coding_and_both_sizes {
+    use super::common::Backend;
+
+    #[test]
+    fn tokio() {
+        super::the_attempt_span_records_the_coding_and_both_sizes(Backend::Tokio);
+    }
+
+    #[test]
+    fn async_std() {
+        super::the_attempt_span_records_the_coding_and_both_sizes(Backend::AsyncStd);
+    }
+}
