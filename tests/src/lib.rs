@@ -5,3 +5,9 @@
 //! the checks that keep the core pure, the cross-backend parity suite and the load tests.
 
 pub mod server;
+
+/// The README's Rust blocks, compiled (and the runnable ones run) as doctests of this crate, so
+/// that the examples a new user pastes first cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
