@@ -293,15 +293,8 @@ impl Config {
                 return Err(ConfigError::new(field, "must be greater than zero"));
             }
         }
-        if t.deadline < t.attempt {
-            return Err(ConfigError::new(
-                "timeouts.deadline",
-                format!(
-                    "{:?} is shorter than timeouts.attempt ({:?})",
-                    t.deadline, t.attempt
-                ),
-            ));
-        }
+        // A deadline shorter than the attempt timeout is no contradiction: it bounds every
+        // attempt, as a per-request deadline does.
         let r = &self.retry;
         if r.max_attempts == 0 {
             return Err(ConfigError::new(
@@ -597,10 +590,6 @@ mod tests {
             "retry.backoff.max"
         );
         assert_eq!(
-            field_of(d().with_deadline(Duration::from_secs(5))),
-            "timeouts.deadline"
-        );
-        assert_eq!(
             field_of(d().with_connect_timeout(Duration::ZERO)),
             "timeouts.connect"
         );
@@ -632,13 +621,21 @@ mod tests {
     #[test]
     fn the_error_message_names_the_field_and_the_reason() {
         let e = Config::default()
-            .with_deadline(Duration::from_secs(5))
+            .with_retry(RetryPolicy::standard().with_max_attempts(0))
             .build()
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid configuration: timeouts.deadline: 5s is shorter than timeouts.attempt (10s)"
+            "invalid configuration: retry.max_attempts: must be at least 1 (the first attempt)"
         );
+    }
+
+    #[test]
+    fn a_deadline_shorter_than_the_attempt_timeout_is_valid_and_bounds_every_attempt() {
+        // `deadline = "5s"` alone in a file: the attempt timeout keeps its 10 s default.
+        let config: Config = serde_json::from_str(r#"{"timeouts":{"deadline":"5s"}}"#).unwrap();
+        assert_eq!(config.timeouts.attempt, Duration::from_secs(10));
+        assert!(config.build().is_ok());
     }
 
     #[test]

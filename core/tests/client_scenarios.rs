@@ -844,3 +844,28 @@ fn a_credential_that_is_not_a_header_value_is_refused_with_nothing_sent_and_not_
     }
     assert!(transport.requests().is_empty());
 }
+
+/// A configured deadline shorter than the attempt timeout bounds the attempt: it ends at the
+/// deadline, reported as the deadline.
+#[test]
+fn a_deadline_shorter_than_the_attempt_timeout_ends_the_attempt_at_the_deadline() {
+    use egress_core::test_util::hang;
+    let config = no_jitter()
+        .with_base_url("https://api.example.com")
+        .with_attempt_timeout(ms(10_000))
+        .with_deadline(ms(2_000));
+    let (transport, client) = upstream(config, [hang()]);
+    let error = block_on(client.get("/x").send()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            egress_core::Error::Timeout {
+                kind: egress_core::TimeoutKind::Deadline,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.meta().elapsed, ms(2_000));
+    assert_eq!(transport.requests().len(), 1);
+}
