@@ -1,5 +1,5 @@
 //! The async-std backend against loopback servers (127.0.0.1, random ports): every failure mode
-//! of DESIGN 2.3 and the phase timeouts, as a real service would meet them. The same scenarios
+//! of the default retry rules ([`egress_core::retry::classify`]) and the phase timeouts, as a real service would meet them. The same scenarios
 //! as egress-tokio's `tests/loopback.rs`, run on async-std; the fault server runs on its own
 //! thread and runtime.
 

@@ -1,5 +1,5 @@
 //! The tokio backend against loopback servers (127.0.0.1, random ports): every failure mode
-//! of DESIGN 2.3 and the phase timeouts, as a real service would meet them.
+//! of the default retry rules ([`egress_core::retry::classify`]) and the phase timeouts, as a real service would meet them.
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
-//! Configuration: a plain serde struct with the defaults of DESIGN 2.2, consuming `with_*`
-//! setters, and one validating [`Config::build`] that turns it into a [`Policy`].
+//! Configuration: a plain serde struct with defaults (each field's docs give its own; the
+//! README's "Default policy" table lists them), consuming `with_*` setters, and one validating
+//! [`Config::build`] that turns it into a [`Policy`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -106,7 +107,9 @@ fn decoding(config: &Config) -> crate::coding::Decoding {
 }
 
 /// Everything a client is configured with. All fields are optional in a file; missing ones take
-/// the defaults of DESIGN 2.2.
+/// their defaults: timeouts connect 3 s, read 10 s, write 10 s, pool 3 s, attempt 10 s,
+/// deadline 30 s; 3 attempts with exponential backoff from 100 ms to 10 s and full jitter; the
+/// retry budget on (20 % over 10 s, floor 10/s); 10 MiB bodies; decompression on.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

@@ -118,7 +118,7 @@ pub trait Classifier: Debug + Send + Sync {
     fn classify(&self, outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction;
 }
 
-/// The default rules (DESIGN 2.3):
+/// The default rules:
 /// - never-sent transport failures retry for every method;
 /// - may-have-been-sent failures (reset, closed, read/write/attempt timeout) retry only when
 ///   the request is idempotent;
