@@ -54,9 +54,10 @@ fn parse_args() -> Result<Args, String> {
                 args.backend = match it.next().as_deref() {
                     Some("tokio") => Backend::Tokio,
                     Some("async-std") => Backend::AsyncStd,
-                    other => {
+                    Some(other) => {
                         return Err(format!("--backend takes tokio or async-std, not {other:?}"));
                     }
+                    None => return Err("--backend takes tokio or async-std".into()),
                 }
             }
             "--upstream" => args.upstream = Some(it.next().ok_or("--upstream takes a URL")?),
@@ -299,7 +300,11 @@ fn client(backend: Backend, base: &str) -> Client {
             .with_service("entities")
             .build(),
     };
-    built.expect("the demo's configuration is valid")
+    built.unwrap_or_else(|e| {
+        // The only part of the configuration that comes from the command line.
+        eprintln!("--upstream {base:?} cannot be used: {e}");
+        std::process::exit(2);
+    })
 }
 
 fn block_on<F: Future>(backend: Backend, future: F) -> F::Output {
@@ -341,6 +346,11 @@ fn describe(result: &Result<String, EntitiesError>) -> String {
     }
 }
 
+/// Whether a call failed without ever reaching the upstream (nothing connected).
+fn never_reached(result: &Result<String, EntitiesError>) -> bool {
+    matches!(result, Err(EntitiesError::Unavailable { source }) if !source.may_have_been_sent())
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -360,11 +370,16 @@ fn main() {
         .expect("the demo installs the only subscriber");
 
     if !args.json {
-        println!("egress demo: backend {:?}, upstream {base}", args.backend);
+        let backend = match args.backend {
+            Backend::Tokio => "tokio",
+            Backend::AsyncStd => "async-std",
+        };
+        println!("egress demo: backend {backend}, upstream {base}");
     }
     let backend = args.backend;
     let entities = EntitiesClient::new(client(backend, &base));
     let mut rows = Vec::new();
+    let mut unreached_stories = 0;
     let id = |s: &str| EntityId::new(s).expect("the demo's ids are valid");
 
     let mut run = |story: &'static str, call: &dyn Fn() -> Result<String, EntitiesError>| {
@@ -378,9 +393,14 @@ fn main() {
         let events = timeline.take();
         print_timeline(&events, args.json);
         let outcome = describe(&result);
+        let unreached = never_reached(&result);
         if !args.json {
             println!("  result: {outcome}");
+            if unreached {
+                println!("  (the upstream was not reached: this story did not happen)");
+            }
         }
+        unreached_stories += usize::from(unreached);
         let attempts = events.iter().filter(|e| e.event == "attempt_sent").count();
         rows.push(Row {
             story,
@@ -425,6 +445,13 @@ fn main() {
                 keys.iter().all(|k| *k == keys[0])
             );
         }
+    }
+
+    if unreached_stories == rows.len() {
+        eprintln!(
+            "\nthe upstream at {base} could not be reached (no connection was made): none of the stories happened"
+        );
+        std::process::exit(1);
     }
 
     // The storm: every call fails; the retry budget stops retrying once its share is spent.
