@@ -98,7 +98,21 @@ impl Response {
         self.invalid(source)
     }
 
+    /// A validation failure, reported as telemetry of the call (a WARN event with the call's
+    /// correlation ID, the kind and the JSON path; the `metrics` feature counts it) and
+    /// returned with the call's metadata.
     fn invalid(&self, source: crate::validate::ValidationError) -> Error {
+        let kind = source.kind().as_str();
+        tracing::warn!(
+            correlation_id = %self.correlation_id,
+            http.response.status_code = self.status.as_u16(),
+            error.type = "validation",
+            validation.kind = kind,
+            json.path = source.path().unwrap_or(""),
+            "response failed validation: {source}"
+        );
+        #[cfg(feature = "metrics")]
+        metrics::counter!("egress.validation.failures", "kind" => kind).increment(1);
         let meta = CallMeta {
             attempts: self.attempts,
             elapsed: self.elapsed,

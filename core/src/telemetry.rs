@@ -12,11 +12,14 @@
 //! - Events: each attempt's end at DEBUG; each retry decision at INFO with what failed
 //!   (`error.type`: the status, or the transport or timeout kind), its reason and delay source
 //!   (`backoff`, `retry_after`); the final failure at WARN with why retrying stopped
-//!   (`deadline`, `retry budget exhausted`, `rate limited`, ...); success at DEBUG.
+//!   (`deadline`, `retry budget exhausted`, `rate limited`, ...); success at DEBUG; a response
+//!   that fails validation ([`Response::json`](crate::Response::json) and friends) at WARN,
+//!   "response failed validation", with `correlation_id`, `http.response.status_code`,
+//!   `error.type = "validation"`, `validation.kind` and `json.path`.
 //! - Metrics (feature `metrics`): `http.client.request.duration` (histogram, seconds, per attempt;
 //!   labels `http.request.method`, `server.address`, `http.response.status_code`, `error.type`),
 //!   `egress.retries` (counter; label `reason`), `egress.retry_budget.refusals` (counter; label
-//!   `server.address`).
+//!   `server.address`), `egress.validation.failures` (counter; label `kind`).
 
 use std::time::{Duration, Instant};
 

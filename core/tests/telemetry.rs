@@ -450,3 +450,36 @@ fn the_call_span_records_attempts_once_when_the_call_ends() {
     assert_eq!(close.matches("attempts=").count(), 1, "{close}");
     assert!(close.contains("attempts=3"), "{close}");
 }
+
+/// A response that fails validation is telemetry of the call, not a silent success: a WARN
+/// event with the call's correlation ID, the error kind and the JSON path.
+#[test]
+fn a_failed_validation_is_a_warning_with_the_correlation_id_kind_and_path() {
+    let capture = Capture::default();
+    let correlation_id = capture.run(|| {
+        let transport = ScriptedTransport::new();
+        transport.push(step(200).json(r#"{"id":7}"#));
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com"))
+            .unwrap();
+        let response = block_on(client.get("/x").send()).unwrap();
+        assert!(response.json::<Entity>().is_err());
+        response.correlation_id().to_string()
+    });
+    let events = capture.events.lock().unwrap().clone();
+    let warnings: Vec<_> = events
+        .iter()
+        .filter(|(level, _)| *level == tracing::Level::WARN)
+        .map(|(_, fields)| fields)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{events:?}");
+    let w = warnings[0];
+    assert!(
+        w["message"].starts_with("response failed validation"),
+        "{w:?}"
+    );
+    assert_eq!(w["correlation_id"], correlation_id);
+    assert_eq!(w["error.type"], "validation");
+    assert_eq!(w["validation.kind"], "schema");
+    assert_eq!(w["json.path"], "id");
+}

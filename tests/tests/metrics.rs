@@ -115,3 +115,39 @@ fn budget_refusals_are_counted_per_host() {
         vec![(Some("api.example.com".into()), DebugValue::Counter(4))]
     );
 }
+
+#[test]
+fn validation_failures_are_counted_by_kind() {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // decoded to validate
+    struct Entity {
+        id: String,
+    }
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let transport = ScriptedTransport::new();
+        transport.push(step(200).json(r#"{"id":7}"#));
+        transport.push(step(200).json(r#"{"id":"7","id":"8"}"#));
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com"))
+            .unwrap();
+        for _ in 0..2 {
+            let response = block_on(client.get("/x").send()).unwrap();
+            assert!(response.json::<Entity>().is_err());
+        }
+    });
+    let mut failures: Vec<_> = rows(&snapshotter)
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == "egress.validation.failures")
+        .map(|(k, _, _, v)| (label(&k, "kind").map(str::to_owned), v))
+        .collect();
+    failures.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        failures,
+        vec![
+            (Some("duplicate_key".into()), DebugValue::Counter(1)),
+            (Some("schema".into()), DebugValue::Counter(1)),
+        ]
+    );
+}

@@ -137,6 +137,8 @@ struct Event_ {
     wait_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
 }
 
 #[derive(Default)]
@@ -190,9 +192,12 @@ impl Timeline {
             attempt,
             status: get("http.response.status_code"),
             error: get("error.type"),
-            reason: get("reason").or_else(|| get("stop")),
+            reason: get("reason")
+                .or_else(|| get("stop"))
+                .or_else(|| get("validation.kind")),
             wait_ms: get("delay_ms").and_then(|v| v.parse().ok()),
             source: get("delay_source"),
+            path: get("json.path"),
         };
         s.events.push(e);
     }
@@ -238,6 +243,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timeline {
             "retrying" => self.push("retry", None, &f),
             "call succeeded" => self.push("succeeded", None, &f),
             m if m.starts_with("call failed") => self.push("failed", None, &f),
+            m if m.starts_with("response failed validation") => {
+                self.push("validation_failed", None, &f)
+            }
             _ => {}
         }
     }
@@ -269,7 +277,12 @@ fn print_timeline(events: &[Event_], json: bool) {
                 e.wait_ms.unwrap_or(0),
                 e.source.clone().unwrap_or_default()
             ),
-            "succeeded" => "decision: done, success".to_owned(),
+            "succeeded" => "decision: done, a 2xx response".to_owned(),
+            "validation_failed" => format!(
+                "validation failed: {} at {}",
+                e.reason.clone().unwrap_or_default(),
+                e.path.clone().unwrap_or_else(|| "the root".into())
+            ),
             "failed" => format!(
                 "decision: stop ({}), error {}",
                 e.reason.clone().unwrap_or_else(|| "final".into()),
