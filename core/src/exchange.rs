@@ -712,7 +712,14 @@ impl Exchange {
             };
         }
         *error.meta_mut() = meta;
-        self.telemetry.failed(&error);
+        let answer = match &error {
+            Error::Status { source, .. } => match &self.classifier {
+                Some(classifier) => classifier.is_answer(source.status()),
+                None => crate::retry::is_answer(source.status()),
+            },
+            _ => false,
+        };
+        self.telemetry.failed(&error, answer);
         self.state = State::Done(Err(error));
     }
 }

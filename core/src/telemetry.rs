@@ -12,7 +12,9 @@
 //! - Events: each attempt's end at DEBUG; each retry decision at INFO with what failed
 //!   (`error.type`: the status, or the transport or timeout kind), its reason and delay source
 //!   (`backoff`, `retry_after`); the final failure at WARN with why retrying stopped
-//!   (`deadline`, `retry budget exhausted`, `rate limited`, ...); success at DEBUG; a response
+//!   (`deadline`, `retry budget exhausted`, `rate limited`, ...), except a final status the
+//!   classifier calls an answer ([`Classifier::is_answer`](crate::retry::Classifier::is_answer):
+//!   404, 409, ... by default), "call answered" at DEBUG; success at DEBUG; a response
 //!   that fails validation ([`Response::json`](crate::Response::json) and friends) at WARN,
 //!   "response failed validation", with `correlation_id`, `http.response.status_code`,
 //!   `error.type = "validation"`, `validation.kind` and `json.path`.
@@ -216,10 +218,24 @@ impl Telemetry {
         );
     }
 
-    pub(crate) fn failed(&self, error: &Error) {
+    /// The call's end with `error`: an `answer` of the API (see
+    /// [`Classifier::is_answer`](crate::retry::Classifier::is_answer)) at DEBUG, a failure at
+    /// WARN.
+    pub(crate) fn failed(&self, error: &Error, answer: bool) {
         let meta = error.meta();
         self.call.record("attempts", meta.attempts);
         let stop = meta.stop.map(|s| s.to_string()).unwrap_or_default();
+        if answer {
+            tracing::debug!(
+                parent: &self.call,
+                error.type = error.type_name(),
+                http.response.status_code = error.status().map(|s| s.as_u16()),
+                attempts = meta.attempts,
+                elapsed_ms = meta.elapsed.as_millis() as u64,
+                "call answered: {error}"
+            );
+            return;
+        }
         tracing::warn!(
             parent: &self.call,
             error.type = error.type_name(),

@@ -483,3 +483,57 @@ fn a_failed_validation_is_a_warning_with_the_correlation_id_kind_and_path() {
     assert_eq!(w["validation.kind"], "schema");
     assert_eq!(w["json.path"], "id");
 }
+
+/// Log levels follow meaning: a lookup's 404 is an answer (DEBUG), a 500 after its retries a
+/// failure (WARN); a vendor classifier can say otherwise.
+#[test]
+fn an_answer_logs_at_debug_and_a_failure_at_warn() {
+    use egress_core::retry::{Classifier, ClassifyContext, Outcome, RetryAction, classify};
+
+    #[derive(Debug)]
+    struct ConflictsAreFailures;
+    impl Classifier for ConflictsAreFailures {
+        fn classify(&self, outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction {
+            classify(outcome, ctx)
+        }
+        fn is_answer(&self, status: egress_core::http::StatusCode) -> bool {
+            status == 404
+        }
+    }
+
+    let levels = |status: u16, classifier: Option<std::sync::Arc<dyn Classifier>>| {
+        let capture = Capture::default();
+        capture.run(|| {
+            let transport = ScriptedTransport::new();
+            transport.push(step(status));
+            let client = transport
+                .client(
+                    Config::default()
+                        .with_base_url("https://api.example.com")
+                        .with_retry(RetryPolicy::disabled()),
+                )
+                .unwrap();
+            let mut builder = client.get("/x");
+            if let Some(c) = classifier {
+                builder = builder.classifier(c);
+            }
+            assert!(block_on(builder.send()).is_err());
+        });
+        let events = capture.events.lock().unwrap().clone();
+        events
+            .into_iter()
+            .filter(|(_, f)| {
+                f.get("message")
+                    .is_some_and(|m| m.starts_with("call answered") || m.starts_with("call failed"))
+            })
+            .map(|(level, _)| level)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(levels(404, None), [tracing::Level::DEBUG]);
+    assert_eq!(levels(409, None), [tracing::Level::DEBUG]);
+    assert_eq!(levels(500, None), [tracing::Level::WARN]);
+    assert_eq!(levels(401, None), [tracing::Level::WARN]);
+    let vendor: std::sync::Arc<dyn Classifier> = std::sync::Arc::new(ConflictsAreFailures);
+    assert_eq!(levels(409, Some(vendor.clone())), [tracing::Level::WARN]);
+    assert_eq!(levels(404, Some(vendor)), [tracing::Level::DEBUG]);
+}

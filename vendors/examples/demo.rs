@@ -243,6 +243,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timeline {
             "retrying" => self.push("retry", None, &f),
             "call succeeded" => self.push("succeeded", None, &f),
             m if m.starts_with("call failed") => self.push("failed", None, &f),
+            m if m.starts_with("call answered") => self.push("answered", None, &f),
             m if m.starts_with("response failed validation") => {
                 self.push("validation_failed", None, &f)
             }
@@ -278,6 +279,13 @@ fn print_timeline(events: &[Event_], json: bool) {
                 e.source.clone().unwrap_or_default()
             ),
             "succeeded" => "decision: done, a 2xx response".to_owned(),
+            "answered" => format!(
+                "decision: done, the answer {}",
+                e.status
+                    .clone()
+                    .or_else(|| e.error.clone())
+                    .unwrap_or_default()
+            ),
             "validation_failed" => format!(
                 "validation failed: {} at {}",
                 e.reason.clone().unwrap_or_default(),

@@ -116,6 +116,19 @@ impl RetryAction {
 pub trait Classifier: Debug + Send + Sync {
     /// Classifies one attempt's outcome.
     fn classify(&self, outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction;
+
+    /// Whether a final `status` is an answer of the API (a lookup's 404: the call is logged
+    /// at DEBUG) rather than a failure (logged at WARN). The default is [`is_answer`].
+    fn is_answer(&self, status: http::StatusCode) -> bool {
+        is_answer(status)
+    }
+}
+
+/// The statuses that are answers by default, not failures: 304 Not Modified, 404 Not Found,
+/// 409 Conflict, 410 Gone and 412 Precondition Failed (RFC 9110 15). A call that ends with one
+/// is logged at DEBUG; every other final error at WARN.
+pub fn is_answer(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 304 | 404 | 409 | 410 | 412)
 }
 
 /// The default rules:

@@ -15,7 +15,7 @@ pub use backoff::{Backoff, JitterMode};
 pub use budget::{BudgetConfig, RetryBudget};
 pub use classify::{
     Classifier, ClassifyContext, DefaultClassifier, ForbidReason, Outcome, RetryAction,
-    RetryReason, classify, is_idempotent_method,
+    RetryReason, classify, is_answer, is_idempotent_method,
 };
 pub use jitter::{Jitter, NoJitter, SeededJitter};
 
