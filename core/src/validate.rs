@@ -224,6 +224,118 @@ pub struct Expect {
     status: Option<StatusCode>,
     max_body: u64,
     redactor: Redactor,
+    content_types: ContentTypes,
+}
+
+/// Which `Content-Type`s a response may carry before its body is read as JSON. Media types
+/// are compared by their essence (`type/subtype`, RFC 9110 8.3.1), without parameters and
+/// without regard to case.
+///
+/// ```
+/// use egress_core::validate::ContentTypes;
+/// let jsonish = ContentTypes::json();
+/// assert!(jsonish.accepts(Some("application/problem+json; charset=utf-8")));
+/// assert!(!jsonish.accepts(Some("text/plain")));
+/// let legacy = ContentTypes::json().or(["text/plain", "application/octet-stream"]);
+/// assert!(legacy.accepts(Some("Text/Plain; charset=latin1")));
+/// let only = ContentTypes::exactly(["application/vnd.api+json"]);
+/// assert!(!only.accepts(Some("application/json")));
+/// assert!(ContentTypes::any().accepts(None));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentTypes {
+    /// `application/json` and every `+json` type.
+    json: bool,
+    /// Further essences, lowercase.
+    exact: Vec<String>,
+    /// Anything, a missing `Content-Type` included.
+    any: bool,
+}
+
+impl Default for ContentTypes {
+    fn default() -> Self {
+        Self::json()
+    }
+}
+
+impl ContentTypes {
+    /// `application/json` and any `<type>/<subtype>+json` (the default).
+    pub fn json() -> Self {
+        Self {
+            json: true,
+            exact: Vec::new(),
+            any: false,
+        }
+    }
+
+    /// Only these media types (no `+json` rule).
+    pub fn exactly<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self {
+            json: false,
+            exact: Vec::new(),
+            any: false,
+        }
+        .or(types)
+    }
+
+    /// Any content type, and none.
+    pub fn any() -> Self {
+        Self {
+            json: false,
+            exact: Vec::new(),
+            any: true,
+        }
+    }
+
+    /// These media types too.
+    pub fn or<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.exact.extend(
+            types
+                .into_iter()
+                .map(|t| t.as_ref().trim().to_ascii_lowercase()),
+        );
+        self
+    }
+
+    /// Whether a response with this `Content-Type` (or none) is accepted.
+    pub fn accepts(&self, content_type: Option<&str>) -> bool {
+        if self.any {
+            return true;
+        }
+        let Some(value) = content_type else {
+            return false;
+        };
+        if self.json && is_json_content_type(value) {
+            return true;
+        }
+        let essence = value.split(';').next().unwrap_or_default().trim();
+        self.exact.iter().any(|t| t.eq_ignore_ascii_case(essence))
+    }
+}
+
+impl std::fmt::Display for ContentTypes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.any {
+            return f.write_str("any content type");
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        if self.json {
+            parts.push("application/json or any +json type");
+        }
+        parts.extend(self.exact.iter().map(String::as_str));
+        if parts.is_empty() {
+            return f.write_str("no content type");
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 impl Default for Expect {
@@ -232,6 +344,7 @@ impl Default for Expect {
             status: None,
             max_body: 10 * 1024 * 1024,
             redactor: Redactor::default(),
+            content_types: ContentTypes::json(),
         }
     }
 }
@@ -244,6 +357,7 @@ impl Expect {
             status: None,
             max_body,
             redactor,
+            content_types: ContentTypes::json(),
         }
     }
 
@@ -262,6 +376,19 @@ impl Expect {
     /// Sets the redactor used for excerpts.
     pub fn redactor(mut self, redactor: Redactor) -> Self {
         self.redactor = redactor;
+        self
+    }
+
+    /// Sets the accepted content types (default: [`ContentTypes::json`]).
+    ///
+    /// ```
+    /// use egress_core::validate::{ContentTypes, Expect};
+    /// // A vendor that answers JSON as text/plain.
+    /// let expect = Expect::default().content_types(ContentTypes::json().or(["text/plain"]));
+    /// # let _ = expect;
+    /// ```
+    pub fn content_types(mut self, content_types: ContentTypes) -> Self {
+        self.content_types = content_types;
         self
     }
 }
@@ -313,12 +440,14 @@ pub fn validate<T: DeserializeOwned>(
         e.excerpt = expect.redactor.excerpt(body);
         return Err(e);
     }
+    let accepted = &expect.content_types;
     match headers.get(CONTENT_TYPE) {
         Some(ct)
             if ct.to_str().map_or_else(
-                |_| is_json_content_type(&String::from_utf8_lossy(ct.as_bytes())),
-                is_json_content_type,
+                |_| accepted.accepts(Some(&String::from_utf8_lossy(ct.as_bytes()))),
+                |ct| accepted.accepts(Some(ct)),
             ) => {}
+        None if accepted.accepts(None) => {}
         Some(ct) => {
             let shown: String = String::from_utf8_lossy(ct.as_bytes())
                 .chars()
@@ -326,13 +455,13 @@ pub fn validate<T: DeserializeOwned>(
                 .collect();
             return Err(ValidationError::new(
                 ValidationKind::ContentType,
-                format!("content type {shown:?} is not json"),
+                format!("content type {shown:?} is not accepted (accepted: {accepted})"),
             ));
         }
         None => {
             return Err(ValidationError::new(
                 ValidationKind::ContentType,
-                "the response has no content type",
+                format!("the response has no content type (accepted: {accepted})"),
             ));
         }
     }

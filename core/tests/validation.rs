@@ -831,3 +831,60 @@ fn a_repeated_key_in_an_object_with_many_keys_is_found() {
     assert_eq!(err.kind(), ValidationKind::DuplicateKey);
     assert_eq!(err.path(), Some("y.k17"));
 }
+
+/// Accepted content types are configurable; the error names what came and what was accepted.
+#[test]
+fn accepted_content_types_are_configurable_and_the_error_names_both_sides() {
+    use egress_core::http::{HeaderMap, HeaderValue, StatusCode, header::CONTENT_TYPE};
+    use egress_core::validate::{ContentTypes, Expect, ValidationKind, validate};
+
+    let body = br#"{"id":"7"}"#;
+    let with = |ct: Option<&str>| {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = ct {
+            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        }
+        h
+    };
+    let check = |ct: Option<&str>, types: ContentTypes| {
+        validate::<serde_json::Value>(
+            StatusCode::OK,
+            &with(ct),
+            body,
+            &Expect::default().content_types(types),
+        )
+    };
+    // The default: JSON and +json.
+    assert!(check(Some("application/json"), ContentTypes::default()).is_ok());
+    assert!(check(Some("application/hal+json"), ContentTypes::default()).is_ok());
+    let error = check(Some("application/octet-stream"), ContentTypes::default()).unwrap_err();
+    assert_eq!(error.kind(), ValidationKind::ContentType);
+    assert_eq!(
+        error.to_string(),
+        "content type \"application/octet-stream\" is not accepted (accepted: application/json or any +json type)"
+    );
+    // A list added to JSON.
+    let legacy = ContentTypes::json().or(["text/plain"]);
+    assert!(check(Some("text/plain; charset=utf-8"), legacy.clone()).is_ok());
+    assert!(check(Some("application/json"), legacy).is_ok());
+    // Exactly one type.
+    let only = ContentTypes::exactly(["application/vnd.api+json"]);
+    assert!(check(Some("application/vnd.api+json"), only.clone()).is_ok());
+    let error = check(Some("application/json"), only).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("accepted: application/vnd.api+json"),
+        "{error}"
+    );
+    // Anything, a missing header included.
+    assert!(check(None, ContentTypes::any()).is_ok());
+    assert!(check(Some("text/html"), ContentTypes::any()).is_ok());
+    let error = check(None, ContentTypes::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("the response has no content type"),
+        "{error}"
+    );
+}
