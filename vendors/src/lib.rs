@@ -53,6 +53,18 @@
 //! | `entities` | [`entities`] | the canonical example: `get_entity`, `get_entities` with bounded concurrency, `create_entity` with an idempotency key |
 //! | `github` | [`github`] | GitHub's REST API: a repository, a repository's issues with `Link` pagination, the rate-limit status; GitHub's primary and secondary rate-limit rules as a classifier; typed GitHub errors |
 //!
+//! # Payload types that keep JSON paths precise
+//!
+//! A validation failure names the JSON path of the problem (`items[3].id: invalid type: null,
+//! expected a string`) as long as serde can say where it was. Two serde features hide it:
+//! `#[serde(untagged)]` buffers the value and, when no variant fits, reports only "data did not
+//! match any variant of untagged enum" at the enum's own path; `#[serde(flatten)]` buffers
+//! too. For a field that comes in several shapes (GitHub's labels: a bare name or an object),
+//! write a small `Deserialize` with a visitor that picks the shape from what the JSON holds
+//! (`visit_str`, `visit_map`) and decodes the object through
+//! `serde::de::value::MapAccessDeserializer`: errors inside it keep their path
+//! (`labels[1].id`). [`github::Label`] is the worked example.
+//!
 //! # Testing a vendor client
 //!
 //! Enable `egress-core`'s `test-util` feature in your `[dev-dependencies]` and run the vendor

@@ -247,6 +247,21 @@ fn a_payload_missing_a_documented_field_maps_to_invalid_payload_with_its_path() 
     assert_eq!(transport.requests().len(), 1);
 }
 
+/// A label is a bare name or an object; a bad field inside an object is reported at its own
+/// path, not as "data did not match any variant of untagged enum" at the label.
+#[test]
+fn a_bad_field_in_a_label_object_is_reported_at_its_own_path() {
+    let issues = r#"[{"id":1,"node_id":"I_1","url":"u","html_url":"h","number":1,"state":"open","title":"t","user":null,"labels":["bug",{"id":"x","name":"triage"}],"milestone":null,"locked":false,"comments":0,"closed_at":null,"created_at":"2011-04-22T13:33:48Z","updated_at":"2011-04-22T13:33:48Z"}]"#;
+    let (_, github) = upstream([step(200).json(issues)]);
+    let mut pages = github.list_issues(&repo(), &IssuesQuery::default());
+    let error = block_on(pages.next_page()).unwrap_err();
+    let GitHubApiError::InvalidPayload { path, message, .. } = &error else {
+        panic!("expected InvalidPayload, got {error:?}");
+    };
+    assert_eq!(path.as_deref(), Some("[0].labels[1].id"), "{message}");
+    assert!(message.contains("expected u64"), "{message}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pagination
 

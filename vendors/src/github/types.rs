@@ -162,8 +162,7 @@ pub enum IssueState {
 
 /// A label on an issue. GitHub documents labels either as objects or as bare names; both
 /// decode into this (a bare name gets no ID and no color).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(from = "LabelWire")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Label {
     /// The numeric ID, when GitHub sent an object.
@@ -178,48 +177,60 @@ pub struct Label {
     pub default: bool,
 }
 
+/// A label sent as an object.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum LabelWire {
-    Name(String),
-    Object {
-        #[serde(default)]
-        id: Option<u64>,
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        description: Option<String>,
-        #[serde(default)]
-        color: Option<String>,
-        #[serde(default)]
-        default: bool,
-    },
+struct LabelObject {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    color: Option<String>,
+    #[serde(default)]
+    default: bool,
 }
 
-impl From<LabelWire> for Label {
-    fn from(wire: LabelWire) -> Self {
-        match wire {
-            LabelWire::Name(name) => Label {
-                id: None,
-                name,
-                description: None,
-                color: None,
-                default: false,
-            },
-            LabelWire::Object {
-                id,
-                name,
-                description,
-                color,
-                default,
-            } => Label {
-                id,
-                name: name.unwrap_or_default(),
-                description,
-                color,
-                default,
-            },
+/// A string or an object, told apart by what the JSON holds. Not `#[serde(untagged)]`: an
+/// untagged enum buffers the value and, when no variant fits, reports only "data did not match
+/// any variant" at the label; here a bad field is reported at its own path
+/// (`labels[1].id: invalid type: string "x", expected u64`).
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LabelVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for LabelVisitor {
+            type Value = Label;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a label name or a label object")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Label, E> {
+                Ok(Label {
+                    id: None,
+                    name: name.to_owned(),
+                    description: None,
+                    color: None,
+                    default: false,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Label, A::Error> {
+                let o =
+                    LabelObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Label {
+                    id: o.id,
+                    name: o.name.unwrap_or_default(),
+                    description: o.description,
+                    color: o.color,
+                    default: o.default,
+                })
+            }
         }
+
+        deserializer.deserialize_any(LabelVisitor)
     }
 }
 
