@@ -73,6 +73,10 @@
 //! the seed given to [`Exchange::new`], so the same seed and inputs give the same timeline.
 //! IDs are minted from bytes the [`rt::Entropy`] of a backend supplies (see [`ids`]).
 //!
+//! # Telemetry
+//!
+//! Every span, event and metric, with its level and fields: [`telemetry_reference`].
+//!
 //! # Errors and panics
 //!
 //! Every failure is a typed [`Error`], sorted by phase, with stable predicates
@@ -92,6 +96,8 @@
 
 pub mod client;
 pub mod coding;
+#[doc = include_str!("telemetry.md")]
+pub mod telemetry_reference {}
 pub mod config;
 pub mod drive;
 pub mod error;

@@ -537,3 +537,67 @@ fn an_answer_logs_at_debug_and_a_failure_at_warn() {
     assert_eq!(levels(409, Some(vendor.clone())), [tracing::Level::WARN]);
     assert_eq!(levels(404, Some(vendor)), [tracing::Level::DEBUG]);
 }
+
+/// The public telemetry reference (`egress_core::telemetry_reference`) names every span, event
+/// and field egress emits: a new one fails here until the page says what it is.
+#[test]
+fn every_span_event_and_field_emitted_is_in_the_telemetry_reference() {
+    use egress_core::TransportErrorKind;
+    use egress_core::test_util::fail;
+    let reference = include_str!("../src/telemetry.md");
+    let capture = Capture::default();
+    capture.run(|| {
+        let transport = ScriptedTransport::new();
+        transport
+            .push(step(503))
+            .push(fail(TransportErrorKind::ConnectRefused))
+            .push(step(200).json(r#"{"id":7}"#))
+            .push(step(404))
+            .push(step(500))
+            .push(step(500))
+            .push(step(500))
+            .push(step(429).header("retry-after", "600"));
+        let client = transport
+            .client(Config::default().with_base_url("https://api.example.com/v1"))
+            .unwrap();
+        let response = block_on(client.get("/x").send()).unwrap();
+        assert!(response.json::<Entity>().is_err());
+        assert!(block_on(client.get("/missing").send()).is_err());
+        assert!(block_on(client.get("/broken").send()).is_err());
+        assert!(block_on(client.get("/throttled").send()).is_err());
+    });
+    let mut missing = Vec::new();
+    for (name, record) in capture
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, r)| (&r.name, r))
+    {
+        if !reference.contains(&format!("`{name}`")) {
+            missing.push(format!("span {name}"));
+        }
+        for field in record.fields.keys() {
+            if !reference.contains(&format!("`{field}`")) {
+                missing.push(format!("field {field} of span {name}"));
+            }
+        }
+    }
+    for (_, fields) in capture.events.lock().unwrap().iter() {
+        let message = fields.get("message").cloned().unwrap_or_default();
+        let name = message.split(':').next().unwrap_or_default();
+        if !reference.contains(&format!("`{name}")) {
+            missing.push(format!("event {name:?}"));
+        }
+        for field in fields.keys().filter(|f| *f != "message") {
+            if !reference.contains(&format!("`{field}`")) {
+                missing.push(format!("field {field} of event {name:?}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in core/src/telemetry.md: {missing:#?}"
+    );
+    assert!(!capture.events.lock().unwrap().is_empty());
+}
