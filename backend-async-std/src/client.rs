@@ -27,6 +27,20 @@ enum Roots {
 
 /// Builds an async-std [`Client`]: configuration, trust roots, TLS versions, default headers,
 /// authentication, a connector of your own, or a surf client of your own.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use egress_async_std::egress_core::{Config, SecretString};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = egress_async_std::Builder::new(Config::default().with_base_url("https://api.internal/v1"))
+///     .with_root_certificate(std::fs::read("internal-ca.der")?) // trust only this CA
+///     .with_bearer_token(SecretString::from(std::env::var("API_TOKEN")?))
+///     .with_default_header("x-team", "platform")
+///     .with_service("internal-api") // the name telemetry gives this upstream
+///     .build()?;
+/// # drop(client); Ok(()) }
+/// ```
 pub struct Builder {
     config: Config,
     roots: Roots,
@@ -169,6 +183,18 @@ impl Builder {
 
 /// A client for `config`, trusting the operating system's roots. Build it once at start-up
 /// and clone it.
+///
+/// ```no_run
+/// use egress_async_std::egress_core::Config;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Entity { id: String }
+///
+/// # #[async_std::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = egress_async_std::client(Config::default().with_base_url("https://api.example.com/v1"))?;
+/// let entity: Entity = client.get("/entities/7").send().await?.json()?;
+/// # let _ = entity.id; Ok(()) }
+/// ```
 pub fn client(config: Config) -> Result<Client, ConfigError> {
     Builder::new(config).build()
 }

@@ -154,6 +154,24 @@ struct Inner {
 }
 
 /// The base client. Cheap to clone; build it once at start-up. See the [module docs](self).
+///
+/// A backend crate builds it (`egress_tokio::client(config)`); tests build it over the
+/// scripted transport (feature `test-util`):
+///
+/// ```
+/// use egress_core::Config;
+/// use egress_core::test_util::{ScriptedTransport, block_on, step};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let upstream = ScriptedTransport::new();
+/// upstream.push(step(503)).push(step(200).json(r#"{"id":"7"}"#));
+/// let client = upstream.client(Config::default().with_base_url("https://api.example.com/v1"))?;
+///
+/// let response = block_on(client.get("/entities/7").send())?;
+/// assert_eq!(response.attempts(), 2); // the 503 was retried
+/// assert_eq!(upstream.requests()[1].uri, "https://api.example.com/v1/entities/7");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -462,6 +480,33 @@ impl Client {
 
 /// A request being built. Errors (a bad header, a path that leaves the base URL) are kept and
 /// returned by [`send`](Self::send), so the builder chains without `?` at every step.
+///
+/// ```
+/// use std::time::Duration;
+/// use egress_core::Config;
+/// use egress_core::test_util::{ScriptedTransport, block_on, step};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let upstream = ScriptedTransport::new();
+/// upstream.push(step(201).json(r#"{"id":"e-9"}"#));
+/// let client = upstream.client(Config::default().with_base_url("https://api.example.com"))?;
+///
+/// let response = block_on(
+///     client
+///         .post("/entities")
+///         .header("x-tenant", "t-1")
+///         .json(&serde_json::json!({ "name": "Eve" }))
+///         .with_new_idempotency_key() // a POST may now be retried safely
+///         .deadline(Duration::from_secs(5))
+///         .operation("create_entity")
+///         .send(),
+/// )?;
+/// assert_eq!(response.status(), 201);
+/// let sent = &upstream.requests()[0];
+/// assert!(sent.headers.contains_key("idempotency-key"));
+/// assert_eq!(sent.headers["content-type"], "application/json");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder {

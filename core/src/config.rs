@@ -110,6 +110,25 @@ fn decoding(config: &Config) -> crate::coding::Decoding {
 /// their defaults: timeouts connect 3 s, read 10 s, write 10 s, pool 3 s, attempt 10 s,
 /// deadline 30 s; 3 attempts with exponential backoff from 100 ms to 10 s and full jitter; the
 /// retry budget on (20 % over 10 s, floor 10/s); 10 MiB bodies; decompression on.
+///
+/// ```
+/// use std::time::Duration;
+/// use egress_core::{Config, RetryPolicy};
+///
+/// // From a file (durations as text), then adjusted in code.
+/// let config: Config = serde_json::from_str(
+///     r#"{ "base_url": "https://api.example.com/v1", "timeouts": { "attempt": "2s" } }"#,
+/// )
+/// .unwrap();
+/// let config = config
+///     .with_retry(RetryPolicy::standard().with_max_attempts(4))
+///     .with_deadline(Duration::from_secs(20));
+/// assert_eq!(config.timeouts.attempt, Duration::from_secs(2));
+///
+/// // Nonsense is refused, naming the field.
+/// let bad = Config::default().with_max_response_body(0).build().unwrap_err();
+/// assert_eq!(bad.field(), "max_response_body");
+/// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

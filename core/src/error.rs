@@ -479,6 +479,39 @@ impl fmt::Display for StatusError {
 /// Every variant documents whether the request may have reached the server; ask
 /// [`Error::may_have_been_sent`] rather than matching when that is all you need. Every variant
 /// carries a [`CallMeta`] (attempts, elapsed time, correlation ID, why retrying stopped).
+///
+/// Most callers ask its predicates instead of matching variants:
+///
+/// ```
+/// use egress_core::{Config, Error};
+/// use egress_core::test_util::{ScriptedTransport, block_on, step};
+///
+/// fn what_to_do(error: &Error) -> &'static str {
+///     if error.is_not_found() {
+///         "an answer: there is no such entity"
+///     } else if let Some(_at) = error.retry_at() {
+///         "rate limited: come back at `at`"
+///     } else if error.is_retryable() {
+///         "transient: try again later"
+///     } else if error.validation().is_some() {
+///         "the upstream broke its contract"
+///     } else {
+///         "permanent"
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let upstream = ScriptedTransport::new();
+/// upstream.push(step(404)).push(step(429).header("retry-after", "600"));
+/// let client = upstream.client(Config::default().with_base_url("https://api.example.com"))?;
+/// let error = block_on(client.get("/entities/404").send()).unwrap_err();
+/// assert_eq!(what_to_do(&error), "an answer: there is no such entity");
+/// assert_eq!(error.attempts(), 1);
+/// let error = block_on(client.get("/entities/7").send()).unwrap_err();
+/// assert_eq!(what_to_do(&error), "rate limited: come back at `at`");
+/// assert!(!error.may_have_been_sent() || error.status().is_some());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

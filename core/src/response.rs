@@ -70,6 +70,25 @@ impl Response {
     }
 
     /// Validates the response and decodes its JSON body; see [`crate::validate`].
+    ///
+    /// ```
+    /// use egress_core::Config;
+    /// use egress_core::test_util::{ScriptedTransport, block_on, step};
+    ///
+    /// #[derive(Debug, serde::Deserialize)]
+    /// struct Entity { id: String, tags: Vec<String> }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let upstream = ScriptedTransport::new();
+    /// upstream.push(step(200).json(r#"{"id":"7","tags":["a",7]}"#));
+    /// let client = upstream.client(Config::default().with_base_url("https://api.example.com"))?;
+    /// let response = block_on(client.get("/entities/7").send())?;
+    ///
+    /// let error = response.json::<Entity>().unwrap_err();
+    /// let invalid = error.validation().expect("a validation error");
+    /// assert_eq!(invalid.path(), Some("tags[1]"));
+    /// # Ok(()) }
+    /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         self.json_with(&self.expect())
     }

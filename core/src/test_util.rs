@@ -344,6 +344,25 @@ impl SeenRequest {
 
 /// A transport that answers from a queue of [`Step`]s in virtual time and records every request.
 /// When the queue is empty it fails with [`TransportErrorKind::Other`].
+///
+/// ```
+/// use std::time::Duration;
+/// use egress_core::{Config, TransportErrorKind};
+/// use egress_core::test_util::{ScriptedTransport, block_on, fail, step};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let upstream = ScriptedTransport::new();
+/// upstream
+///     .push(fail(TransportErrorKind::ConnectRefused)) // never sent: retried for any method
+///     .push(step(429).header("retry-after", "2"))       // honoured, in virtual time
+///     .push(step(200).json(r#"{"ok":true}"#).after(Duration::from_millis(30)));
+/// let client = upstream.client(Config::default().with_base_url("https://api.example.com"))?;
+/// let response = block_on(client.post("/jobs").send())?;
+/// assert_eq!(response.attempts(), 3);
+/// assert!(response.elapsed() >= Duration::from_secs(2)); // no real time passed
+/// assert_eq!(upstream.requests().len(), 3);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ScriptedTransport {
     clock: ManualClock,

@@ -20,6 +20,17 @@ pub use classify::{
 pub use jitter::{Jitter, NoJitter, SeededJitter};
 
 /// Which failures retry, how often and how long to wait.
+///
+/// ```
+/// use std::time::Duration;
+/// use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
+///
+/// let policy = RetryPolicy::standard()
+///     .with_max_attempts(5)
+///     .with_backoff(Backoff::default().with_initial(Duration::from_millis(200)).with_jitter(JitterMode::Full));
+/// assert_eq!(policy.max_attempts, 5);
+/// assert_eq!(RetryPolicy::disabled().max_attempts, 1); // one attempt, no retry
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
