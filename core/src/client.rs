@@ -473,8 +473,8 @@ impl Client {
             o.idempotency_key = KeyChoice::Given(IdempotencyKey::from_random_bytes(bytes));
         }
         let seed = u64::from_le_bytes(take(8).try_into().unwrap_or_default());
-        let now = rt.clock.now();
-        Exchange::refusing(request, &inner.policy, now, seed, refused)
+        let (now, wall) = rt.clock.now_and_wall();
+        Exchange::refusing(request, &inner.policy, now, seed, refused, Some(wall))
     }
 }
 
@@ -599,6 +599,46 @@ impl RequestBuilder {
     /// it at once with [`Error::RateLimited`].
     pub fn retry_after_cap(self, cap: Duration) -> Self {
         self.map(|r| Ok(r.with_retry_after_cap(cap)))
+    }
+
+    /// Whether this call is refused while its host's circuit is open, and counted by the
+    /// breaker (default `true`).
+    pub fn circuit_breaker(self, on: bool) -> Self {
+        self.map(|mut r| {
+            r.overrides.guards.circuit_breaker = on;
+            Ok(r)
+        })
+    }
+
+    /// Waits for an open circuit to half-open, when that comes before the deadline, instead of
+    /// failing at once with [`Error::CircuitOpen`] (default `false`).
+    pub fn wait_for_circuit(self, wait: bool) -> Self {
+        self.map(|mut r| {
+            r.overrides.guards.wait_for_circuit = wait;
+            Ok(r)
+        })
+    }
+
+    /// Whether this call is held while its host is held (default `true`). Turn it off for an
+    /// endpoint that does not count against the quota.
+    pub fn hold(self, on: bool) -> Self {
+        self.map(|mut r| {
+            r.overrides.guards.hold = on;
+            Ok(r)
+        })
+    }
+
+    /// Whether the client-side rate limit applies to this call (default `true`).
+    pub fn rate_limit(self, on: bool) -> Self {
+        self.map(|mut r| {
+            r.overrides.guards.rate_limit = on;
+            Ok(r)
+        })
+    }
+
+    /// Keeps the circuit, hold and rate limit of this call under `key` instead of its host.
+    pub fn guard_key(self, key: impl Into<Cow<'static, str>>) -> Self {
+        self.map(|r| Ok(r.with_guard_key(key)))
     }
 
     /// Names the operation in telemetry, such as `get_entity`.

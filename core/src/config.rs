@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::guard::{CircuitBreakerConfig, Guards, HoldConfig, RateLimitConfig};
 use crate::redact::{RedactConfig, Redactor};
 use crate::retry::{BudgetConfig, RetryBudget, RetryPolicy};
 use crate::url::Url;
@@ -109,7 +110,9 @@ fn decoding(config: &Config) -> crate::coding::Decoding {
 /// Everything a client is configured with. All fields are optional in a file; missing ones take
 /// their defaults: timeouts connect 3 s, read 10 s, write 10 s, pool 3 s, attempt 10 s,
 /// deadline 30 s; 3 attempts with exponential backoff from 100 ms to 10 s and full jitter; the
-/// retry budget on (20 % over 10 s, floor 10/s); 10 MiB bodies; decompression on.
+/// retry budget on (0.2 retries earned per successful attempt over 10 s, plus a reserve of
+/// 10/s); the circuit breaker on (50 % over 30 s, at least 100 attempts, break 5 s to 30 s);
+/// the host-wide hold on; the client-side rate limit off; 10 MiB bodies; decompression on.
 ///
 /// ```
 /// use std::time::Duration;
@@ -141,6 +144,12 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The retry budget.
     pub budget: BudgetConfig,
+    /// The circuit breaker, per host (on by default).
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// The host-wide hold on throttling and exhausted quotas (on by default).
+    pub hold: HoldConfig,
+    /// The client-side rate limit, per host (off by default).
+    pub rate_limit: RateLimitConfig,
     /// The largest response body accepted, in bytes (default 10 MiB): received, and decoded.
     pub max_response_body: u64,
     /// Whether requests ask for compressed bodies (`Accept-Encoding` with every coding this
@@ -176,6 +185,9 @@ impl fmt::Debug for Config {
             .field("timeouts", &self.timeouts)
             .field("retry", &self.retry)
             .field("budget", &self.budget)
+            .field("circuit_breaker", &self.circuit_breaker)
+            .field("hold", &self.hold)
+            .field("rate_limit", &self.rate_limit)
             .field("max_response_body", &self.max_response_body)
             .field("decompress", &self.decompress)
             .field("max_decompression_ratio", &self.max_decompression_ratio)
@@ -229,6 +241,9 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::standard(),
             budget: BudgetConfig::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+            hold: HoldConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             max_response_body: 10 * 1024 * 1024,
             decompress: true,
             max_decompression_ratio: 100,
@@ -276,6 +291,12 @@ impl Config {
         with_retry, retry: RetryPolicy);
     setter!(/// Sets the retry budget.
         with_budget, budget: BudgetConfig);
+    setter!(/// Sets the circuit breaker.
+        with_circuit_breaker, circuit_breaker: CircuitBreakerConfig);
+    setter!(/// Sets the host-wide hold.
+        with_hold, hold: HoldConfig);
+    setter!(/// Sets the client-side rate limit.
+        with_rate_limit, rate_limit: RateLimitConfig);
     setter!(/// Sets the largest response body accepted, in bytes.
         with_max_response_body, max_response_body: u64);
     setter!(/// Turns asking for and decoding compressed bodies on or off.
@@ -366,6 +387,49 @@ impl Config {
         if b.window < Duration::from_millis(10) {
             return Err(ConfigError::new("budget.window", "must be at least 10ms"));
         }
+        let c = &self.circuit_breaker;
+        if !c.failure_ratio.is_finite() || c.failure_ratio <= 0.0 || c.failure_ratio > 1.0 {
+            return Err(ConfigError::new(
+                "circuit_breaker.failure_ratio",
+                "must be a number above 0 and at most 1",
+            ));
+        }
+        if c.sampling_window < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "circuit_breaker.sampling_window",
+                "must be at least 10ms",
+            ));
+        }
+        if c.min_throughput == 0 {
+            return Err(ConfigError::new(
+                "circuit_breaker.min_throughput",
+                "must be at least 1",
+            ));
+        }
+        if c.break_duration.is_zero() {
+            return Err(ConfigError::new(
+                "circuit_breaker.break_duration",
+                "must be greater than zero",
+            ));
+        }
+        if c.max_break_duration < c.break_duration {
+            return Err(ConfigError::new(
+                "circuit_breaker.max_break_duration",
+                format!(
+                    "{:?} is shorter than circuit_breaker.break_duration ({:?})",
+                    c.max_break_duration, c.break_duration
+                ),
+            ));
+        }
+        if c.half_open_probes == 0 {
+            return Err(ConfigError::new(
+                "circuit_breaker.half_open_probes",
+                "must be at least 1",
+            ));
+        }
+        if self.rate_limit.burst == 0 {
+            return Err(ConfigError::new("rate_limit.burst", "must be at least 1"));
+        }
         if self.max_response_body == 0 {
             return Err(ConfigError::new(
                 "max_response_body",
@@ -406,6 +470,11 @@ impl Config {
         }
         let redactor = Redactor::new(&self.redact);
         let budget = Arc::new(RetryBudget::new(self.budget.clone()));
+        let guards = Arc::new(Guards::new(
+            self.circuit_breaker.clone(),
+            self.hold.clone(),
+            self.rate_limit.clone(),
+        ));
         Ok(Policy {
             inner: Arc::new(PolicyInner {
                 base_target: base_url.as_ref().and_then(crate::url::BaseTarget::new),
@@ -415,6 +484,7 @@ impl Config {
                 user_agent,
                 accept_encoding: decoding(&self).accept_encoding(),
                 budget,
+                guards,
                 redactor,
                 config: self,
             }),
@@ -456,7 +526,7 @@ impl ConfigError {
 }
 
 /// A validated configuration plus the state every exchange of one client shares (the retry
-/// budget). Cheap to clone; clones share the budget.
+/// budget, the circuit breakers, holds and rate limiters). Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct Policy {
     inner: Arc<PolicyInner>,
@@ -473,6 +543,7 @@ struct PolicyInner {
     /// What every request asks for (none when decoding is off or the build decodes nothing).
     accept_encoding: Option<http::HeaderValue>,
     budget: Arc<RetryBudget>,
+    guards: Arc<Guards>,
     redactor: Redactor,
 }
 
@@ -500,6 +571,11 @@ impl Policy {
     /// The shared retry budget.
     pub fn budget(&self) -> &RetryBudget {
         &self.inner.budget
+    }
+
+    /// The shared circuit breakers, holds and rate limiters ([`Guards`]).
+    pub fn guards(&self) -> &Guards {
+        &self.inner.guards
     }
 
     /// The redactor of this configuration (default names plus configured ones).
@@ -571,6 +647,22 @@ mod tests {
             ),
             (ms(10_000), 0.2, 10)
         );
+        let b = &c.circuit_breaker;
+        assert!(b.enabled);
+        assert_eq!(
+            (b.failure_ratio, b.sampling_window, b.min_throughput),
+            (0.5, ms(30_000), 100)
+        );
+        assert_eq!(
+            (b.break_duration, b.max_break_duration, b.half_open_probes),
+            (ms(5_000), ms(30_000), 1)
+        );
+        assert!(c.hold.enabled && c.hold.rate_limit_fields);
+        assert!(!c.rate_limit.enabled);
+        assert_eq!(
+            (c.rate_limit.rate.to_string(), c.rate_limit.burst),
+            ("50/s".to_owned(), 10)
+        );
         assert_eq!(c.max_response_body, 10 * 1024 * 1024);
         assert!(c.build().is_ok());
     }
@@ -585,6 +677,22 @@ mod tests {
         assert_eq!(c.timeouts.deadline, Duration::from_secs(60));
         assert_eq!(c.timeouts.read, Duration::from_secs(10));
         assert_eq!(c.retry.retry_after_cap, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_resilience_settings_deserialize_with_rates_and_durations_as_strings() {
+        let c: Config = serde_json::from_str(
+            r#"{"circuit_breaker": {"failure_ratio": 0.1, "break_duration": "2s"},
+                "rate_limit": {"enabled": true, "rate": "20/s", "burst": 5},
+                "hold": {"rate_limit_fields": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.circuit_breaker.failure_ratio, 0.1);
+        assert_eq!(c.circuit_breaker.break_duration, Duration::from_secs(2));
+        assert_eq!(c.rate_limit.rate.interval(), Duration::from_millis(50));
+        assert!(c.hold.enabled && !c.hold.rate_limit_fields);
+        assert!(serde_json::from_str::<Config>(r#"{"rate_limit": {"rate": "fast"}}"#).is_err());
+        assert!(c.build().is_ok());
     }
 
     #[test]
@@ -624,6 +732,33 @@ mod tests {
             "budget.window"
         );
         assert_eq!(field_of(d().with_max_response_body(0)), "max_response_body");
+        let cb = CircuitBreakerConfig::default;
+        assert_eq!(
+            field_of(d().with_circuit_breaker(cb().with_failure_ratio(0.0))),
+            "circuit_breaker.failure_ratio"
+        );
+        assert_eq!(
+            field_of(d().with_circuit_breaker(cb().with_failure_ratio(f64::NAN))),
+            "circuit_breaker.failure_ratio"
+        );
+        assert_eq!(
+            field_of(d().with_circuit_breaker(cb().with_min_throughput(0))),
+            "circuit_breaker.min_throughput"
+        );
+        assert_eq!(
+            field_of(
+                d().with_circuit_breaker(cb().with_max_break_duration(Duration::from_secs(1)))
+            ),
+            "circuit_breaker.max_break_duration"
+        );
+        assert_eq!(
+            field_of(d().with_circuit_breaker(cb().with_half_open_probes(0))),
+            "circuit_breaker.half_open_probes"
+        );
+        assert_eq!(
+            field_of(d().with_rate_limit(RateLimitConfig::default().with_burst(0))),
+            "rate_limit.burst"
+        );
         assert_eq!(field_of(d().with_base_url("ftp://x")), "base_url");
         assert_eq!(
             field_of(d().with_correlation_id_header("bad header".into())),

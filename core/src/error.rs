@@ -122,6 +122,12 @@ pub enum StopReason {
     Budget,
     /// The server asked for a wait longer than the cap or past the deadline.
     RateLimited,
+    /// The host is held (another call was throttled, or the quota is used up) past the deadline.
+    HostHold,
+    /// The host's circuit is open.
+    CircuitOpen,
+    /// The client-side rate limiter had no slot before the deadline.
+    RateLimiter,
 }
 
 impl fmt::Display for StopReason {
@@ -133,6 +139,9 @@ impl fmt::Display for StopReason {
             Self::Deadline => "deadline reached",
             Self::Budget => "retry budget exhausted",
             Self::RateLimited => "rate limited",
+            Self::HostHold => "host held",
+            Self::CircuitOpen => "circuit open",
+            Self::RateLimiter => "client rate limit",
         })
     }
 }
@@ -551,14 +560,28 @@ pub enum Error {
         /// The call's metadata.
         meta: CallMeta,
     },
-    /// The server asked to wait longer than the Retry-After cap or past the deadline, so the
-    /// call ended at once instead of sleeping for nothing. Sent.
+    /// Rate limited, so the call ended at once instead of sleeping for nothing: the server
+    /// asked to wait longer than the Retry-After cap or past the deadline (sent), or its host is
+    /// held past the deadline, or the client-side rate limiter has no slot before it (then not
+    /// sent by this attempt: [`CallMeta::attempts`] says how many were).
     #[error("rate limited until {}", httpdate::fmt_http_date(*retry_at))]
     RateLimited {
-        /// When the server said a retry may succeed (wall-clock time).
+        /// When a retry may succeed (wall-clock time): the server's word, or the limiter's slot.
         retry_at: SystemTime,
-        /// The throttled attempt's failure (usually [`Error::Status`] with 429 or 503).
-        last: Box<Error>,
+        /// The throttled attempt's failure (usually [`Error::Status`] with 429 or 503), or the
+        /// last attempt's failure; `None` when the call was refused before any attempt.
+        last: Option<Box<Error>>,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
+    /// The host's circuit is open (its recent attempts mostly failed), so the call was refused
+    /// without sending. A call refused before any attempt has [`CallMeta::attempts`] 0.
+    #[error("circuit open until {}", httpdate::fmt_http_date(*retry_at))]
+    CircuitOpen {
+        /// When the circuit half-opens (wall-clock time).
+        retry_at: SystemTime,
+        /// The last attempt's failure, when the circuit opened between two attempts of the call.
+        last: Option<Box<Error>>,
         /// The call's metadata.
         meta: CallMeta,
     },
@@ -600,6 +623,7 @@ impl Error {
             | Self::Transport { meta, .. }
             | Self::Status { meta, .. }
             | Self::RateLimited { meta, .. }
+            | Self::CircuitOpen { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
@@ -613,6 +637,7 @@ impl Error {
             | Self::Transport { meta, .. }
             | Self::Status { meta, .. }
             | Self::RateLimited { meta, .. }
+            | Self::CircuitOpen { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
@@ -671,7 +696,9 @@ impl Error {
             Self::InvalidRequest { .. } | Self::BodyTooLarge { .. } | Self::Validation { .. } => {
                 false
             }
-            Self::RateLimited { .. } | Self::RetryBudgetExhausted { .. } => true,
+            Self::RateLimited { .. }
+            | Self::CircuitOpen { .. }
+            | Self::RetryBudgetExhausted { .. } => true,
             Self::Timeout { .. } => true,
             Self::Transport { source, .. } => !matches!(
                 source.kind(),
@@ -698,8 +725,8 @@ impl Error {
             Self::InvalidRequest { meta, .. } => meta.attempts > 0,
             Self::Timeout { kind, meta, .. } => kind.may_have_been_sent() || meta.attempts > 1,
             Self::Transport { source, meta } => source.may_have_been_sent() || meta.attempts > 1,
+            Self::RateLimited { last, .. } | Self::CircuitOpen { last, .. } => last.is_some(),
             Self::Status { .. }
-            | Self::RateLimited { .. }
             | Self::RetryBudgetExhausted { .. }
             | Self::Validation { .. }
             | Self::BodyTooLarge { .. } => true,
@@ -710,8 +737,9 @@ impl Error {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Status { source, .. } => Some(source.status),
-            Self::RateLimited { last, .. } | Self::RetryBudgetExhausted { last, .. } => {
-                last.status()
+            Self::RetryBudgetExhausted { last, .. } => last.status(),
+            Self::RateLimited { last, .. } | Self::CircuitOpen { last, .. } => {
+                last.as_ref().and_then(|last| last.status())
             }
             _ => None,
         }
@@ -721,19 +749,27 @@ impl Error {
     pub fn status_error(&self) -> Option<&StatusError> {
         match self {
             Self::Status { source, .. } => Some(source),
-            Self::RateLimited { last, .. } | Self::RetryBudgetExhausted { last, .. } => {
-                last.status_error()
+            Self::RetryBudgetExhausted { last, .. } => last.status_error(),
+            Self::RateLimited { last, .. } | Self::CircuitOpen { last, .. } => {
+                last.as_deref().and_then(Error::status_error)
             }
             _ => None,
         }
     }
 
-    /// When the server said a retry may succeed, for [`Error::RateLimited`].
+    /// When a retry may succeed: for [`Error::RateLimited`] and [`Error::CircuitOpen`].
     pub fn retry_at(&self) -> Option<SystemTime> {
         match self {
-            Self::RateLimited { retry_at, .. } => Some(*retry_at),
+            Self::RateLimited { retry_at, .. } | Self::CircuitOpen { retry_at, .. } => {
+                Some(*retry_at)
+            }
             _ => None,
         }
+    }
+
+    /// Whether the call was refused because its host's circuit is open.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(self, Self::CircuitOpen { .. })
     }
 
     /// A short stable name for the `error.type` telemetry field.
@@ -744,6 +780,7 @@ impl Error {
             Self::Transport { source, .. } => source.kind().as_str(),
             Self::Status { .. } => "status",
             Self::RateLimited { .. } => "rate_limited",
+            Self::CircuitOpen { .. } => "circuit_open",
             Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::Validation { .. } => "validation",

@@ -16,6 +16,12 @@
 //!   +---- poll_output at/after until <-- [Waiting until]            [Done] -- poll_output --> Done(result), forever
 //! ```
 //!
+//! Before every attempt leaves `[Ready]`, the state the exchange shares with the other calls to
+//! its host ([`guard`](crate::guard)) admits it, makes it wait (`[Waiting until]` with
+//! [`WaitReason::HostHold`], [`WaitReason::CircuitOpen`] or [`WaitReason::RateLimiter`]), or
+//! ends it at once (`[Done]` with `RateLimited` or `CircuitOpen`, the request never sent); every
+//! attempt's outcome is reported back to it.
+//!
 //! The exchange reads no clock and draws no randomness: the caller passes `now` to
 //! [`Exchange::poll_output`], the time of every [`Input`], and a jitter seed to [`Exchange::new`].
 //! The same seed and the same inputs always give the same outputs.
@@ -30,6 +36,9 @@ use crate::coding::BodyLimit;
 use crate::config::Policy;
 use crate::error::{
     CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
+};
+use crate::guard::{
+    Admission, Ask, CallGuards, Hold, HoldReason, Refusal, Verdict, WaitWhy, hints,
 };
 use crate::ids::{CorrelationId, IdempotencyKey};
 use crate::io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
@@ -79,6 +88,20 @@ pub struct Exchange {
     previous_delay: Duration,
     /// Whether any attempt may have reached the server.
     maybe_sent: bool,
+    /// How this call takes part in the state shared across calls.
+    call_guards: CallGuards,
+    /// The vendor's key for that state, when it is not the host.
+    guard_key: Option<std::borrow::Cow<'static, str>>,
+    /// The wait in progress ends at a rate-limiter slot reserved for this call.
+    slot_due: bool,
+    /// The attempt in flight is a half-open probe (of this episode).
+    probe: Option<crate::guard::breaker::ProbeId>,
+    /// A monotonic time and the wall-clock time at that moment, to express local refusals
+    /// (circuit, limiter) as wall-clock times.
+    anchor: Option<(Instant, SystemTime)>,
+    /// The failure of the last attempt while a retry is pending, for an error that ends the
+    /// call before the retry is sent.
+    last_error: Option<Box<Error>>,
     state: State,
     redactor: Redactor,
     telemetry: Telemetry,
@@ -155,7 +178,16 @@ impl Exchange {
     /// A request the policy cannot send (a bad override, a URL that is not a valid URI) gives an
     /// exchange that is already done with [`Error::InvalidRequest`].
     pub fn new(request: Request, policy: &Policy, now: Instant, seed: u64) -> Self {
-        Self::refusing(request, policy, now, seed, None)
+        Self::refusing(request, policy, now, seed, None, None)
+    }
+
+    /// Tells the exchange the wall-clock time at the `now` it was created with, so that the
+    /// `retry_at` of a call refused by the circuit breaker or the rate limiter is a wall-clock
+    /// time (a [`Client`](crate::Client) does this). Without it, and before any response, such a
+    /// `retry_at` is counted from the Unix epoch.
+    pub fn with_wall(mut self, wall: SystemTime) -> Self {
+        self.anchor = Some((self.start, wall));
+        self
     }
 
     /// [`new`](Self::new), already done with `refused` when it is given (a request the client
@@ -168,6 +200,7 @@ impl Exchange {
         now: Instant,
         seed: u64,
         refused: Option<Error>,
+        wall: Option<SystemTime>,
     ) -> Self {
         // The URI to send: built already by a client from its prepared base, else parsed from
         // the URL (which must then be an http URI too).
@@ -281,6 +314,12 @@ impl Exchange {
             attempts: 0,
             previous_delay: Duration::ZERO,
             maybe_sent: false,
+            call_guards: o.guards,
+            guard_key: o.guard_key.clone(),
+            slot_due: false,
+            probe: None,
+            anchor: wall.map(|wall| (now, wall)),
+            last_error: None,
             state,
             redactor,
             telemetry,
@@ -352,6 +391,9 @@ impl Exchange {
                                 meta: CallMeta::default(),
                             },
                         );
+                        continue;
+                    }
+                    if !self.admit(now) {
                         continue;
                     }
                     return Output::Send(self.start_attempt(now));
@@ -431,6 +473,118 @@ impl Exchange {
         })
     }
 
+    /// The key of the state shared across calls: the vendor's, else the host.
+    fn guard_key(&self) -> &str {
+        crate::guard::key(self.guard_key.as_ref(), self.budget_key())
+    }
+
+    /// The wall-clock time at monotonic time `t`, from the anchor.
+    fn wall_at(&self, t: Instant) -> SystemTime {
+        let (base, wall) = self.anchor.unwrap_or((self.start, SystemTime::UNIX_EPOCH));
+        if t >= base {
+            wall.checked_add(t - base).unwrap_or(wall)
+        } else {
+            wall.checked_sub(base - t).unwrap_or(wall)
+        }
+    }
+
+    /// Asks the shared state whether the next attempt may go now. `false` when the exchange
+    /// now waits or has ended instead.
+    fn admit(&mut self, now: Instant) -> bool {
+        let guards = self.policy.guards();
+        if !guards.is_active() {
+            return true;
+        }
+        let ask = Ask {
+            key: self.guard_key(),
+            now,
+            deadline: self.deadline,
+            guards: self.call_guards,
+            has_slot: self.slot_due,
+        };
+        let admission = guards.admit(&ask);
+        self.slot_due = false;
+        match admission {
+            Admission::Go { probe } => {
+                self.probe = probe;
+                true
+            }
+            Admission::Wait { until, why, slot } => {
+                self.slot_due = slot;
+                let reason = match why {
+                    WaitWhy::Hold(_) => WaitReason::HostHold,
+                    WaitWhy::Circuit => WaitReason::CircuitOpen,
+                    WaitWhy::RateLimit => WaitReason::RateLimiter,
+                };
+                self.telemetry
+                    .guard_wait(reason, until.saturating_duration_since(now));
+                self.state = State::Waiting { until, reason };
+                false
+            }
+            Admission::Refuse(refusal) => {
+                let last = self.last_error.take();
+                let meta = CallMeta::default();
+                let (stop, error) = match refusal {
+                    Refusal::Held(hold) => (
+                        StopReason::HostHold,
+                        Error::RateLimited {
+                            retry_at: hold.retry_at,
+                            last,
+                            meta,
+                        },
+                    ),
+                    Refusal::CircuitOpen { until } => (
+                        StopReason::CircuitOpen,
+                        Error::CircuitOpen {
+                            retry_at: self.wall_at(until),
+                            last,
+                            meta,
+                        },
+                    ),
+                    Refusal::RateLimited { slot } => (
+                        StopReason::RateLimiter,
+                        Error::RateLimited {
+                            retry_at: self.wall_at(slot),
+                            last,
+                            meta,
+                        },
+                    ),
+                };
+                self.fail(now, stop, error);
+                false
+            }
+        }
+    }
+
+    /// Reports what attempt said about its host: a success earns retry budget; the breaker
+    /// counts successes and failures (and a neutral outcome frees a probe permit).
+    fn report(&mut self, at: Instant, verdict: Verdict) {
+        let probe = self.probe.take();
+        if verdict == Verdict::Success {
+            self.policy.budget().record_success(self.budget_key(), at);
+        }
+        if self.call_guards.circuit_breaker && (verdict != Verdict::Neutral || probe.is_some()) {
+            self.policy
+                .guards()
+                .record(self.guard_key(), at, verdict, probe);
+        }
+    }
+
+    /// Holds this call's host (with every other call to it) until `at + delay`, the delay
+    /// capped like a `Retry-After`; `retry_at` is the server's own (uncapped) time.
+    fn hold_host(&self, at: Instant, delay: Duration, retry_at: SystemTime, reason: HoldReason) {
+        if delay.is_zero() {
+            return;
+        }
+        let until = saturating_add(at, delay.min(self.retry_after_cap));
+        let hold = Hold {
+            until,
+            retry_at,
+            reason,
+        };
+        self.policy.guards().hold_host(self.guard_key(), at, hold);
+    }
+
     fn observe(&mut self, at: Instant) -> Instant {
         self.last_now = self.last_now.max(at);
         self.last_now
@@ -452,9 +606,7 @@ impl Exchange {
 
     fn start_attempt(&mut self, now: Instant) -> AttemptRequest {
         self.attempts += 1;
-        if self.attempts == 1 {
-            self.policy.budget().record_request(self.budget_key(), now);
-        }
+        self.last_error = None;
         let own = saturating_add(now, self.attempt_timeout);
         let (until, kind) = if own < self.deadline {
             (own, TimeoutKind::Attempt)
@@ -509,6 +661,8 @@ impl Exchange {
                     meta: CallMeta::default(),
                 };
                 if kind == TimeoutKind::Deadline {
+                    // The upstream did not answer in time: a failure for the breaker too.
+                    self.report(at, Verdict::Failure);
                     return self.fail(at, StopReason::Deadline, error);
                 }
                 self.decide(&Outcome::TimedOut(kind), at, None, error);
@@ -553,6 +707,7 @@ impl Exchange {
     fn on_response(&mut self, at: Instant, wall: SystemTime, response: http::Response<Bytes>) {
         let (mut parts, body) = response.into_parts();
         self.maybe_sent = true;
+        self.anchor = Some((at, wall));
         self.redactor.mark_sensitive(&mut parts.headers);
         let code = parts.status.as_u16();
         let error_type = (!parts.status.is_success()).then(|| parts.status.as_str());
@@ -575,6 +730,16 @@ impl Exchange {
             body: &body,
         };
         let action = self.classify(&outcome, wall);
+        let verdict = match action {
+            RetryAction::NoAction => Verdict::Success,
+            RetryAction::Retry {
+                reason: RetryReason::Throttled,
+                ..
+            } => Verdict::Neutral,
+            _ => Verdict::Failure,
+        };
+        self.report(at, verdict);
+        self.hold_on_response(at, wall, &parts.headers, &action);
         let status = parts.status;
         if matches!(action, RetryAction::NoAction) && status.is_success() {
             let elapsed = at.saturating_duration_since(self.start);
@@ -605,6 +770,39 @@ impl Exchange {
         self.schedule(action, at, Some((wall, date)), error);
     }
 
+    /// Holds the host when the response says to: a throttling answer with a hint, or rate-limit
+    /// fields saying no quota is left.
+    fn hold_on_response(
+        &self,
+        at: Instant,
+        wall: SystemTime,
+        headers: &HeaderMap,
+        action: &RetryAction,
+    ) {
+        let config = self.policy.guards().hold_config();
+        if config.enabled {
+            if let RetryAction::Retry {
+                reason: RetryReason::Throttled,
+                hint: Some(hint),
+            } = action
+            {
+                let date = response_date(headers);
+                let delay = resolve(*hint, date, wall);
+                let retry_at = wall.checked_add(delay).unwrap_or(wall);
+                self.hold_host(at, delay, retry_at, HoldReason::RetryAfter);
+            }
+        }
+        if config.rate_limit_fields && hints::has_rate_limit_fields(headers) {
+            let date = response_date(headers);
+            if let Some(quota) = hints::quota(headers, date, wall) {
+                if let (true, Some(reset)) = (quota.is_exhausted(), quota.reset) {
+                    let retry_at = wall.checked_add(reset).unwrap_or(wall);
+                    self.hold_host(at, reset, retry_at, HoldReason::QuotaExhausted);
+                }
+            }
+        }
+    }
+
     fn classify(&self, outcome: &Outcome<'_>, wall: SystemTime) -> RetryAction {
         let ctx = ClassifyContext {
             method: &self.method,
@@ -627,6 +825,21 @@ impl Exchange {
     ) {
         // Failures carry no wall time; hints only come with responses, so UNIX_EPOCH is unused.
         let action = self.classify(outcome, wall.unwrap_or(SystemTime::UNIX_EPOCH));
+        let verdict = match (outcome, action) {
+            // The upstream did not answer within the attempt's time.
+            (Outcome::TimedOut(_), _) => Verdict::Failure,
+            (
+                _,
+                RetryAction::Retry {
+                    reason: RetryReason::Throttled,
+                    ..
+                },
+            ) => Verdict::Neutral,
+            (_, RetryAction::Retry { .. } | RetryAction::Forbidden(_)) => Verdict::Failure,
+            // TLS, protocol, an oversize body: not the upstream's health.
+            _ => Verdict::Neutral,
+        };
+        self.report(at, verdict);
         self.schedule(action, at, None, error);
     }
 
@@ -651,7 +864,7 @@ impl Exchange {
                 let retry_at = wall.checked_add(resolve(hint, date, wall)).unwrap_or(wall);
                 let limited = Error::RateLimited {
                     retry_at,
-                    last: Box::new(error),
+                    last: Some(Box::new(error)),
                     meta: CallMeta::default(),
                 };
                 return self.fail(at, StopReason::AttemptsExhausted, limited);
@@ -668,7 +881,7 @@ impl Exchange {
                     let retry_at = wall.checked_add(delay).unwrap_or(wall);
                     let limited = Error::RateLimited {
                         retry_at,
-                        last: Box::new(error),
+                        last: Some(Box::new(error)),
                         meta: CallMeta::default(),
                     };
                     return self.fail(at, StopReason::RateLimited, limited);
@@ -695,6 +908,7 @@ impl Exchange {
         }
         self.telemetry.retry(retry, reason, wait, delay, &error);
         self.previous_delay = delay;
+        self.last_error = Some(Box::new(error));
         self.state = State::Waiting {
             until,
             reason: wait,
@@ -703,9 +917,12 @@ impl Exchange {
 
     fn fail(&mut self, at: Instant, stop: StopReason, mut error: Error) {
         let meta = self.meta(at, Some(stop));
-        if let Error::RateLimited { last, .. } | Error::RetryBudgetExhausted { last, .. } =
-            &mut error
-        {
+        let last = match &mut error {
+            Error::RetryBudgetExhausted { last, .. } => Some(last),
+            Error::RateLimited { last, .. } | Error::CircuitOpen { last, .. } => last.as_mut(),
+            _ => None,
+        };
+        if let Some(last) = last {
             *last.meta_mut() = CallMeta {
                 stop: None,
                 ..meta.clone()

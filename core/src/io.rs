@@ -79,15 +79,25 @@ pub enum WaitReason {
         /// The retry about to be made.
         retry: u32,
     },
+    /// The host is held: another call was told to come back later, or the quota is used up.
+    HostHold,
+    /// The circuit is open and the call asked to wait for it to half-open.
+    CircuitOpen,
+    /// Waiting for the client-side rate limiter's slot.
+    RateLimiter,
 }
 
 impl WaitReason {
-    /// A short stable name for telemetry (`backoff`, `retry_after`, `attempt_deadline`).
+    /// A short stable name for telemetry (`backoff`, `retry_after`, `attempt_deadline`,
+    /// `host_hold`, `circuit_open`, `rate_limiter`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AttemptDeadline { .. } => "attempt_deadline",
             Self::Backoff { .. } => "backoff",
             Self::RetryAfter { .. } => "retry_after",
+            Self::HostHold => "host_hold",
+            Self::CircuitOpen => "circuit_open",
+            Self::RateLimiter => "rate_limiter",
         }
     }
 }

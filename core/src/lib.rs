@@ -4,8 +4,10 @@
 //! # Scope
 //!
 //! In scope: the exact request of each attempt; timeouts and the whole-call deadline; which
-//! failures retry; how long to back off; honouring `Retry-After`; the retry budget; idempotency
-//! keys and correlation IDs; the mapping of failures to typed errors.
+//! failures retry; how long to back off; honouring `Retry-After`; the retry budget; decisions
+//! across calls ([`guard`]: the circuit breaker, the host-wide hold, the client-side rate limit
+//! and servers' rate-limit fields); idempotency keys and correlation IDs; the mapping of failures
+//! to typed errors.
 //!
 //! Out of scope: sockets, TLS, timers, clocks and randomness. The backend crates (`egress-tokio`,
 //! `egress-async-std`) bring those and drive this core through [`rt`] and [`drive()`]. Anyone can
@@ -102,6 +104,7 @@ pub mod config;
 pub mod drive;
 pub mod error;
 pub mod exchange;
+pub mod guard;
 pub mod ids;
 pub mod io;
 pub mod redact;
@@ -130,6 +133,7 @@ pub use error::{
     CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
 };
 pub use exchange::Exchange;
+pub use guard::{CallGuards, CircuitBreakerConfig, HoldConfig, Rate, RateLimitConfig};
 pub use ids::{CorrelationId, IdempotencyKey};
 pub use io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
 pub use request::{KeyChoice, Overrides, Request};

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::error::Error;
+use crate::guard::CallGuards;
 use crate::ids::{CorrelationId, IdempotencyKey};
 use crate::redact::{Redactor, percent_decode};
 use crate::retry::Classifier;
@@ -56,6 +57,11 @@ pub struct Overrides {
     /// The longest `Retry-After` (or vendor hint) honoured for this call; longer ones end it
     /// with `RateLimited` at once.
     pub retry_after_cap: Option<Duration>,
+    /// How this call takes part in the circuit breaker, the hold and the rate limit.
+    pub guards: CallGuards,
+    /// The key the circuit, hold and rate limit are kept under instead of the host (a vendor's
+    /// quota scope, such as one API resource).
+    pub guard_key: Option<Cow<'static, str>>,
 }
 
 impl fmt::Debug for Overrides {
@@ -71,6 +77,8 @@ impl fmt::Debug for Overrides {
             .field("service", &self.service)
             .field("operation", &self.operation)
             .field("retry_after_cap", &self.retry_after_cap)
+            .field("guards", &self.guards)
+            .field("guard_key", &self.guard_key)
             .finish()
     }
 }
@@ -231,6 +239,18 @@ impl Request {
     /// Sets the longest `Retry-After` honoured for this call.
     pub fn with_retry_after_cap(mut self, cap: Duration) -> Self {
         self.overrides.retry_after_cap = Some(cap);
+        self
+    }
+
+    /// Sets how this call takes part in the circuit breaker, the hold and the rate limit.
+    pub fn with_guards(mut self, guards: CallGuards) -> Self {
+        self.overrides.guards = guards;
+        self
+    }
+
+    /// Keeps the circuit, hold and rate limit of this call under `key` instead of its host.
+    pub fn with_guard_key(mut self, key: impl Into<Cow<'static, str>>) -> Self {
+        self.overrides.guard_key = Some(key.into());
         self
     }
 

@@ -21,7 +21,16 @@
 //! - Metrics (feature `metrics`): `http.client.request.duration` (histogram, seconds, per attempt;
 //!   labels `http.request.method`, `server.address`, `http.response.status_code`, `error.type`),
 //!   `egress.retries` (counter; label `reason`), `egress.retry_budget.refusals` (counter; label
-//!   `server.address`), `egress.validation.failures` (counter; label `kind`).
+//!   `server.address`), `egress.validation.failures` (counter; label `kind`),
+//!   `egress.guard.waits` (counter; labels `server.address`, `reason`: `host_hold`,
+//!   `circuit_open`, `rate_limiter`), `egress.guard.refusals` (counter; labels `server.address`,
+//!   `reason`: `host_hold`, `circuit_open`, `rate_limiter`). The shared state itself
+//!   ([`guard`](crate::guard)) reports `egress.circuit.state` (gauge: 0 closed, 1 half-open,
+//!   2 open), `egress.circuit.transitions` (counter; label `state`) and `egress.holds` (counter;
+//!   label `reason`), each with `server.address`, and an event for every circuit state change
+//!   (WARN) and every new hold (INFO).
+//! - Events for waits across calls: each wait for a hold, an open circuit or a limiter slot at
+//!   INFO, with its reason and how long.
 
 use std::time::{Duration, Instant};
 
@@ -205,6 +214,25 @@ impl Telemetry {
         metrics::counter!("egress.retries", "reason" => reason.as_str()).increment(1);
     }
 
+    /// The call waits for the state it shares with other calls (a hold, the circuit, a limiter
+    /// slot).
+    pub(crate) fn guard_wait(&self, wait: WaitReason, delay: Duration) {
+        tracing::info!(
+            parent: &self.call,
+            server.address = %self.host,
+            reason = wait.as_str(),
+            until_ms = delay.as_millis() as u64,
+            "waiting"
+        );
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "egress.guard.waits",
+            "server.address" => self.host.clone(),
+            "reason" => wait.as_str()
+        )
+        .increment(1);
+    }
+
     pub(crate) fn succeeded(&self, status: u16, attempts: u32, elapsed: Duration) {
         // Recorded once, at the end: a field recorded per attempt shows once per attempt in
         // `tracing_subscriber::fmt`'s output.
@@ -247,6 +275,24 @@ impl Telemetry {
         #[cfg(feature = "metrics")]
         if matches!(error, Error::RetryBudgetExhausted { .. }) {
             metrics::counter!("egress.retry_budget.refusals", "server.address" => self.host.clone()).increment(1);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            use crate::error::StopReason as S;
+            let reason = match meta.stop {
+                Some(S::HostHold) => Some("host_hold"),
+                Some(S::CircuitOpen) => Some("circuit_open"),
+                Some(S::RateLimiter) => Some("rate_limiter"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                metrics::counter!(
+                    "egress.guard.refusals",
+                    "server.address" => self.host.clone(),
+                    "reason" => reason
+                )
+                .increment(1);
+            }
         }
     }
 }

@@ -549,7 +549,8 @@ impl Scenario {
     pub fn run(mut self) -> Run {
         let clock = ManualClock::new();
         let epoch = clock.epoch();
-        let mut exchange = Exchange::new(self.request, &self.policy, epoch, self.seed);
+        let mut exchange =
+            Exchange::new(self.request, &self.policy, epoch, self.seed).with_wall(clock.wall());
         let mut timeline = Vec::new();
         let mut requests = Vec::new();
         let mut waits = Vec::new();

@@ -316,6 +316,7 @@ fn a_retry_after_beyond_the_cap_ends_at_once_with_rate_limited() {
     };
     assert_eq!(*retry_at, wall(ms(60_000)));
     assert_eq!(error.retry_at(), Some(wall(ms(60_000))));
+    let last = last.as_ref().expect("the throttled attempt's failure");
     assert_eq!(last.status().map(|s| s.as_u16()), Some(429));
     assert_eq!(error.status().map(|s| s.as_u16()), Some(429));
     assert_eq!(error.stop_reason(), Some(StopReason::RateLimited));

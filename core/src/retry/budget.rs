@@ -1,12 +1,15 @@
-//! The retry budget: retries may add at most a fixed share of load over a sliding window, with a
-//! floor so that a quiet client can still retry. Shared by every exchange of a client and kept
-//! per host, so one failing upstream cannot spend another's budget.
+//! The retry budget: retries earn on successful attempts, up to a fixed share of them over a
+//! sliding window, plus a small reserve so that a cold client can still retry. Shared by every
+//! exchange of a client and kept per host, so one failing upstream cannot spend another's budget.
 //!
-//! The arithmetic, with the defaults (window 10 s, ratio 0.2, floor 10 retries/s): over the last
-//! 10 s a host may see at most `10 * 10 + 0.2 * first_attempts` retries. During an outage at
-//! 1000 calls/s that is `100 + 2000 = 2100` retries per 10 000 calls, so the server sees at most
-//! 1.21 requests per call instead of 3. Time enters as data (`now` on every call), so the budget is
-//! as deterministic as the rest of the core.
+//! The arithmetic, with the defaults (window 10 s, ratio 0.2, reserve 10 retries/s): over the last
+//! 10 s a host may see at most `10 * 10 + 0.2 * successes` retries, where a success is an attempt
+//! the upstream answered without a transient failure (AWS's token bucket and gRPC's retry
+//! throttling earn the same way). During a full outage nothing succeeds, so 1000 calls get the
+//! reserve's 100 retries and the server sees 1.10 requests per call instead of 3; an upstream
+//! failing one attempt in ten earns 0.2 * 900 = 180 retries per 1000 calls, more than the ~111 it
+//! needs. Time enters as data (`now` on every call), so the budget is as deterministic as the rest
+//! of the core.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,9 +27,9 @@ pub struct BudgetConfig {
     /// The sliding window over which requests and retries are counted.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Retries allowed per first attempt in the window (0.2 = 20 % extra load).
+    /// Retries earned per successful attempt in the window (0.2 = at most 20 % extra load).
     pub retry_ratio: f64,
-    /// Retries allowed per second of window regardless of load.
+    /// The reserve: retries allowed per second of window without any success.
     pub min_retries_per_sec: u32,
 }
 
@@ -54,13 +57,13 @@ impl BudgetConfig {
         self
     }
 
-    /// Sets the share of extra load retries may add.
+    /// Sets the retries earned per successful attempt.
     pub fn with_retry_ratio(mut self, ratio: f64) -> Self {
         self.retry_ratio = ratio;
         self
     }
 
-    /// Sets the floor of retries per second.
+    /// Sets the reserve, in retries per second of window.
     pub fn with_min_retries_per_sec(mut self, n: u32) -> Self {
         self.min_retries_per_sec = n;
         self
@@ -75,7 +78,7 @@ const MAX_HOSTS: usize = 256;
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
     index: u64,
-    requests: u64,
+    successes: u64,
     retries: u64,
 }
 
@@ -113,10 +116,10 @@ impl HostWindow {
         let now = self.clamp(now);
         let index = self.index(now, width);
         let slot = &mut self.slots[(index % SLOTS as u64) as usize];
-        if slot.index < index || (slot.index == 0 && slot.requests == 0 && slot.retries == 0) {
+        if slot.index < index || (slot.index == 0 && slot.successes == 0 && slot.retries == 0) {
             *slot = Slot {
                 index,
-                requests: 0,
+                successes: 0,
                 retries: 0,
             };
         }
@@ -130,7 +133,7 @@ impl HostWindow {
         self.slots
             .iter()
             .filter(|s| s.index >= oldest && s.index <= current)
-            .fold((0, 0), |(r, t), s| (r + s.requests, t + s.retries))
+            .fold((0, 0), |(r, t), s| (r + s.successes, t + s.retries))
     }
 }
 
@@ -176,17 +179,18 @@ impl RetryBudget {
         f(window)
     }
 
-    /// Records a first attempt to `host` at `now`.
-    pub fn record_request(&self, host: &str, now: Instant) {
+    /// Records a successful attempt to `host` at `now`: one the upstream answered without a
+    /// transient failure. It earns `retry_ratio` retries for the window.
+    pub fn record_success(&self, host: &str, now: Instant) {
         if !self.config.enabled {
             return;
         }
         let width = self.width();
-        self.with_host(host, now, |w| w.slot(now, width).requests += 1);
+        self.with_host(host, now, |w| w.slot(now, width).successes += 1);
     }
 
-    /// The first attempts and retries to `host` counted in the window ending at `now` (for
-    /// observability and tests).
+    /// The successful attempts and the retries to `host` counted in the window ending at `now`
+    /// (for observability and tests).
     pub fn usage(&self, host: &str, now: Instant) -> (u64, u64) {
         let width = self.width();
         self.with_host(host, now, |w| w.totals(now, width))
@@ -198,14 +202,14 @@ impl RetryBudget {
             return true;
         }
         let width = self.width();
-        // Retries the floor allows per window: rate * window, rounded down (0.4 s * 1/s = 0).
+        // Retries the reserve allows per window: rate * window, rounded down (0.4 s * 1/s = 0).
         let floor =
             (f64::from(self.config.min_retries_per_sec) * self.config.window.as_secs_f64()) as u64;
         let ratio = self.config.retry_ratio;
         self.with_host(host, now, |w| {
-            let (requests, retries) = w.totals(now, width);
-            // Allowed retries in the window: floor + ratio * requests (rounded down).
-            let allowed = floor.saturating_add((ratio * requests as f64) as u64);
+            let (successes, retries) = w.totals(now, width);
+            // Allowed retries in the window: reserve + ratio * successes (rounded down).
+            let allowed = floor.saturating_add((ratio * successes as f64) as u64);
             if retries < allowed {
                 w.slot(now, width).retries += 1;
                 true
@@ -225,12 +229,12 @@ mod tests {
     }
 
     #[test]
-    fn with_no_floor_one_retry_is_allowed_per_five_requests() {
+    fn with_no_reserve_one_retry_is_earned_per_five_successes() {
         let b = budget(0);
         let t = Instant::now();
-        // 10 requests * 0.2 = 2 retries.
+        // 10 successes * 0.2 = 2 retries.
         for _ in 0..10 {
-            b.record_request("h", t);
+            b.record_success("h", t);
         }
         assert!(b.try_retry("h", t));
         assert!(b.try_retry("h", t));
@@ -238,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn the_floor_allows_ten_retries_per_second_of_window_without_any_load() {
+    fn the_reserve_allows_ten_retries_per_second_of_window_without_any_success() {
         let b = budget(10);
         let t = Instant::now();
         // 10 retries/s * 10 s = 100 retries, then refusal.
@@ -258,13 +262,36 @@ mod tests {
     }
 
     #[test]
+    fn a_full_outage_of_a_thousand_calls_gets_only_the_reserve() {
+        // Nothing succeeds: 1000 calls wanting 2 retries each get 10/s * 10 s = 100 retries,
+        // 1100 requests for 1000 calls (1.10 per call).
+        let b = budget(10);
+        let t = Instant::now();
+        let granted = (0..2000).filter(|_| b.try_retry("h", t)).count();
+        assert_eq!(granted, 100);
+    }
+
+    #[test]
+    fn an_upstream_failing_one_attempt_in_ten_earns_more_retries_than_it_needs() {
+        // 1000 calls, 900 first attempts succeed (earning 0.2 * 900 = 180) and 100 fail; with
+        // no reserve at all, every one of the 100 retries is still granted.
+        let b = budget(0);
+        let t = Instant::now();
+        for _ in 0..900 {
+            b.record_success("h", t);
+        }
+        assert_eq!((0..100).filter(|_| b.try_retry("h", t)).count(), 100);
+        assert_eq!(b.usage("h", t), (900, 100));
+    }
+
+    #[test]
     fn hosts_have_separate_budgets() {
         let b = budget(0);
         let t = Instant::now();
         for _ in 0..5 {
-            b.record_request("a", t);
+            b.record_success("a", t);
         }
-        // 5 * 0.2 = 1 retry for a, none for b.
+        // 5 successes * 0.2 = 1 retry for a, none for b.
         assert!(!b.try_retry("b", t));
         assert!(b.try_retry("a", t));
         assert!(!b.try_retry("a", t));
@@ -285,9 +312,9 @@ mod tests {
     fn a_late_report_from_a_concurrent_exchange_still_sees_the_whole_window() {
         let b = budget(0);
         let t = Instant::now();
-        // 10 requests in slot 0 earn 2 retries (10 * 0.2), both spent at 1.5 s (slot 1).
+        // 10 successes in slot 0 earn 2 retries (10 * 0.2), both spent at 1.5 s (slot 1).
         for _ in 0..10 {
-            b.record_request("h", t);
+            b.record_success("h", t);
         }
         assert!(b.try_retry("h", t + Duration::from_millis(1_500)));
         assert!(b.try_retry("h", t + Duration::from_millis(1_500)));
@@ -300,7 +327,7 @@ mod tests {
         let b = budget(0);
         let t = Instant::now() + Duration::from_secs(100);
         for _ in 0..5 {
-            b.record_request("h", t);
+            b.record_success("h", t);
         }
         assert!(b.try_retry("h", t - Duration::from_secs(50)));
     }

@@ -1,0 +1,441 @@
+//! Decisions across calls (DESIGN 2.11): the circuit breaker, the host-wide hold and the
+//! client-side rate limit, kept per client and host (or a vendor-given key) in [`Guards`].
+//!
+//! Like the retry budget, this is pure state shared by every exchange of a client, with time as
+//! data on every method; the exchanges consult it and the backends know nothing of it.
+//!
+//! Before each attempt an exchange asks, in this order:
+//!
+//! 1. **Hold**: has any call to this host been told to come back later (a throttling answer with
+//!    `Retry-After`, or a response whose rate-limit fields say no quota is left)? Then wait until
+//!    then if that is before the call's deadline, else end at once with `RateLimited`.
+//! 2. **Circuit breaker**: is the circuit open (or half-open with its probes taken)? Then end at
+//!    once with `CircuitOpen`, or wait, when the call asked to, if that is before its deadline.
+//! 3. **Rate limit**: is there a GCRA slot now? Otherwise reserve the next one and wait for it
+//!    if it comes before the deadline, else end at once with `RateLimited`; a refused request is
+//!    never sent.
+//!
+//! After each attempt the exchange reports its [`Verdict`] (to the breaker) and any hold the
+//! response asked for.
+
+pub mod breaker;
+pub mod hints;
+pub mod limiter;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub use breaker::{Breaker, CircuitBreakerConfig, CircuitState, Verdict};
+pub use limiter::{Gcra, InvalidRate, Rate, RateLimitConfig};
+
+/// Host-wide hold settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HoldConfig {
+    /// Whether a throttling answer with `Retry-After` holds every call to its host.
+    pub enabled: bool,
+    /// Whether rate-limit fields saying no quota is left (`RateLimit`, `X-RateLimit-*`) hold
+    /// the host until their reset too.
+    pub rate_limit_fields: bool,
+}
+
+impl Default for HoldConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rate_limit_fields: true,
+        }
+    }
+}
+
+impl HoldConfig {
+    /// No holds at all.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            rate_limit_fields: false,
+        }
+    }
+
+    /// Turns holds on throttling on or off.
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Turns holds on exhausted quotas (rate-limit fields) on or off.
+    pub fn with_rate_limit_fields(mut self, on: bool) -> Self {
+        self.rate_limit_fields = on;
+        self
+    }
+}
+
+/// Why a host is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HoldReason {
+    /// A throttling answer with `Retry-After` (or a vendor's equivalent).
+    RetryAfter,
+    /// A response whose rate-limit fields say no quota is left.
+    QuotaExhausted,
+}
+
+impl HoldReason {
+    /// A short stable name (`retry_after`, `quota_exhausted`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RetryAfter => "retry_after",
+            Self::QuotaExhausted => "quota_exhausted",
+        }
+    }
+}
+
+/// A hold on one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Hold {
+    /// No call is sent before this (monotonic time).
+    pub until: Instant,
+    /// When the server said a request may succeed again (wall-clock time; may lie past `until`
+    /// when the hold was capped).
+    pub retry_at: SystemTime,
+    /// Why.
+    pub reason: HoldReason,
+}
+
+/// How one call takes part in the state it shares with the other calls to its host. Every part
+/// is on by default except waiting for an open circuit; an endpoint that knows better turns a
+/// part off (GitHub's `/rate_limit`, which does not count against the quota, skips the hold and
+/// the limiter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallGuards {
+    /// Refused while the circuit is open, and counted by the breaker.
+    pub circuit_breaker: bool,
+    /// Waits for the circuit to half-open (within the deadline) instead of failing at once.
+    pub wait_for_circuit: bool,
+    /// Held while its host is held.
+    pub hold: bool,
+    /// Limited by the client-side rate limit.
+    pub rate_limit: bool,
+}
+
+impl CallGuards {
+    /// Sets whether the circuit breaker applies.
+    pub fn with_circuit_breaker(mut self, on: bool) -> Self {
+        self.circuit_breaker = on;
+        self
+    }
+
+    /// Sets whether the call waits for an open circuit to half-open.
+    pub fn with_wait_for_circuit(mut self, wait: bool) -> Self {
+        self.wait_for_circuit = wait;
+        self
+    }
+
+    /// Sets whether the hold applies.
+    pub fn with_hold(mut self, on: bool) -> Self {
+        self.hold = on;
+        self
+    }
+
+    /// Sets whether the client-side rate limit applies.
+    pub fn with_rate_limit(mut self, on: bool) -> Self {
+        self.rate_limit = on;
+        self
+    }
+}
+
+impl Default for CallGuards {
+    fn default() -> Self {
+        Self {
+            circuit_breaker: true,
+            wait_for_circuit: false,
+            hold: true,
+            rate_limit: true,
+        }
+    }
+}
+
+/// What a call may do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Send; `probe` when the attempt is a half-open probe.
+    Go { probe: Option<breaker::ProbeId> },
+    /// Wait until then; `slot` when a rate-limiter slot at `until` is reserved for this call.
+    Wait {
+        until: Instant,
+        why: WaitWhy,
+        slot: bool,
+    },
+    /// End the call at once.
+    Refuse(Refusal),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitWhy {
+    Hold(HoldReason),
+    Circuit,
+    RateLimit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Held(Hold),
+    CircuitOpen { until: Instant },
+    RateLimited { slot: Instant },
+}
+
+/// What a call asks [`Guards::admit`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ask<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) now: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) guards: CallGuards,
+    /// The call waited for a limiter slot that is now due.
+    pub(crate) has_slot: bool,
+}
+
+#[derive(Debug)]
+struct HostState {
+    last_seen: Instant,
+    breaker: Option<Breaker>,
+    hold: Option<Hold>,
+    tat: Option<Instant>,
+}
+
+/// Hosts idle for longer than this are forgotten once the map holds [`MAX_HOSTS`].
+const IDLE: Duration = Duration::from_secs(600);
+const MAX_HOSTS: usize = 256;
+
+/// The across-call state of one client: per host (or vendor key), a circuit breaker, a hold and
+/// a GCRA limiter. Shared by every exchange of a client through its
+/// [`Policy`](crate::Policy); every method takes the time as data.
+#[derive(Debug)]
+pub struct Guards {
+    breaker: CircuitBreakerConfig,
+    hold: HoldConfig,
+    limit: RateLimitConfig,
+    gcra: Gcra,
+    hosts: Mutex<HashMap<String, HostState, foldhash::fast::RandomState>>,
+}
+
+impl Guards {
+    /// The state for these settings, empty.
+    pub fn new(breaker: CircuitBreakerConfig, hold: HoldConfig, limit: RateLimitConfig) -> Self {
+        Self {
+            gcra: Gcra::new(&limit),
+            breaker,
+            hold,
+            limit,
+            hosts: Mutex::new(HashMap::default()),
+        }
+    }
+
+    /// Whether any part is on (else exchanges skip the state entirely).
+    pub fn is_active(&self) -> bool {
+        self.breaker.enabled
+            || self.hold.enabled
+            || self.hold.rate_limit_fields
+            || self.limit.enabled
+    }
+
+    /// The hold settings.
+    pub fn hold_config(&self) -> &HoldConfig {
+        &self.hold
+    }
+
+    fn with_host<R>(&self, key: &str, now: Instant, f: impl FnOnce(&mut HostState) -> R) -> R {
+        // A poisoned lock only means another thread panicked mid-update of plain values.
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if hosts.len() >= MAX_HOSTS && !hosts.contains_key(key) {
+            hosts.retain(|_, h| {
+                now.saturating_duration_since(h.last_seen) < IDLE
+                    || h.hold.is_some_and(|hold| hold.until > now)
+            });
+        }
+        if let Some(state) = hosts.get_mut(key) {
+            state.last_seen = state.last_seen.max(now);
+            return f(state);
+        }
+        let state = hosts.entry(key.to_owned()).or_insert_with(|| HostState {
+            last_seen: now,
+            breaker: None,
+            hold: None,
+            tat: None,
+        });
+        f(state)
+    }
+
+    /// The circuit state of `key` at `now` (closed when it was never used).
+    pub fn circuit_state(&self, key: &str, now: Instant) -> CircuitState {
+        self.with_host(key, now, |h| {
+            h.breaker
+                .as_ref()
+                .map_or(CircuitState::Closed, |b| b.state(now))
+        })
+    }
+
+    /// The hold on `key` at `now`, if one is in force.
+    pub fn hold(&self, key: &str, now: Instant) -> Option<Hold> {
+        self.with_host(key, now, |h| h.hold.filter(|hold| hold.until > now))
+    }
+
+    /// Decides whether a call may send now (see the [module docs](self) for the order).
+    pub(crate) fn admit(&self, ask: &Ask<'_>) -> Admission {
+        let now = ask.now;
+        let g = ask.guards;
+        let breaker_on = self.breaker.enabled && g.circuit_breaker;
+        let limit_on = self.limit.enabled && g.rate_limit && !ask.has_slot;
+        let (admission, changed) = self.with_host(ask.key, now, |h| {
+            if g.hold {
+                if let Some(hold) = h.hold {
+                    if hold.until > now {
+                        if hold.until < ask.deadline {
+                            let why = WaitWhy::Hold(hold.reason);
+                            let wait = Admission::Wait {
+                                until: hold.until,
+                                why,
+                                slot: false,
+                            };
+                            return (wait, None);
+                        }
+                        return (Admission::Refuse(Refusal::Held(hold)), None);
+                    }
+                    h.hold = None;
+                }
+            }
+            let mut probe = false;
+            let mut changed = None;
+            if breaker_on {
+                let breaker = h
+                    .breaker
+                    .get_or_insert_with(|| Breaker::new(&self.breaker, now));
+                let (check, change) = breaker.check(now, &self.breaker);
+                changed = change;
+                match check {
+                    breaker::Check::Pass => {}
+                    breaker::Check::Probe => probe = true,
+                    breaker::Check::Blocked { until } => {
+                        if g.wait_for_circuit && until < ask.deadline {
+                            let wait = Admission::Wait {
+                                until,
+                                why: WaitWhy::Circuit,
+                                slot: false,
+                            };
+                            return (wait, changed);
+                        }
+                        return (Admission::Refuse(Refusal::CircuitOpen { until }), changed);
+                    }
+                }
+            }
+            if limit_on {
+                match self.gcra.reserve(&mut h.tat, now, ask.deadline) {
+                    Ok(slot) if slot <= now => {}
+                    Ok(slot) => {
+                        let wait = Admission::Wait {
+                            until: slot,
+                            why: WaitWhy::RateLimit,
+                            slot: true,
+                        };
+                        return (wait, changed);
+                    }
+                    Err(slot) => {
+                        return (Admission::Refuse(Refusal::RateLimited { slot }), changed);
+                    }
+                }
+            }
+            let probe = match (&mut h.breaker, probe) {
+                (Some(breaker), true) => Some(breaker.take_probe(now)),
+                _ => None,
+            };
+            (Admission::Go { probe }, changed)
+        });
+        if let Some(state) = changed {
+            circuit_changed(ask.key, state, now, None);
+        }
+        admission
+    }
+
+    /// Records the verdict of an attempt to `key` that ended at `now`.
+    pub(crate) fn record(
+        &self,
+        key: &str,
+        now: Instant,
+        verdict: Verdict,
+        probe: Option<breaker::ProbeId>,
+    ) {
+        if !self.breaker.enabled {
+            return;
+        }
+        let config = &self.breaker;
+        let changed = self.with_host(key, now, |h| {
+            let breaker = h.breaker.get_or_insert_with(|| Breaker::new(config, now));
+            breaker
+                .record(now, config, verdict, probe)
+                .map(|state| (state, breaker.break_duration()))
+        });
+        if let Some((state, break_for)) = changed {
+            let until = (state == CircuitState::Open).then_some(break_for);
+            circuit_changed(key, state, now, until);
+        }
+    }
+
+    /// Holds `key` until `hold.until` (a later hold already in force stays).
+    pub(crate) fn hold_host(&self, key: &str, now: Instant, hold: Hold) {
+        let longer = self.with_host(key, now, |h| match h.hold {
+            Some(current) if current.until >= hold.until => false,
+            _ => {
+                h.hold = Some(hold);
+                true
+            }
+        });
+        if longer {
+            let until = hold.until.saturating_duration_since(now);
+            tracing::info!(
+                server.address = key,
+                reason = hold.reason.as_str(),
+                until_ms = until.as_millis() as u64,
+                "host held"
+            );
+            #[cfg(feature = "metrics")]
+            metrics::counter!(
+                "egress.holds",
+                "server.address" => key.to_owned(),
+                "reason" => hold.reason.as_str()
+            )
+            .increment(1);
+        }
+    }
+}
+
+fn circuit_changed(key: &str, state: CircuitState, _now: Instant, open_for: Option<Duration>) {
+    tracing::warn!(
+        server.address = key,
+        state = state.as_str(),
+        until_ms = open_for.map(|d| d.as_millis() as u64),
+        "circuit state changed"
+    );
+    #[cfg(feature = "metrics")]
+    {
+        metrics::gauge!("egress.circuit.state", "server.address" => key.to_owned())
+            .set(state.gauge());
+        metrics::counter!(
+            "egress.circuit.transitions",
+            "server.address" => key.to_owned(),
+            "state" => state.as_str()
+        )
+        .increment(1);
+    }
+}
+
+/// The key of a call: the vendor's, else the host.
+pub(crate) fn key<'a>(vendor: Option<&'a Cow<'static, str>>, host: &'a str) -> &'a str {
+    vendor.map_or(host, |k| k.as_ref())
+}
