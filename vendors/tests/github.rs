@@ -882,3 +882,27 @@ fn the_token_never_appears_in_debug_output_or_errors() {
         assert!(!text.contains("s3cr3t"), "part of the token leaked: {text}");
     }
 }
+
+#[test]
+fn a_response_spending_the_last_of_the_quota_holds_the_next_call_until_the_reset() {
+    // A 200 with `x-ratelimit-remaining: 0` and the reset (Unix seconds) 20 s away: the core's
+    // rate-limit fields hold api.github.com, so the next call waits for the reset instead of
+    // earning a 403. `GET /rate_limit` costs no quota and is not held.
+    let spent = step(200)
+        .json(&fixture("repository.json"))
+        .header("x-ratelimit-remaining", "0")
+        .header("x-ratelimit-reset", &epoch(20).to_string());
+    let (transport, github) = upstream([
+        spent,
+        step(200).json(&fixture("rate_limit.json")),
+        step(200).json(&fixture("repository.json")),
+    ]);
+    block_on(github.get_repository(&repo())).unwrap();
+    block_on(github.get_rate_limit()).unwrap();
+    block_on(github.get_repository(&repo())).unwrap();
+    let at: Vec<Duration> = transport.requests().iter().map(|r| r.at).collect();
+    assert_eq!(
+        at,
+        [Duration::ZERO, Duration::ZERO, Duration::from_secs(20)]
+    );
+}

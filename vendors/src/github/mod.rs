@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`get_repository`](GitHubClient::get_repository) | `GET /repos/{owner}/{repo}` | [`Repository`] |
 //! | [`list_issues`](GitHubClient::list_issues) | `GET /repos/{owner}/{repo}/issues`, then each `rel="next"` | [`Pages`] of [`Issue`] (pull requests included, as GitHub lists them) |
-//! | [`get_rate_limit`](GitHubClient::get_rate_limit) | `GET /rate_limit` (does not count against the limit) | [`RateLimitOverview`] |
+//! | [`get_rate_limit`](GitHubClient::get_rate_limit) | `GET /rate_limit` (does not count against the limit, so it is never held) | [`RateLimitOverview`] |
 //!
 //! Every request carries `Accept: application/vnd.github+json`, `X-GitHub-Api-Version:
 //! 2022-11-28`, a `User-Agent` (GitHub rejects requests without one), the token as
@@ -303,6 +303,11 @@ impl GitHubClient {
             .header("x-github-api-version", API_VERSION)
             .classifier(self.classifier.clone())
             .retry_after_cap(self.max_rate_limit_wait);
+        if operation == "get_rate_limit" {
+            // GitHub does not count `GET /rate_limit` against the quota: it may go while the
+            // host is held for an exhausted quota, and the client-side limit does not apply.
+            request = request.hold(false).rate_limit(false);
+        }
         if let Some(user_agent) = &self.user_agent {
             request = request.header("user-agent", user_agent);
         }

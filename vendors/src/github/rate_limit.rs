@@ -17,6 +17,7 @@
 use std::time::{Duration, SystemTime};
 
 use egress_core::RetryAfter;
+use egress_core::guard::hints;
 use egress_core::http::{HeaderMap, StatusCode};
 use egress_core::retry::{
     Classifier, ClassifyContext, Outcome, RetryAction, RetryReason, classify,
@@ -105,10 +106,11 @@ impl GitHubClassifier {
             return None;
         }
         let retry_after = retry_after::from_headers(headers).and_then(Result::ok);
-        if header_u64(headers, "x-ratelimit-remaining") == Some(0) {
-            let reset = header_u64(headers, "x-ratelimit-reset")
-                .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
-                .map(RetryAfter::At);
+        // The core's reading of the rate-limit fields (the same one that holds the host when
+        // no quota is left): `x-ratelimit-remaining` and the Unix time `x-ratelimit-reset`.
+        let quota = hints::quota(headers, response_date(headers), wall);
+        if quota.is_some_and(|q| q.is_exhausted()) {
+            let reset = quota.and_then(|q| q.reset_at).map(RetryAfter::At);
             // Without a valid reset time, fall back to Retry-After, then to the secondary wait;
             // with both, honour the later one.
             let hint = match (reset, retry_after) {
