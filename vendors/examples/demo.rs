@@ -9,15 +9,18 @@
 //! ```
 //!
 //! The timeline comes from egress's own telemetry: a small `tracing` layer listens to the
-//! attempt spans and the retry-decision events, exactly as a service's log pipeline would.
+//! attempt spans, the retry-decision events and the events across calls (circuit state changes,
+//! holds, waits), exactly as a service's log pipeline would. The last two stories show the
+//! circuit breaker (a failing host: 30 calls, 10 reach it) and the host-wide hold (one 429 with
+//! `Retry-After: 1` holds 15 concurrent calls), each with the counts the upstream saw.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use egress_core::retry::BudgetConfig;
-use egress_core::{Client, Config};
+use egress_core::retry::{BudgetConfig, RetryPolicy};
+use egress_core::{CircuitBreakerConfig, Client, Config};
 use egress_tests::server::{Fault, FaultServer, Reply, Seen};
 use egress_vendors::entities::{EntitiesClient, EntitiesError, EntityId, NewEntity};
 use tracing::field::{Field, Visit};
@@ -82,6 +85,8 @@ fn entity_json(id: &str, name: &str) -> String {
 
 fn upstream() -> FaultServer {
     let counts: Mutex<HashMap<String, usize>> = Mutex::default();
+    // When the upstream first answered `/entities/busy-*`: it throttles them for 1 s from then.
+    let busy_since: Mutex<Option<Instant>> = Mutex::default();
     FaultServer::start(Arc::new(move |_, seen: &Seen| {
         let n = {
             let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,8 +114,22 @@ fn upstream() -> FaultServer {
             ("GET", "/entities/e-404", _) => Reply::json(404, r#"{"error":"no such entity"}"#),
             ("POST", "/entities", 1) => Reply::fault(Fault::ResetBeforeHead),
             ("POST", "/entities", _) => Reply::json(201, &entity_json("e-5", "Eve")),
-            ("GET", path, _) if path.starts_with("/entities/storm-") => {
+            ("GET", path, _)
+                if path.starts_with("/entities/storm-") || path.starts_with("/entities/down-") =>
+            {
                 Reply::json(503, r#"{"error":"down"}"#)
+            }
+            ("GET", path, _) if path.starts_with("/entities/busy-") => {
+                let since = *busy_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(seen.at);
+                if seen.at.duration_since(since) < Duration::from_secs(1) {
+                    Reply::json(429, r#"{"error":"slow down"}"#).header("retry-after", "1")
+                } else {
+                    let id = path.trim_start_matches("/entities/");
+                    Reply::json(200, &entity_json(id, "Busy"))
+                }
             }
             _ => Reply::json(404, r#"{"error":"unknown route"}"#),
         }
@@ -193,9 +212,12 @@ impl Timeline {
             status: get("http.response.status_code"),
             error: get("error.type"),
             reason: get("reason")
+                .or_else(|| get("state"))
                 .or_else(|| get("stop"))
                 .or_else(|| get("validation.kind")),
-            wait_ms: get("delay_ms").and_then(|v| v.parse().ok()),
+            wait_ms: get("delay_ms")
+                .or_else(|| get("until_ms"))
+                .and_then(|v| v.parse().ok()),
             source: get("delay_source"),
             path: get("json.path"),
         };
@@ -242,6 +264,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timeline {
             "attempt finished" => self.push("attempt_finished", attempt, &f),
             "retrying" => self.push("retry", None, &f),
             "call succeeded" => self.push("succeeded", None, &f),
+            "circuit state changed" => self.push("circuit", None, &f),
+            "host held" => self.push("hold", None, &f),
+            "waiting" => self.push("wait", None, &f),
             m if m.starts_with("call failed") => self.push("failed", None, &f),
             m if m.starts_with("call answered") => self.push("answered", None, &f),
             m if m.starts_with("response failed validation") => {
@@ -291,6 +316,23 @@ fn print_timeline(events: &[Event_], json: bool) {
                 e.reason.clone().unwrap_or_default(),
                 e.path.clone().unwrap_or_else(|| "the root".into())
             ),
+            "circuit" => format!(
+                "circuit {}{}",
+                e.reason.clone().unwrap_or_default(),
+                e.wait_ms
+                    .map(|ms| format!(" for {ms}ms"))
+                    .unwrap_or_default()
+            ),
+            "hold" => format!(
+                "host held ({}) for {}ms",
+                e.reason.clone().unwrap_or_default(),
+                e.wait_ms.unwrap_or(0)
+            ),
+            "wait" => format!(
+                "waiting {}ms [{}]",
+                e.wait_ms.unwrap_or(0),
+                e.reason.clone().unwrap_or_default()
+            ),
             "failed" => format!(
                 "decision: stop ({}), error {}",
                 e.reason.clone().unwrap_or_else(|| "final".into()),
@@ -326,6 +368,62 @@ fn client(backend: Backend, base: &str) -> Client {
         eprintln!("--upstream {base:?} cannot be used: {e}");
         std::process::exit(2);
     })
+}
+
+/// A client whose circuit breaker opens after 10 attempts (all failed) for 1 s, with no retries:
+/// the circuit-breaker story in seconds rather than minutes.
+fn breaker_client(backend: Backend, base: &str) -> Client {
+    let breaker = CircuitBreakerConfig::default()
+        .with_min_throughput(10)
+        .with_break_duration(Duration::from_secs(1));
+    let config = Config::default()
+        .with_base_url(base)
+        .with_retry(RetryPolicy::disabled())
+        .with_circuit_breaker(breaker);
+    let built = match backend {
+        Backend::Tokio => egress_tokio::Builder::new(config)
+            .with_service("entities")
+            .build(),
+        Backend::AsyncStd => egress_async_std::Builder::new(config)
+            .with_service("entities")
+            .build(),
+    };
+    built.expect("the demo's configuration is valid")
+}
+
+/// Polls every future until all are done, on whatever runtime polls this: the demo's
+/// concurrent calls, with no spawning.
+async fn join_all<T>(futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + '_>>>) -> Vec<T> {
+    let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, result) in futures.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                if let std::task::Poll::Ready(value) = future.as_mut().poll(cx) {
+                    *result = Some(value);
+                    *slot = None;
+                }
+            }
+        }
+        if futures.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|r| r.expect("invariant: every future finished"))
+        .collect()
+}
+
+/// Waits `d` on the backend's own timer.
+async fn pause(backend: Backend, d: Duration) {
+    match backend {
+        Backend::Tokio => tokio::time::sleep(d).await,
+        Backend::AsyncStd => async_std::task::sleep(d).await,
+    }
 }
 
 fn block_on<F: Future>(backend: Backend, future: F) -> F::Output {
@@ -510,6 +608,132 @@ fn main() {
         attempts,
         elapsed: started.elapsed(),
         outcome: format!("{stopped} calls refused a retry"),
+    });
+
+    // The circuit breaker: a host that fails every request. After 10 failed attempts the
+    // circuit opens; the next calls fail at once without reaching the upstream; after the 1 s
+    // break one probe goes.
+    let upstream_count = |prefix: &str| {
+        embedded.as_ref().map(|server| {
+            server
+                .requests()
+                .iter()
+                .filter(|s| s.path.starts_with(prefix))
+                .count()
+        })
+    };
+    let breaker = EntitiesClient::new(breaker_client(backend, &base));
+    if !args.json {
+        println!("\n== a failing host opens the circuit: 30 calls, then one after the break");
+    }
+    timeline.begin("circuit breaker");
+    let started = Instant::now();
+    let mut refused = 0;
+    for n in 0..30 {
+        let result = block_on(backend, breaker.get_entity(&id(&format!("down-{n}"))));
+        let open = matches!(&result, Err(EntitiesError::Unavailable { source }) if source.is_circuit_open());
+        refused += usize::from(open);
+    }
+    let before_break = upstream_count("/entities/down-");
+    block_on(backend, pause(backend, Duration::from_millis(1_100)));
+    let probe = block_on(backend, breaker.get_entity(&id("down-probe")));
+    let events = timeline.take();
+    print_timeline(&events, args.json);
+    let seen = upstream_count("/entities/down-");
+    let summary = serde_json::json!({
+        "story": "circuit breaker",
+        "calls": 31,
+        "refused_at_once": refused,
+        "upstream_requests_before_break": before_break,
+        "upstream_requests": seen,
+        "probe": describe(&probe.map(|e| e.id.to_string())),
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "  30 calls -> {} upstream requests; {refused} refused at once (circuit open); after the break the probe: {}",
+            before_break.map_or("?".to_owned(), |n| n.to_string()),
+            summary["probe"].as_str().unwrap_or_default()
+        );
+    }
+    rows.push(Row {
+        story: "failing host: the circuit opens",
+        attempts: events.iter().filter(|e| e.event == "attempt_sent").count(),
+        elapsed: started.elapsed(),
+        outcome: format!("{refused} of 30 calls refused unsent"),
+    });
+
+    // The host-wide hold: one call meets a 429 with `Retry-After: 1`; 15 calls made while it
+    // waits are held with it instead of each earning a 429 of its own.
+    if !args.json {
+        println!("\n== a 429 to one call holds the host: 1 call, then 15 concurrent ones");
+    }
+    timeline.begin("host-wide hold");
+    // A client of its own: the storm above spent the first client's retry budget.
+    let entities = EntitiesClient::new(client(backend, &base));
+    let started = Instant::now();
+    let leader_id = id("busy-0");
+    type Fetched = Result<egress_vendors::entities::Entity, EntitiesError>;
+    let results: Vec<Fetched> = block_on(backend, async {
+        let leader: std::pin::Pin<Box<dyn Future<Output = Fetched>>> =
+            Box::pin(entities.get_entity(&leader_id));
+        let followers: std::pin::Pin<Box<dyn Future<Output = Vec<Fetched>>>> = Box::pin(async {
+            pause(backend, Duration::from_millis(200)).await;
+            let calls = (1..16)
+                .map(|n| {
+                    let ids = id(&format!("busy-{n}"));
+                    let entities = &entities;
+                    Box::pin(async move { entities.get_entity(&ids).await })
+                        as std::pin::Pin<Box<dyn Future<Output = Fetched>>>
+                })
+                .collect();
+            join_all(calls).await
+        });
+        let mut both = join_all(vec![
+            Box::pin(async { vec![leader.await] })
+                as std::pin::Pin<Box<dyn Future<Output = Vec<Fetched>>>>,
+            followers,
+        ])
+        .await;
+        let mut all = both.remove(0);
+        all.extend(both.remove(0));
+        all
+    });
+    let events = timeline.take();
+    print_timeline(&events, args.json);
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let throttled = embedded.as_ref().map(|server| {
+        server
+            .requests()
+            .iter()
+            .filter(|s| s.path.starts_with("/entities/busy-"))
+            .filter(|s| s.at.duration_since(started) < Duration::from_millis(1_000))
+            .count()
+    });
+    let summary = serde_json::json!({
+        "story": "host-wide hold",
+        "calls": 16,
+        "ok": ok,
+        "upstream_requests": upstream_count("/entities/busy-"),
+        "upstream_429s": throttled,
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "  16 calls -> {} upstream requests, {} of them throttled (429); {ok} calls succeeded",
+            summary["upstream_requests"], summary["upstream_429s"],
+        );
+    }
+    rows.push(Row {
+        story: "429 to one call holds the host",
+        attempts: events.iter().filter(|e| e.event == "attempt_sent").count(),
+        elapsed: started.elapsed(),
+        outcome: format!(
+            "{ok} of 16 ok, {} 429(s) upstream",
+            throttled.map_or("?".to_owned(), |n| n.to_string())
+        ),
     });
 
     if args.json {
