@@ -95,7 +95,8 @@ fn budget_refusals_are_counted_per_host() {
         for _ in 0..10 {
             transport.push(step(503));
         }
-        // No floor and 20 %: 5 calls earn one retry; the other four calls are refused.
+        // No reserve, and retries earn on successes only: none of the 5 failing calls earns
+        // one, so all 5 are refused.
         let budget = BudgetConfig::default().with_min_retries_per_sec(0);
         let config = Config::default()
             .with_base_url("https://api.example.com")
@@ -112,7 +113,7 @@ fn budget_refusals_are_counted_per_host() {
         .collect();
     assert_eq!(
         refusals,
-        vec![(Some("api.example.com".into()), DebugValue::Counter(4))]
+        vec![(Some("api.example.com".into()), DebugValue::Counter(5))]
     );
 }
 
@@ -150,4 +151,68 @@ fn validation_failures_are_counted_by_kind() {
             (Some("schema".into()), DebugValue::Counter(1)),
         ]
     );
+}
+
+#[test]
+fn circuit_state_holds_and_refusals_across_calls_are_metrics() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let transport = ScriptedTransport::new();
+        transport
+            .push(step(503))
+            .push(step(503))
+            .push(step(429).header("retry-after", "5"));
+        // Opens after 2 failed attempts, for 1 s.
+        let breaker = egress_core::CircuitBreakerConfig::default()
+            .with_min_throughput(2)
+            .with_break_duration(Duration::from_secs(1));
+        let config = Config::default()
+            .with_base_url("https://api.example.com")
+            .with_retry(RetryPolicy::disabled())
+            .with_circuit_breaker(breaker);
+        let client = transport.client(config).unwrap();
+        for _ in 0..3 {
+            let _ = block_on(client.get("/x").send());
+        }
+        // After the break: the probe meets a 429 with Retry-After (a hold), and the next call,
+        // whose deadline (1 s) ends before the hold, is refused.
+        transport.clock().advance(Duration::from_secs(1));
+        let _ = block_on(client.get("/x").send());
+        let _ = block_on(
+            client
+                .get("/x")
+                .deadline(Duration::from_secs(1))
+                .attempt_timeout(Duration::from_secs(1))
+                .send(),
+        );
+    });
+    let rows = rows(&snapshotter);
+    // (label, value) of every row of metric `name`; values rendered, since `DebugValue` is
+    // not `Clone`.
+    let find = |name: &str, label_name: &str| -> Vec<(Option<String>, String)> {
+        rows.iter()
+            .filter(|(k, ..)| k.key().name() == name)
+            .map(|(k, _, _, v)| (label(k, label_name).map(str::to_owned), format!("{v:?}")))
+            .collect()
+    };
+    let counter = |n: u64| format!("{:?}", DebugValue::Counter(n));
+    assert!(
+        find("egress.circuit.transitions", "state").contains(&(Some("open".into()), counter(1))),
+        "{rows:?}"
+    );
+    let refusals = find("egress.guard.refusals", "reason");
+    assert!(
+        refusals.contains(&(Some("circuit_open".into()), counter(1))),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals.contains(&(Some("host_hold".into()), counter(1))),
+        "{refusals:?}"
+    );
+    assert_eq!(
+        find("egress.holds", "reason"),
+        vec![(Some("retry_after".into()), counter(1))]
+    );
+    assert_eq!(find("egress.circuit.state", "server.address").len(), 1);
 }

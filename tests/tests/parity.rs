@@ -6,12 +6,14 @@
 #[macro_use]
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Backend, config, ms};
 use egress_core::retry::{BudgetConfig, RetryPolicy};
 use egress_core::{
-    Error, PoolConfig, Response, StopReason, TimeoutKind, TransportErrorKind, ValidationKind,
+    CircuitBreakerConfig, Error, PoolConfig, RateLimitConfig, Response, StopReason, TimeoutKind,
+    TransportErrorKind, ValidationKind,
 };
 use egress_tests::server::{Fault, FaultServer, Reply, Seen};
 
@@ -933,13 +935,24 @@ mod scenarios {
     }
 
     pub(super) async fn the_budget_refuses_retries_during_a_storm(b: Backend) {
-        let server = FaultServer::start(FaultServer::always(Reply::status(503)));
-        // No floor and 20 %: of 20 sequential calls, retries are allowed only as the load earns them.
+        // `/ok` answers 200, everything else 503.
+        let server = FaultServer::start(Arc::new(|_, seen: &Seen| {
+            if seen.path == "/ok" {
+                Reply::status(200)
+            } else {
+                Reply::status(503)
+            }
+        }));
+        // No reserve and 20 %: retries are allowed only as successes earn them.
         let budget = BudgetConfig::default().with_min_retries_per_sec(0);
         let config = config(&server.url(""))
             .with_budget(budget)
             .with_retry(RetryPolicy::standard().with_max_attempts(2));
         let client = b.client(config);
+        // 10 successes earn 2 retries (10 * 0.2).
+        for _ in 0..10 {
+            client.get("/ok").send().await.unwrap();
+        }
         let mut refused = 0;
         for _ in 0..20 {
             let error = client.get("/x").send().await.unwrap_err();
@@ -949,10 +962,173 @@ mod scenarios {
                 refused += 1;
             }
         }
-        // 20 first attempts earn 4 retries (20 * 0.2): 24 requests, 16 refusals.
-        assert_eq!(server.requests().len(), 24);
-        assert_eq!(refused, 16);
+        // 10 successes, then 20 failing calls of which 2 are retried: 32 requests, 18 refusals.
+        assert_eq!(server.requests().len(), 32);
+        assert_eq!(refused, 18);
     }
+
+    pub(super) async fn a_failing_host_opens_the_circuit_and_the_upstream_sees_nothing_until_the_break_ends(
+        b: Backend,
+    ) {
+        let server = FaultServer::start(FaultServer::always(Reply::status(503)));
+        // Opens after 10 attempts that all failed; a 1 s break (doubling on a failed probe).
+        let breaker = CircuitBreakerConfig::default()
+            .with_min_throughput(10)
+            .with_break_duration(Duration::from_secs(1))
+            .with_max_break_duration(Duration::from_secs(4));
+        let config = config(&server.url(""))
+            .with_circuit_breaker(breaker)
+            .with_retry(RetryPolicy::disabled());
+        let client = b.client(config);
+        for _ in 0..10 {
+            let error = client.get("/x").send().await.unwrap_err();
+            assert_eq!(error.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        }
+        let opened = Instant::now();
+        for _ in 0..20 {
+            let error = client.get("/x").send().await.unwrap_err();
+            assert!(error.is_circuit_open(), "{error:?}");
+            assert_eq!(error.attempts(), 0);
+            assert!(!error.may_have_been_sent());
+        }
+        assert_eq!(
+            server.requests().len(),
+            10,
+            "refused calls reached the upstream"
+        );
+        // After the break, one probe goes; it fails and the circuit re-opens (for 2 s).
+        let left = Duration::from_secs(1).saturating_sub(opened.elapsed());
+        sleep(b, left + ms(50)).await;
+        let probe = client.get("/x").send().await.unwrap_err();
+        assert_eq!(probe.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        let refused = client.get("/x").send().await.unwrap_err();
+        assert!(refused.is_circuit_open(), "{refused:?}");
+        assert_eq!(server.requests().len(), 11);
+    }
+
+    pub(super) async fn a_429_with_retry_after_to_one_of_32_concurrent_calls_holds_the_other_31(
+        b: Backend,
+    ) {
+        // The upstream throttles for 2 s from its first request, answering 429 with
+        // `Retry-After: 2` (RFC 9110 section 10.2.3), then 200.
+        let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = {
+            let (first, throttled) = (first.clone(), throttled.clone());
+            FaultServer::start(Arc::new(move |_, seen: &Seen| {
+                let start = *first.get_or_init(|| seen.at);
+                if seen.at.duration_since(start) < Duration::from_secs(2) {
+                    throttled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Reply::status(429).header("retry-after", "2")
+                } else {
+                    Reply::json(200, ENTITY)
+                }
+            }))
+        };
+        let client = b.client(config(&server.url("")));
+        let call = |client: egress_core::Client| async move { client.get("/x").send().await };
+        let leader = b.join_all(vec![call(client.clone())]);
+        let followers = async {
+            // The other 31 start once the leader's 429 has arrived.
+            while server.requests().is_empty() {
+                sleep(b, ms(10)).await;
+            }
+            sleep(b, ms(200)).await;
+            b.join_all((0..31).map(|_| call(client.clone())).collect())
+                .await
+        };
+        let (leader, followers) = futures_join(leader, followers).await;
+        assert!(leader.into_iter().chain(followers).all(|r| r.is_ok()));
+        assert_eq!(throttled.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let seen = server.requests();
+        assert_eq!(seen.len(), 33);
+        let start = seen[0].at;
+        assert!(
+            seen[1..]
+                .iter()
+                .all(|s| s.at.duration_since(start) >= Duration::from_secs(2)),
+            "a request went before retry_at"
+        );
+    }
+
+    pub(super) async fn a_quota_of_20_per_second_holds_a_burst_of_100_calls(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+        let limit = RateLimitConfig::new("20/s".parse().unwrap(), 10);
+        let client = b.client(config(&server.url("")).with_rate_limit(limit));
+        let started = Instant::now();
+        let calls = (0..100)
+            .map(|_| {
+                let client = client.clone();
+                async move { client.get("/x").send().await }
+            })
+            .collect();
+        let results = b.join_all(calls).await;
+        assert!(results.iter().all(Result::is_ok));
+        let mut arrivals: Vec<Instant> = server.requests().iter().map(|s| s.at).collect();
+        arrivals.sort();
+        assert_eq!(arrivals.len(), 100);
+        // Over any window, at most 20/s * window + burst (10) arrived; the sockets may bunch
+        // arrivals that left on time, so each window is widened by 50 ms.
+        for (i, a) in arrivals.iter().enumerate() {
+            for (j, z) in arrivals.iter().enumerate().skip(i) {
+                let window = z.duration_since(*a) + ms(50);
+                let allowed = (window.as_secs_f64() * 20.0).floor() as usize + 10;
+                let arrived = j - i + 1;
+                assert!(arrived <= allowed, "{arrived} arrivals in {window:?}");
+            }
+        }
+        // The 100th slot is (100 - 10) / 20 = 4.5 s after the first call asked for one (the
+        // first arrivals may come later than that: they open connections).
+        let last = arrivals[99].duration_since(started);
+        assert!(
+            last + ms(5) >= ms(4_500) && last <= ms(4_500) + SLACK,
+            "{last:?}"
+        );
+    }
+
+    pub(super) async fn ratelimit_fields_with_no_quota_left_hold_the_next_call(b: Backend) {
+        // draft-ietf-httpapi-ratelimit-headers-10, section 4: `r=0` leaves no quota until `t`.
+        let server = FaultServer::start(FaultServer::script([
+            Reply::json(200, ENTITY).header("ratelimit", r#""default";r=0;t=1"#),
+            Reply::json(200, ENTITY),
+        ]));
+        let client = b.client(config(&server.url("")));
+        client.get("/x").send().await.unwrap();
+        client.get("/x").send().await.unwrap();
+        assert_gaps(&server.requests(), &[Duration::from_secs(1)]);
+    }
+}
+
+/// Both futures, concurrently, on whatever runtime polls this.
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    (
+        ra.expect("invariant: polled until ready"),
+        rb.expect("invariant: polled until ready"),
+    )
 }
 
 parity!(
@@ -1003,4 +1179,8 @@ parity!(
     tls_with_an_untrusted_certificate_fails_without_retry,
     the_correlation_id_and_idempotency_key_are_identical_on_every_attempt,
     the_budget_refuses_retries_during_a_storm,
+    a_failing_host_opens_the_circuit_and_the_upstream_sees_nothing_until_the_break_ends,
+    a_429_with_retry_after_to_one_of_32_concurrent_calls_holds_the_other_31,
+    a_quota_of_20_per_second_holds_a_burst_of_100_calls,
+    ratelimit_fields_with_no_quota_left_hold_the_next_call,
 );
