@@ -24,6 +24,8 @@ fn the_readme_configuration_example_parses_and_validates() {
         Some("https://entities.internal/v1")
     );
     assert_eq!(config.retry.max_attempts, 3);
+    assert!(config.rate_limit.enabled);
+    assert_eq!(config.rate_limit.rate.to_string(), "50/s");
     config
         .build()
         .expect("the example is a valid configuration");

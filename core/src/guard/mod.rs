@@ -17,6 +17,39 @@
 //!
 //! After each attempt the exchange reports its [`Verdict`] (to the breaker) and any hold the
 //! response asked for.
+//!
+//! ```
+//! use std::time::Duration;
+//! use egress_core::{CircuitBreakerConfig, Config, RetryPolicy};
+//! use egress_core::test_util::{ScriptedTransport, block_on, step};
+//!
+//! let upstream = ScriptedTransport::new();
+//! upstream.push(step(503)).push(step(503)).push(step(429).header("retry-after", "20"));
+//! // A breaker that opens after 2 failed attempts (the default waits for 100), no retries.
+//! let breaker = CircuitBreakerConfig::default()
+//!     .with_min_throughput(2)
+//!     .with_break_duration(Duration::from_secs(5));
+//! let config = Config::default()
+//!     .with_base_url("https://api.example.com")
+//!     .with_retry(RetryPolicy::disabled())
+//!     .with_circuit_breaker(breaker);
+//! let client = upstream.client(config).unwrap();
+//! for _ in 0..2 {
+//!     block_on(client.get("/x").send()).unwrap_err();
+//! }
+//! // Open: refused at once, never sent.
+//! let refused = block_on(client.get("/x").send()).unwrap_err();
+//! assert!(refused.is_circuit_open() && refused.attempts() == 0);
+//! assert_eq!(upstream.requests().len(), 2);
+//!
+//! // After the break the probe meets a 429 with Retry-After: 20: the host is held, and a
+//! // call whose deadline ends first is refused with `RateLimited`, unsent.
+//! upstream.clock().advance(Duration::from_secs(5));
+//! block_on(client.get("/x").send()).unwrap_err();
+//! let held = block_on(client.get("/x").deadline(Duration::from_secs(10)).send()).unwrap_err();
+//! assert!(held.is_rate_limited() && held.attempts() == 0);
+//! assert_eq!(upstream.requests().len(), 3);
+//! ```
 
 pub mod breaker;
 pub mod hints;
