@@ -1,7 +1,7 @@
 //! Decisions across calls in virtual time: many exchanges sharing one policy (and so one circuit
 //! breaker, hold and rate limiter per host), driven by hand against a scripted upstream. Each
 //! test states the worked numbers it expects; the property tests check the invariants of
-//! DESIGN 2.11 over long arbitrary timelines.
+//! the across-call state over long arbitrary timelines.
 
 use std::time::{Duration, Instant, SystemTime};
 

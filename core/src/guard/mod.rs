@@ -1,4 +1,4 @@
-//! Decisions across calls (DESIGN 2.11): the circuit breaker, the host-wide hold and the
+//! Decisions across calls: the circuit breaker, the host-wide hold and the
 //! client-side rate limit, kept per client and host (or a vendor-given key) in [`Guards`].
 //!
 //! Like the retry budget, this is pure state shared by every exchange of a client, with time as
