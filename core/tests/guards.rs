@@ -497,6 +497,24 @@ fn an_upstream_failing_one_request_in_ten_still_gets_every_failure_retried() {
 }
 
 #[test]
+fn with_the_circuit_breaker_on_ten_seconds_of_outage_cost_about_a_tenth_of_a_request_per_call() {
+    // The default policy (breaker on) and 1000 calls over 10 s (one every 10 ms), every
+    // attempt answered 503. The first 100 attempts (first attempts and retries alike) open the
+    // circuit for 5 s; every call after that is refused unsent, retries included; the one probe
+    // 5 s later fails and re-opens it for 10 s, past the end. 101 requests for 1000 calls.
+    let policy = policy(Config::default());
+    let calls = calls_at((0..1000).map(|i| ms(10 * i)));
+    let run = crowd(&policy, &calls, |_, _| reply(503));
+    assert_eq!(run.seen.len(), 101);
+    let refused = run
+        .results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.is_circuit_open()))
+        .count();
+    assert!(refused > 800, "{refused} calls refused by the open circuit");
+}
+
+#[test]
 fn the_budget_alone_refuses_what_the_reserve_cannot_cover_with_no_success() {
     let budget = BudgetConfig::default().with_min_retries_per_sec(0);
     let policy = policy(budget_only().with_budget(budget));
