@@ -653,6 +653,40 @@ proptest! {
     }
 
     #[test]
+    fn the_limiter_agrees_with_governor_on_every_decision_and_every_earliest_time(
+        per_sec in 1u32..500,
+        burst in 1u32..30,
+        gaps in prop::collection::vec(0u64..200, 1..400),
+    ) {
+        // The oracle: governor's GCRA on a fake clock, asked at the same instants. A request
+        // that may not wait (its deadline is now) conforms exactly when governor's `check`
+        // passes, and a refusal names the instant governor names.
+        use governor::clock::FakeRelativeClock;
+        use governor::{Quota, RateLimiter};
+        let config = RateLimitConfig::new(egress_core::Rate::new(per_sec, Duration::from_secs(1)).unwrap(), burst);
+        let quota = Quota::with_period(config.rate.interval())
+            .expect("a non-zero interval")
+            .allow_burst(std::num::NonZeroU32::new(burst).expect("burst >= 1"));
+        let clock = FakeRelativeClock::default();
+        let oracle = RateLimiter::direct_with_clock(quota, clock.clone());
+        let gcra = Gcra::new(&config);
+        let mut tat = None;
+        let mut now = epoch();
+        for gap in gaps {
+            now += ms(gap);
+            clock.advance(ms(gap));
+            let ours = gcra.reserve(&mut tat, now, now);
+            match oracle.check() {
+                Ok(()) => prop_assert_eq!(ours, Ok(now)),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+                    prop_assert_eq!(ours, Err(now + wait));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_hold_never_lets_a_request_through_before_retry_at_and_nothing_waits_past_a_deadline(
         starts in prop::collection::vec(0u64..6_000, 1..40),
         throttle_at in 0usize..20,
