@@ -565,6 +565,29 @@ fn every_span_event_and_field_emitted_is_in_the_telemetry_reference() {
         assert!(block_on(client.get("/missing").send()).is_err());
         assert!(block_on(client.get("/broken").send()).is_err());
         assert!(block_on(client.get("/throttled").send()).is_err());
+        // Across calls: a circuit that opens and refuses, a hold that a call waits out.
+        let upstream = ScriptedTransport::new();
+        upstream
+            .push(step(503))
+            .push(step(429).header("retry-after", "1"))
+            .push(step(200));
+        let breaker = egress_core::CircuitBreakerConfig::default()
+            .with_min_throughput(1)
+            .with_break_duration(std::time::Duration::from_secs(1));
+        let config = Config::default()
+            .with_base_url("https://api.example.com/v1")
+            .with_retry(egress_core::RetryPolicy::disabled())
+            .with_circuit_breaker(breaker);
+        let client = upstream.client(config).unwrap();
+        assert!(block_on(client.get("/down").send()).is_err());
+        assert!(
+            block_on(client.get("/down").send())
+                .unwrap_err()
+                .is_circuit_open()
+        );
+        upstream.clock().advance(std::time::Duration::from_secs(1));
+        assert!(block_on(client.get("/busy").send()).is_err());
+        assert!(block_on(client.get("/busy").send()).is_ok());
     });
     let mut missing = Vec::new();
     for (name, record) in capture
