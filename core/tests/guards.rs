@@ -588,6 +588,7 @@ proptest! {
                     match check {
                         breaker::Check::Pass => {
                             prop_assert_eq!(before, CircuitState::Closed);
+                            b.record_attempt(now);
                             in_flight.push((None, now, episode));
                         }
                         breaker::Check::Probe => {

@@ -11,9 +11,11 @@
 //!                       a probe fails: [Open] again, break doubled up to the cap
 //! ```
 //!
-//! Failures are the attempts the classifier calls transient (the retryable 5xx, timeouts,
-//! transport errors); throttling, other answers and local refusals are not failures. The sampling
-//! window slides in tenths of its length, as the retry budget's does. A probe permit lapses after
+//! Attempts are counted when they are sent ([`Breaker::record_attempt`]); failures when they end
+//! ([`Breaker::record`]): the attempts the classifier calls transient (the retryable 5xx,
+//! timeouts, transport errors). Throttling, other answers and local refusals are not failures,
+//! so an attempt that ends well reports nothing at all. The sampling window slides in tenths of
+//! its length, as the retry budget's does. A probe permit lapses after
 //! the current break duration, so a probe whose call was dropped cannot keep the circuit half-open
 //! forever. Time enters as data on every method.
 
@@ -210,6 +212,8 @@ pub struct Breaker {
     break_for: Duration,
     /// The id of the next probe.
     next_probe: ProbeId,
+    /// A slot's width in nanoseconds, computed once: every attempt sent computes its slot.
+    width: u64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -226,6 +230,7 @@ impl Breaker {
             slots: [Slot::default(); SLOTS],
             break_for: config.break_duration,
             next_probe: 0,
+            width: nanos(config.sampling_window / SLOTS as u32).max(1),
         }
     }
 
@@ -243,22 +248,21 @@ impl Breaker {
         self.break_for
     }
 
-    fn index(&self, now: Instant, config: &CircuitBreakerConfig) -> u64 {
-        let width = nanos(config.sampling_window / SLOTS as u32).max(1);
-        nanos(now.saturating_duration_since(self.epoch)) / width
+    fn index(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch)) / self.width
     }
 
-    fn totals(&self, now: Instant, config: &CircuitBreakerConfig) -> (u64, u64) {
-        let current = self.index(now, config);
+    fn totals(&self, now: Instant) -> (u64, u64) {
+        let current = self.index(now);
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
         self.slots
             .iter()
-            .filter(|s| s.index >= oldest && s.index <= current && (s.attempts > 0))
+            .filter(|s| s.index >= oldest && s.index <= current && (s.attempts + s.failures > 0))
             .fold((0, 0), |(a, f), s| (a + s.attempts, f + s.failures))
     }
 
-    fn sample(&mut self, now: Instant, config: &CircuitBreakerConfig, failure: bool) {
-        let index = self.index(now, config);
+    fn slot(&mut self, now: Instant) -> &mut Slot {
+        let index = self.index(now);
         let slot = &mut self.slots[(index % SLOTS as u64) as usize];
         if slot.index != index {
             *slot = Slot {
@@ -267,8 +271,16 @@ impl Breaker {
                 failures: 0,
             };
         }
-        slot.attempts += 1;
-        slot.failures += u64::from(failure);
+        slot
+    }
+
+    /// Counts an attempt sent at `now` (while closed; a probe is counted by its permit).
+    pub fn record_attempt(&mut self, now: Instant) {
+        let now = now.max(self.last_seen);
+        self.last_seen = now;
+        if matches!(self.state, State::Closed) {
+            self.slot(now).attempts += 1;
+        }
     }
 
     /// Asks whether a call may send at `now`. Moves an open circuit whose break has ended to
@@ -350,15 +362,11 @@ impl Breaker {
         };
         match &mut self.state {
             State::Closed => {
-                if verdict == Verdict::Neutral {
+                if verdict != Verdict::Failure {
                     return None;
                 }
-                let failure = verdict == Verdict::Failure;
-                self.sample(now, config, failure);
-                if !failure {
-                    return None;
-                }
-                let (attempts, failures) = self.totals(now, config);
+                self.slot(now).failures += 1;
+                let (attempts, failures) = self.totals(now);
                 let tripped = attempts >= u64::from(config.min_throughput)
                     && failures as f64 >= config.failure_ratio * attempts as f64;
                 if tripped {
@@ -406,6 +414,17 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    /// An attempt sent and ended at `t` with `verdict`, not a probe.
+    fn attempt(
+        b: &mut Breaker,
+        t: Instant,
+        c: &CircuitBreakerConfig,
+        verdict: Verdict,
+    ) -> Option<CircuitState> {
+        b.record_attempt(t);
+        b.record(t, c, verdict, None)
+    }
+
     #[test]
     fn fifty_failures_in_a_hundred_attempts_open_the_circuit_for_five_seconds() {
         let c = config();
@@ -413,14 +432,14 @@ mod tests {
         let mut b = Breaker::new(&c, t);
         // 50 successes, then 49 failures: 99 attempts, below the minimum throughput of 100.
         for _ in 0..50 {
-            assert_eq!(b.record(t, &c, Verdict::Success, None), None);
+            assert_eq!(attempt(&mut b, t, &c, Verdict::Success), None);
         }
         for _ in 0..49 {
-            assert_eq!(b.record(t, &c, Verdict::Failure, None), None);
+            assert_eq!(attempt(&mut b, t, &c, Verdict::Failure), None);
         }
         // The 100th attempt fails: 50 / 100 = 0.5 >= 0.5, open until t + 5 s.
         assert_eq!(
-            b.record(t, &c, Verdict::Failure, None),
+            attempt(&mut b, t, &c, Verdict::Failure),
             Some(CircuitState::Open)
         );
         assert_eq!(b.check(t, &c).0, Check::Blocked { until: t + s(5) });
@@ -433,21 +452,21 @@ mod tests {
         let t = Instant::now();
         let mut b = Breaker::new(&c, t);
         for _ in 0..51 {
-            b.record(t, &c, Verdict::Success, None);
+            attempt(&mut b, t, &c, Verdict::Success);
         }
         for _ in 0..49 {
-            assert_eq!(b.record(t, &c, Verdict::Failure, None), None);
+            assert_eq!(attempt(&mut b, t, &c, Verdict::Failure), None);
         }
         assert_eq!(b.check(t, &c).0, Check::Pass);
     }
 
     #[test]
-    fn throttling_and_neutral_outcomes_are_not_counted() {
+    fn throttling_and_neutral_outcomes_never_count_as_failures() {
         let c = config();
         let t = Instant::now();
         let mut b = Breaker::new(&c, t);
         for _ in 0..1000 {
-            assert_eq!(b.record(t, &c, Verdict::Neutral, None), None);
+            assert_eq!(attempt(&mut b, t, &c, Verdict::Neutral), None);
         }
         assert_eq!(b.check(t, &c).0, Check::Pass);
     }
@@ -458,17 +477,17 @@ mod tests {
         let t = Instant::now();
         let mut b = Breaker::new(&c, t);
         for _ in 0..99 {
-            b.record(t, &c, Verdict::Failure, None);
+            attempt(&mut b, t, &c, Verdict::Failure);
         }
         // 30 s later (slots of 3 s) the 99 failures at t have left the window: 1 attempt.
-        assert_eq!(b.record(t + s(30), &c, Verdict::Failure, None), None);
+        assert_eq!(attempt(&mut b, t + s(30), &c, Verdict::Failure), None);
         assert_eq!(b.check(t + s(30), &c).0, Check::Pass);
     }
 
     fn opened(c: &CircuitBreakerConfig, t: Instant) -> Breaker {
         let mut b = Breaker::new(c, t);
         for _ in 0..100 {
-            b.record(t, c, Verdict::Failure, None);
+            attempt(&mut b, t, c, Verdict::Failure);
         }
         assert_eq!(b.state(t), CircuitState::Open);
         b
@@ -574,7 +593,7 @@ mod tests {
         let c = config();
         let t = Instant::now();
         let mut b = opened(&c, t);
-        assert_eq!(b.record(t + s(1), &c, Verdict::Success, None), None);
+        assert_eq!(attempt(&mut b, t + s(1), &c, Verdict::Success), None);
         assert_eq!(b.state(t + s(1)), CircuitState::Open);
     }
 }

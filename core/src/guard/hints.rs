@@ -51,7 +51,12 @@ impl Quota {
 pub(crate) fn has_rate_limit_fields(headers: &HeaderMap) -> bool {
     headers.keys().any(|name| {
         let name = name.as_str().as_bytes();
-        name.starts_with(b"ratelimit") || name.starts_with(b"x-ratelimit")
+        // The first byte rules out nearly every name before any prefix is compared.
+        match name.first() {
+            Some(b'r') => name.starts_with(b"ratelimit"),
+            Some(b'x') => name.starts_with(b"x-ratelimit"),
+            _ => false,
+        }
     })
 }
 

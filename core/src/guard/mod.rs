@@ -386,6 +386,11 @@ impl Guards {
             }
             let probe = match (&mut h.breaker, probe) {
                 (Some(breaker), true) => Some(breaker.take_probe(now)),
+                (Some(breaker), false) if breaker_on => {
+                    // Counted as it is sent: an attempt that ends well reports nothing more.
+                    breaker.record_attempt(now);
+                    None
+                }
                 _ => None,
             };
             (Admission::Go { probe }, changed)
