@@ -15,12 +15,33 @@ use std::task::{Context, Poll, Waker};
 use async_std::io::{Read as AsyncRead, Write as AsyncWrite};
 
 /// The async stream as native-tls sees it: blocking-style calls that fail with `WouldBlock`
-/// instead of waiting.
+/// instead of waiting. Reads are buffered: OpenSSL reads each TLS record's 5-byte header and
+/// then its body, which unbuffered would be two system calls per record.
 #[derive(Debug)]
 struct Bridge<S> {
     io: S,
     /// The waker of the task that polls the TLS stream now.
     waker: Waker,
+    /// Bytes read from `io` that OpenSSL has not taken yet: `buf[start..end]`.
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+/// How much the bridge reads from the socket at once: a TLS record is at most 16 KiB plus
+/// its header and overhead.
+const READ_BUFFER: usize = 17 * 1024;
+
+impl<S> Bridge<S> {
+    fn new(io: S, waker: Waker) -> Self {
+        Self {
+            io,
+            waker,
+            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
 }
 
 fn would_block<T>(poll: Poll<io::Result<T>>) -> io::Result<T> {
@@ -38,9 +59,20 @@ fn pending<T>(result: io::Result<T>) -> Poll<io::Result<T>> {
 }
 
 impl<S: AsyncRead + Unpin> Read for Bridge<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut cx = Context::from_waker(&self.waker);
-        would_block(Pin::new(&mut self.io).poll_read(&mut cx, buf))
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.start == self.end {
+            let mut cx = Context::from_waker(&self.waker);
+            let n = would_block(Pin::new(&mut self.io).poll_read(&mut cx, &mut self.buf))?;
+            self.start = 0;
+            self.end = n;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
     }
 }
 
@@ -76,10 +108,7 @@ where
         Mid(native_tls::MidHandshakeTlsStream<Bridge<S>>),
         Done,
     }
-    let mut state = State::Start(Bridge {
-        io,
-        waker: Waker::noop().clone(),
-    });
+    let mut state = State::Start(Bridge::new(io, Waker::noop().clone()));
     std::future::poll_fn(|cx| {
         let step = match std::mem::replace(&mut state, State::Done) {
             State::Start(mut bridge) => {
