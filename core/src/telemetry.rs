@@ -267,6 +267,7 @@ impl Telemetry {
         tracing::warn!(
             parent: &self.call,
             error.type = error.type_name(),
+            http.response.status_code = error.status().map(|s| s.as_u16()),
             stop = %stop,
             attempts = meta.attempts,
             elapsed_ms = meta.elapsed.as_millis() as u64,

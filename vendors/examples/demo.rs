@@ -158,6 +158,9 @@ struct Event_ {
     source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+    /// The call's number within a story of many calls (the storm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call: Option<usize>,
 }
 
 #[derive(Default)]
@@ -220,7 +223,13 @@ impl Timeline {
                 .and_then(|v| v.parse().ok()),
             source: get("delay_source"),
             path: get("json.path"),
+            call: None,
         };
+        // The same value twice says nothing more (`"status":"503","error":"503"`).
+        let mut e = e;
+        if e.error.is_some() && e.error == e.status {
+            e.error = None;
+        }
         s.events.push(e);
     }
 }
@@ -274,6 +283,22 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timeline {
             }
             _ => {}
         }
+    }
+}
+
+/// Why retrying stopped, in the words of the docs (`StopReason`'s text is terse).
+fn stop_in_words(stop: Option<&str>) -> String {
+    match stop {
+        Some("not retryable") => "the failure is final, a retry would not help".to_owned(),
+        Some("attempts exhausted") => "every allowed attempt was made".to_owned(),
+        Some("retry budget exhausted") => {
+            "the retry budget refused a retry (retries are limited per host)".to_owned()
+        }
+        Some("deadline") => "the call's deadline has passed".to_owned(),
+        Some("not idempotent") => "the request may have been sent and is not idempotent".to_owned(),
+        Some("rate limited") => "the server asked to come back later than the deadline".to_owned(),
+        Some(other) => other.to_owned(),
+        None => "it is final".to_owned(),
     }
 }
 
@@ -334,9 +359,13 @@ fn print_timeline(events: &[Event_], json: bool) {
                 e.reason.clone().unwrap_or_default()
             ),
             "failed" => format!(
-                "decision: stop ({}), error {}",
-                e.reason.clone().unwrap_or_else(|| "final".into()),
-                e.error.clone().unwrap_or_default()
+                "the call ends without another attempt: {} (error: {})",
+                stop_in_words(e.reason.as_deref()),
+                e.status
+                    .as_ref()
+                    .map(|s| format!("status {s}"))
+                    .or_else(|| e.error.clone())
+                    .unwrap_or_default()
             ),
             other => other.to_owned(),
         };
@@ -347,6 +376,11 @@ fn print_timeline(events: &[Event_], json: bool) {
 // ---------------------------------------------------------------------------------------------
 // Backends
 
+/// The demo's retry budget: the default, with a reserve of 1 retry/s so that the storm meets it.
+fn demo_budget() -> BudgetConfig {
+    BudgetConfig::default().with_min_retries_per_sec(1)
+}
+
 fn client(backend: Backend, base: &str) -> Client {
     // Short limits so that the story fits in seconds; a budget floor of 1 retry/s so that the
     // storm at the end meets it.
@@ -354,7 +388,7 @@ fn client(backend: Backend, base: &str) -> Client {
         .with_base_url(base)
         .with_attempt_timeout(Duration::from_secs(1))
         .with_deadline(Duration::from_secs(8))
-        .with_budget(BudgetConfig::default().with_min_retries_per_sec(1));
+        .with_budget(demo_budget());
     let built = match backend {
         Backend::Tokio => egress_tokio::Builder::new(config)
             .with_service("entities")
@@ -513,7 +547,20 @@ fn main() {
         print_timeline(&events, args.json);
         let outcome = describe(&result);
         let unreached = never_reached(&result);
-        if !args.json {
+        if args.json {
+            let attempts = events.iter().filter(|e| e.event == "attempt_sent").count();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "story": story,
+                    "event": "outcome",
+                    "attempts": attempts,
+                    "elapsed_ms": elapsed.as_millis() as u64,
+                    "outcome": outcome,
+                    "reached_upstream": !unreached,
+                })
+            );
+        } else {
             println!("  result: {outcome}");
             if unreached {
                 println!("  (the upstream was not reached: this story did not happen)");
@@ -574,33 +621,50 @@ fn main() {
     }
 
     // The storm: every call fails; the retry budget stops retrying once its share is spent.
+    let budget = demo_budget();
     if !args.json {
         println!("\n== a storm of 503s: 20 calls, one shared retry budget");
+        println!(
+            "  budget: retries earn {} per successful attempt over {:?}, plus a reserve of {} retry/s ({} per window); each call may make 3 attempts",
+            budget.retry_ratio,
+            budget.window,
+            budget.min_retries_per_sec,
+            u64::from(budget.min_retries_per_sec) * budget.window.as_secs(),
+        );
     }
     let started = Instant::now();
-    let (mut stopped, mut attempts) = (0, 0);
+    let (mut stopped, mut attempts, mut failed) = (0, 0, 0);
     for n in 0..20 {
         timeline.begin("storm");
         let result = block_on(backend, entities.get_entity(&id(&format!("storm-{n}"))));
-        let events = timeline.take();
+        let mut events = timeline.take();
         let sent = events.iter().filter(|e| e.event == "attempt_sent").count();
         attempts += sent;
         let refused = matches!(&result, Err(EntitiesError::Unavailable { source }) if source.type_name() == "retry_budget_exhausted");
         stopped += usize::from(refused);
+        failed += usize::from(result.is_err());
         if args.json {
+            for e in &mut events {
+                e.call = Some(n);
+            }
             print_timeline(&events, true);
         } else {
-            let note = if refused {
-                "retry refused by the budget"
-            } else {
-                "retries allowed"
+            let how = match (&result, refused) {
+                (Ok(_), _) => "succeeded".to_owned(),
+                (Err(_), true) => "failed: the budget refused its retry".to_owned(),
+                (Err(_), false) => "failed: every attempt met a 503".to_owned(),
             };
-            println!("  call {n:>2}: {sent} attempt(s), {note}");
+            println!("  call {n:>2}: {sent} attempt(s), {how}");
         }
     }
     if !args.json {
+        let retries = attempts - 20;
         println!(
-            "  20 calls -> {attempts} upstream requests; the budget stopped {stopped} of them"
+            "  20 calls -> {attempts} upstream requests (20 first attempts + {retries} retries); {failed} calls failed, {stopped} of them because the budget refused a retry"
+        );
+        println!(
+            "  the stories above spent part of the same window's allowance; the README's figure (1.10 requests per call in a full outage) is for many calls, over which the reserve of {} retries per window is spread thin",
+            u64::from(budget.min_retries_per_sec) * budget.window.as_secs(),
         );
     }
     rows.push(Row {
@@ -737,6 +801,21 @@ fn main() {
     });
 
     if args.json {
+        let stories: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "story": r.story,
+                    "attempts": r.attempts,
+                    "elapsed_ms": r.elapsed.as_millis() as u64,
+                    "outcome": r.outcome,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "event": "summary", "stories": stories })
+        );
         return;
     }
     println!("\n{:<56} {:>8} {:>9}  outcome", "story", "attempts", "time");

@@ -82,3 +82,41 @@ fn the_header_names_the_backend_as_typed() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stdout.contains("backend async-std"), "{stdout}");
 }
+
+#[test]
+fn json_output_has_one_outcome_per_story_numbered_storm_calls_a_summary_and_no_repeated_values() {
+    let (code, stdout, stderr) = run(&["--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let outcomes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "outcome")
+        .map(|e| e["story"].as_str().unwrap())
+        .collect();
+    let mut unique = outcomes.clone();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        outcomes.len(),
+        "one outcome per story: {outcomes:?}"
+    );
+    assert!(outcomes.len() >= 6, "{outcomes:?}");
+    let storm: Vec<&serde_json::Value> = events.iter().filter(|e| e["story"] == "storm").collect();
+    assert!(!storm.is_empty());
+    assert!(
+        storm.iter().all(|e| e["call"].is_u64()),
+        "every storm event has its call number"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.get("error").is_none() || e.get("error") != e.get("status")),
+        "a status is not repeated as the error"
+    );
+    let last = events.last().expect("some output");
+    assert_eq!(last["event"], "summary", "{last}");
+    assert!(last["stories"].as_array().unwrap().len() >= outcomes.len());
+}
