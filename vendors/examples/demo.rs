@@ -667,6 +667,19 @@ fn main() {
             u64::from(budget.min_retries_per_sec) * budget.window.as_secs(),
         );
     }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "story": "storm",
+                "event": "outcome",
+                "calls": 20,
+                "attempts": attempts,
+                "failed": failed,
+                "refused_a_retry": stopped,
+            })
+        );
+    }
     rows.push(Row {
         story: "storm stopped by the retry budget",
         attempts,
@@ -706,6 +719,7 @@ fn main() {
     let seen = upstream_count("/entities/down-");
     let summary = serde_json::json!({
         "story": "circuit breaker",
+        "event": "outcome",
         "calls": 31,
         "refused_at_once": refused,
         "upstream_requests_before_break": before_break,
@@ -777,6 +791,7 @@ fn main() {
     });
     let summary = serde_json::json!({
         "story": "host-wide hold",
+        "event": "outcome",
         "calls": 16,
         "ok": ok,
         "upstream_requests": upstream_count("/entities/busy-"),

@@ -103,8 +103,17 @@ fn json_output_has_one_outcome_per_story_numbered_storm_calls_a_summary_and_no_r
         outcomes.len(),
         "one outcome per story: {outcomes:?}"
     );
-    assert!(outcomes.len() >= 6, "{outcomes:?}");
-    let storm: Vec<&serde_json::Value> = events.iter().filter(|e| e["story"] == "storm").collect();
+    for story in ["storm", "circuit breaker", "host-wide hold"] {
+        assert!(
+            outcomes.contains(&story),
+            "{story} has an outcome: {outcomes:?}"
+        );
+    }
+    assert!(outcomes.len() >= 9, "{outcomes:?}");
+    let storm: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["story"] == "storm" && e["event"] != "outcome")
+        .collect();
     assert!(!storm.is_empty());
     assert!(
         storm.iter().all(|e| e["call"].is_u64()),
