@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::io::Write;
-
-use common::{Backend, config};
+use common::{Backend, config, encoded, gzip_at};
 use egress_core::Error;
 use egress_core::coding::BodyLimit;
-use egress_tests::server::{FaultServer, Reply};
+use egress_tests::server::FaultServer;
 
 /// The process's peak resident set, in KiB.
 fn peak_rss_kib() -> u64 {
@@ -24,11 +22,7 @@ fn peak_rss_kib() -> u64 {
 
 #[test]
 fn a_gzip_bomb_costs_bounded_memory_on_both_backends() {
-    let member = {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(&vec![0u8; 1 << 20]).unwrap();
-        e.finish().unwrap()
-    };
+    let member = gzip_at(&vec![0u8; 1 << 20], flate2::Compression::best());
     // 5 000 members of 1 MiB of zeros: ~5 GiB decoded from ~5 MB.
     let wire: Vec<u8> = member
         .iter()
@@ -36,12 +30,7 @@ fn a_gzip_bomb_costs_bounded_memory_on_both_backends() {
         .cycle()
         .take(member.len() * 5_000)
         .collect();
-    let server = FaultServer::start(FaultServer::always(
-        Reply::status(200)
-            .header("content-type", "application/json")
-            .header("content-encoding", "gzip")
-            .body(wire),
-    ));
+    let server = FaultServer::start(FaultServer::always(encoded("gzip", wire)));
     for b in Backend::ALL {
         // The ratio stops it; then, with the ratio out of the way, the decoded-size limit.
         for (ratio, expected) in [(100, BodyLimit::Ratio), (u32::MAX, BodyLimit::Decoded)] {

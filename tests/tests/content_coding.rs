@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{Backend, config};
+use common::{Backend, config, encoded, gzip};
 use egress_core::coding::BodyLimit;
 use egress_core::{Error, StopReason, TransportErrorKind};
 use egress_tests::server::{Fault, FaultServer, Reply};
@@ -17,12 +17,6 @@ const ENTITY: &str = r#"{"id":"7","items":[{"id":"a"}]}"#;
 #[derive(Debug, serde::Deserialize)]
 struct Entity {
     id: String,
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
@@ -49,13 +43,6 @@ fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
         }
         other => panic!("no encoder for {other}"),
     }
-}
-
-fn encoded(coding: &str, wire: Vec<u8>) -> Reply {
-    Reply::status(200)
-        .header("content-type", "application/json")
-        .header("content-encoding", coding)
-        .body(wire)
 }
 
 fn kind(error: &Error) -> Option<TransportErrorKind> {

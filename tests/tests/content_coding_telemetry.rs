@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::io::Write;
-
-use common::{Backend, config};
-use egress_tests::server::{FaultServer, Reply};
+use common::{Backend, Buffer, config, encoded, gzip};
+use egress_tests::server::FaultServer;
 
 const ENTITY: &str = r#"{"id":"7","items":[{"id":"a"}]}"#;
 
@@ -16,36 +14,12 @@ struct Entity {
     id: String,
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn encoded(coding: &str, wire: Vec<u8>) -> Reply {
-    Reply::status(200)
-        .header("content-type", "application/json")
-        .header("content-encoding", coding)
-        .body(wire)
-}
-
 /// The attempt span records the coding and both sizes: received (OpenTelemetry's
 /// `http.response.body.size`, the encoded size) and decoded.
 fn the_attempt_span_records_the_coding_and_both_sizes(b: Backend) {
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::fmt::format::FmtSpan;
     use tracing_subscriber::layer::SubscriberExt;
-
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     let wire = gzip(ENTITY.as_bytes());
     let server = FaultServer::start(FaultServer::always(encoded("gzip", wire.clone())));

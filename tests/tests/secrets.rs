@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Backend;
+use common::{Backend, Buffer};
 use egress_core::retry::RetryPolicy;
 use egress_core::{Config, Credentials, SecretString};
 use egress_tests::server::{Fault, FaultServer, Reply};
@@ -21,18 +20,6 @@ const PASSWORD: &str = "e2e-userinfo-secret-4";
 const QUERY: &str = "e2e-query-secret-5";
 const SET_COOKIE: &str = "e2e-setcookie-secret-6";
 const BODY: &str = "e2e-body-secret-7";
-
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[derive(Debug, serde::Deserialize)]
 #[allow(dead_code)] // decoded to validate

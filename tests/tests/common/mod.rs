@@ -146,3 +146,40 @@ pub fn config(base_url: &str) -> Config {
         .with_base_url(base_url)
         .with_retry(RetryPolicy::standard().with_backoff(backoff))
 }
+
+/// A writer into a shared buffer, for a `tracing_subscriber::fmt` layer whose output a test reads.
+pub struct Buffer(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `data` gzip-encoded at `level`.
+pub fn gzip_at(data: &[u8], level: flate2::Compression) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+    e.write_all(data).expect("in memory");
+    e.finish().expect("in memory")
+}
+
+/// `data` gzip-encoded.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    gzip_at(data, flate2::Compression::default())
+}
+
+/// A 200 with a JSON content type, `wire` as its body and `coding` as its `Content-Encoding`.
+pub fn encoded(coding: &str, wire: Vec<u8>) -> egress_tests::server::Reply {
+    egress_tests::server::Reply::status(200)
+        .header("content-type", "application/json")
+        .header("content-encoding", coding)
+        .body(wire)
+}
