@@ -247,11 +247,7 @@ impl SurfTransport {
             .and_then(|v| v.trim().parse::<u64>().ok());
         let chunked = has_token(headers, TRANSFER_ENCODING, "chunked");
         let status = head.status();
-        let bodiless = method == http::Method::HEAD
-            || status.is_informational()
-            || status == http::StatusCode::NO_CONTENT
-            || status == http::StatusCode::NOT_MODIFIED;
-        let body = if bodiless {
+        let body = if egress_transport::has_no_body(method == http::Method::HEAD, status) {
             Bytes::new()
         } else if declared.is_some_and(|n| n > limit) {
             return Err(TransportError::new(

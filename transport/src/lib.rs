@@ -178,9 +178,10 @@ fn timed_out(what: &'static str) -> TransportError {
     TransportError::new(TransportErrorKind::ReadTimeout, what)
 }
 
-/// Whether a response to this request can carry no body whatever its head says (RFC 9112
-/// 6.3, rules 1 and 2 for a client).
-fn has_no_body(head_request: bool, status: StatusCode) -> bool {
+/// Whether a response carries no body whatever its head says (RFC 9112 6.3 rule 1): one to a
+/// `HEAD` request, and every 1xx, 204 and 304. Its `Content-Length` is then never held
+/// against the body limit. Shared with egress-async-std's surf path.
+pub fn has_no_body(head_request: bool, status: StatusCode) -> bool {
     head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT

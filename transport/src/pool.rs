@@ -332,7 +332,7 @@ impl Pool {
                         Ok(response) => return Ok((response, None)),
                         Err(mut failed) => match failed.take_message() {
                             Some(mut unsent) if reused => {
-                                self.forget_h2(&origin, &sender);
+                                self.forget_closed_h2(&origin);
                                 *unsent.version_mut() = Version::HTTP_11;
                                 request = unsent;
                             }
@@ -399,12 +399,13 @@ impl Pool {
         .await
     }
 
-    /// Removes `sender`'s connection as the origin's HTTP/2 connection, if it still is.
-    fn forget_h2(&self, origin: &Origin, sender: &H2) {
+    /// Forgets the origin's HTTP/2 connection if it has closed (another call may already have
+    /// replaced it with an open one, which stays).
+    fn forget_closed_h2(&self, origin: &Origin) {
         let mut state = self.inner.state();
         let map = &mut state.h2[origin.is_https() as usize];
         if let Some(o) = map.get_mut(origin.authority().as_str()) {
-            if o.conn.as_ref().is_some_and(|c| c.sender.is_closed()) || sender.is_closed() {
+            if o.conn.as_ref().is_some_and(|c| c.sender.is_closed()) {
                 o.conn = None;
             }
         }

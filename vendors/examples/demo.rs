@@ -381,6 +381,18 @@ fn demo_budget() -> BudgetConfig {
     BudgetConfig::default().with_min_retries_per_sec(1)
 }
 
+/// The entities client's base client on `backend`.
+fn build(backend: Backend, config: Config) -> Result<Client, egress_core::ConfigError> {
+    match backend {
+        Backend::Tokio => egress_tokio::Builder::new(config)
+            .with_service("entities")
+            .build(),
+        Backend::AsyncStd => egress_async_std::Builder::new(config)
+            .with_service("entities")
+            .build(),
+    }
+}
+
 fn client(backend: Backend, base: &str) -> Client {
     // Short limits so that the story fits in seconds; a budget floor of 1 retry/s so that the
     // storm at the end meets it.
@@ -389,15 +401,7 @@ fn client(backend: Backend, base: &str) -> Client {
         .with_attempt_timeout(Duration::from_secs(1))
         .with_deadline(Duration::from_secs(8))
         .with_budget(demo_budget());
-    let built = match backend {
-        Backend::Tokio => egress_tokio::Builder::new(config)
-            .with_service("entities")
-            .build(),
-        Backend::AsyncStd => egress_async_std::Builder::new(config)
-            .with_service("entities")
-            .build(),
-    };
-    built.unwrap_or_else(|e| {
+    build(backend, config).unwrap_or_else(|e| {
         // The only part of the configuration that comes from the command line.
         eprintln!("--upstream {base:?} cannot be used: {e}");
         std::process::exit(2);
@@ -414,15 +418,7 @@ fn breaker_client(backend: Backend, base: &str) -> Client {
         .with_base_url(base)
         .with_retry(RetryPolicy::disabled())
         .with_circuit_breaker(breaker);
-    let built = match backend {
-        Backend::Tokio => egress_tokio::Builder::new(config)
-            .with_service("entities")
-            .build(),
-        Backend::AsyncStd => egress_async_std::Builder::new(config)
-            .with_service("entities")
-            .build(),
-    };
-    built.expect("the demo's configuration is valid")
+    build(backend, config).expect("the demo's configuration is valid")
 }
 
 /// Polls every future until all are done, on whatever runtime polls this: the demo's
