@@ -1,0 +1,200 @@
+//! Real programs the tests run beside egress (a Redis server, an HTTP proxy, an OAuth 2.0
+//! server, a Prometheus exposition checker): found on the machine, or installed when missing.
+//!
+//! The README's test command is `cargo test --workspace` on a fresh machine, so a test that needs
+//! a real server installs it itself: from the OS packages ([`apt_binary`]) or the npm registry
+//! ([`npm_binary`]) into `target/test-tools`. A program that cannot be found or installed fails
+//! the test with a message that says what to install; no test is skipped silently.
+//!
+//! Installs are serialised across test binaries by `flock(1)` on one lock file, so parallel test
+//! processes never race on dpkg's lock or on one npm folder. Programs are started by
+//! [`Spawned::start`] and stopped by their PID when the guard drops.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The folder of installs that are not the OS's: `<workspace>/target/test-tools`.
+pub fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-tools")
+        .components()
+        .collect()
+}
+
+/// The path of `binary`, installing the Debian package `package` when it is not on the machine.
+///
+/// # Panics
+/// When the program is missing and cannot be installed (not root, no network to the
+/// registry): the message names the package, so the person running the tests knows what to do.
+pub fn apt_binary(binary: &str, package: &str) -> PathBuf {
+    if let Some(path) = find_on_path(binary) {
+        return path;
+    }
+    let script = format!(
+        "command -v {binary} >/dev/null 2>&1 || command -v /usr/sbin/{binary} >/dev/null 2>&1 || \
+         (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends {package})"
+    );
+    let status = locked(&script);
+    match find_on_path(binary) {
+        Some(path) => path,
+        None => panic!(
+            "this test needs `{binary}` and could not install it (the install exited with \
+             {status}); install the OS package `{package}` (apt-get install {package}) and run \
+             the tests again"
+        ),
+    }
+}
+
+/// The path of the executable `binary` of the npm package `spec` (`name@version`), installed
+/// into `target/test-tools/npm` with the machine's npm when it is not there yet.
+///
+/// # Panics
+/// When node or npm is missing or the install fails; the message says what to install.
+pub fn npm_binary(spec: &str, binary: &str) -> PathBuf {
+    let prefix = tools_dir().join("npm");
+    let path = prefix.join("node_modules/.bin").join(binary);
+    if path.exists() {
+        return path;
+    }
+    std::fs::create_dir_all(&prefix).expect("target/ is writable by the test run");
+    let script = format!(
+        "test -e '{path}' || npm install --prefix '{prefix}' --no-audit --no-fund \
+         --no-save --loglevel=error '{spec}'",
+        path = path.display(),
+        prefix = prefix.display(),
+    );
+    let status = locked(&script);
+    assert!(
+        path.exists(),
+        "this test needs the npm package `{spec}` and could not install it with npm (exited \
+         with {status}); install Node.js and npm, or run `npm install --prefix {} {spec}`",
+        prefix.display()
+    );
+    path
+}
+
+/// Runs `script` with `sh -c` under the tools' install lock; returns how it exited.
+fn locked(script: &str) -> String {
+    let lock = std::env::temp_dir().join("egress-test-tools.lock");
+    let result = Command::new("flock")
+        .arg(&lock)
+        .args(["sh", "-c", script])
+        .stdout(Stdio::null())
+        .status();
+    match result {
+        Ok(status) => status.to_string(),
+        Err(err) => format!("error: flock could not run ({err})"),
+    }
+}
+
+/// `binary` looked up on `PATH`, then in the sbin folders (where Debian puts some daemons).
+pub fn find_on_path(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A free TCP port on 127.0.0.1 (bound once and released, so the program can take it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("loopback has free ports")
+}
+
+/// A program the test started, stopped by its PID (SIGKILL, then reaped) when dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    name: String,
+}
+
+impl Spawned {
+    /// Starts `command` and waits (at most `within`) until something accepts connections on
+    /// `127.0.0.1:port`.
+    ///
+    /// # Panics
+    /// When the program cannot start, exits early or does not listen in time; the message
+    /// names it and how it exited.
+    pub fn start(mut command: Command, port: u16, within: Duration) -> Self {
+        let name = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("could not start {name}: {err}"));
+        let mut spawned = Spawned { child, name };
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return spawned;
+            }
+            if let Ok(Some(status)) = spawned.child.try_wait() {
+                panic!(
+                    "{} exited before listening on port {port}: {status}",
+                    spawned.name
+                );
+            }
+            assert!(
+                started.elapsed() < within,
+                "{} did not listen on port {port} within {within:?}",
+                spawned.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process ID, for tests that signal the program themselves.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child process, for tests that wait for it or read its exit status.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // `Child::kill` signals this child's own PID; reaping it leaves no zombie behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_on_the_path_is_found_without_installing() {
+        let sh = apt_binary("sh", "dash");
+        assert!(sh.is_file(), "{}", sh.display());
+    }
+
+    #[test]
+    fn a_started_program_is_stopped_by_its_pid_when_dropped() {
+        let port = free_port();
+        let mut command = Command::new("python3");
+        command.args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ]);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let spawned = Spawned::start(command, port, Duration::from_secs(10));
+        let pid = spawned.pid();
+        drop(spawned);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still exists after the guard dropped"
+        );
+    }
+}
