@@ -23,6 +23,13 @@ pub fn tools_dir() -> PathBuf {
         .collect()
 }
 
+/// Installed daemons must not start as system services (tests start their own, on free ports):
+/// Debian's maintainer scripts ask `policy-rc.d`, and 101 means "action forbidden". The file is
+/// written only when the machine has none, and removed again after the install.
+const POLICY_RC_D: &str = "made=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+     printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1; fi;";
+const POLICY_RC_D_END: &str = "if [ -n \"$made\" ]; then rm -f /usr/sbin/policy-rc.d; fi;";
+
 /// The path of `binary`, installing the Debian package `package` when it is not on the machine.
 ///
 /// # Panics
@@ -34,8 +41,8 @@ pub fn apt_binary(binary: &str, package: &str) -> PathBuf {
     }
     let script = format!(
         "command -v {binary} >/dev/null 2>&1 || command -v /usr/sbin/{binary} >/dev/null 2>&1 || \
-         (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-         --no-install-recommends {package})"
+         (apt-get update -q && {POLICY_RC_D} DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends {package}; status=$?; {POLICY_RC_D_END} exit $status)"
     );
     let status = locked(&script);
     match find_on_path(binary) {
