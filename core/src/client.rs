@@ -331,6 +331,9 @@ impl ClientBuilder {
             (None, _) => None,
         };
         let policy = self.config.build()?;
+        // Units and descriptions reach the recorder installed now (see `describe_metrics`).
+        #[cfg(feature = "metrics")]
+        crate::describe_metrics();
         let mut default_headers = self.default_headers;
         policy.redactor().mark_sensitive(&mut default_headers);
         Ok(Client {

@@ -504,6 +504,7 @@ impl Exchange {
         }
         let ask = Ask {
             key: self.guard_key(),
+            correlation_id: &self.correlation_id,
             now,
             deadline: self.deadline,
             guards: self.call_guards,
@@ -574,7 +575,7 @@ impl Exchange {
         if self.call_guards.circuit_breaker && (verdict == Verdict::Failure || probe.is_some()) {
             self.policy
                 .guards()
-                .record(self.guard_key(), at, verdict, probe);
+                .record(self.guard_key(), at, verdict, probe, &self.correlation_id);
         }
     }
 
@@ -590,7 +591,9 @@ impl Exchange {
             retry_at,
             reason,
         };
-        self.policy.guards().hold_host(self.guard_key(), at, hold);
+        self.policy
+            .guards()
+            .hold_host(self.guard_key(), at, hold, &self.correlation_id);
     }
 
     fn observe(&mut self, at: Instant) -> Instant {

@@ -114,6 +114,8 @@ pub mod retry;
 pub mod retry_after;
 pub mod rt;
 mod telemetry;
+#[cfg(feature = "metrics")]
+pub use telemetry::{DURATION_BUCKETS, describe_metrics};
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod url;

@@ -124,6 +124,7 @@ impl Response {
         let kind = source.kind().as_str();
         tracing::warn!(
             correlation_id = %self.correlation_id,
+            attempts = self.attempts,
             http.response.status_code = self.status.as_u16(),
             error.type = "validation",
             validation.kind = kind,
@@ -131,7 +132,8 @@ impl Response {
             "response failed validation: {source}"
         );
         #[cfg(feature = "metrics")]
-        metrics::counter!("egress.validation.failures", "kind" => kind).increment(1);
+        metrics::counter!(crate::telemetry::names::VALIDATION_FAILURES, "kind" => kind)
+            .increment(1);
         let meta = CallMeta {
             attempts: self.attempts,
             elapsed: self.elapsed,

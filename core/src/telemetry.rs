@@ -1,36 +1,13 @@
 //! Spans, events and (behind the `metrics` feature) metrics of an exchange. The exchange decides
 //! what happened; this module only reports it, with secrets already redacted.
 //!
-//! - One INFO span `egress.call` per logical call: `service`, `operation`, `correlation_id`,
-//!   `http.request.method`, `url.full`, and `attempts` (recorded once, when the call ends).
-//! - One DEBUG span `egress.attempt` per attempt (a CLIENT span in OpenTelemetry terms) with the
-//!   HTTP semantic-convention fields `http.request.method`, `server.address`, `server.port`,
-//!   `url.full`, `http.response.status_code`, `http.request.resend_count` (resends only),
-//!   `error.type`, and for a body: `http.response.body.size` (bytes received),
-//!   `egress.response.content_coding` and `egress.response.decoded_size` (when it was decoded;
-//!   recorded by the transport). Drivers run the transport inside it ([`AttemptRequest::span`](crate::AttemptRequest::span)).
-//! - Events: each attempt's end at DEBUG; each retry decision at INFO with what failed
-//!   (`error.type`: the status, or the transport or timeout kind), its reason and delay source
-//!   (`backoff`, `retry_after`); the final failure at WARN with why retrying stopped
-//!   (`deadline`, `retry budget exhausted`, `rate limited`, ...), except a final status the
-//!   classifier calls an answer ([`Classifier::is_answer`](crate::retry::Classifier::is_answer):
-//!   404, 409, ... by default), "call answered" at DEBUG; success at DEBUG; a response
-//!   that fails validation ([`Response::json`](crate::Response::json) and friends) at WARN,
-//!   "response failed validation", with `correlation_id`, `http.response.status_code`,
-//!   `error.type = "validation"`, `validation.kind` and `json.path`.
-//! - Metrics (feature `metrics`): `http.client.request.duration` (histogram, seconds, per attempt;
-//!   labels `http.request.method`, `server.address`, `http.response.status_code`, `error.type`),
-//!   `egress.retries` (counter; label `reason`), `egress.retry_budget.refusals` (counter; label
-//!   `server.address`), `egress.validation.failures` (counter; label `kind`),
-//!   `egress.guard.waits` (counter; labels `server.address`, `reason`: `host_hold`,
-//!   `circuit_open`, `rate_limiter`), `egress.guard.refusals` (counter; labels `server.address`,
-//!   `reason`: `host_hold`, `circuit_open`, `rate_limiter`). The shared state itself
-//!   ([`guard`](crate::guard)) reports `egress.circuit.state` (gauge: 0 closed, 1 half-open,
-//!   2 open), `egress.circuit.transitions` (counter; label `state`) and `egress.holds` (counter;
-//!   label `reason`), each with `server.address`, and an event for every circuit state change
-//!   (WARN) and every new hold (INFO).
-//! - Events for waits across calls: each wait for a hold, an open circuit or a limiter slot at
-//!   INFO, with its reason and how long.
+//! What is reported, with levels, fields and labels, is listed once, in `telemetry.md`
+//! (published as [`telemetry_reference`](crate::telemetry_reference)); a test fails when this
+//! module and that page disagree. In short: an INFO span `egress.call` per call and a DEBUG span
+//! `egress.attempt` per attempt (OpenTelemetry HTTP client fields); events that each carry the
+//! call's `correlation_id` (and, for one attempt, `egress.attempt`); OpenTelemetry-named
+//! metrics whose labels are the call's method, host, port and service, never a URL, ID or
+//! secret.
 
 use std::time::{Duration, Instant};
 
@@ -59,10 +36,18 @@ pub(crate) struct Telemetry {
     call: Span,
     attempt: Span,
     attempt_started: Instant,
+    /// The attempt in flight or last finished (0 before the first).
+    attempt_number: u32,
+    /// On every event, so that a log line names its call even where the subscriber shows no
+    /// span (`fmt().json()` lists only entered spans, and egress's spans are not entered).
+    correlation_id: CorrelationId,
     method: Method,
     host: String,
     port: u16,
     url: String,
+    /// The client's or vendor's name: a metrics label that tells two clients apart.
+    #[cfg(feature = "metrics")]
+    service: metrics::SharedString,
 }
 
 impl Telemetry {
@@ -74,9 +59,10 @@ impl Telemetry {
     ) -> Self {
         let overrides = request.overrides();
         let method = request.method();
+        let service = overrides.service.as_deref().unwrap_or("egress");
         let call = tracing::info_span!(
             "egress.call",
-            service = overrides.service.as_deref().unwrap_or("egress"),
+            service,
             operation = overrides.operation.as_deref().unwrap_or(""),
             correlation_id = %correlation_id,
             http.request.method = %method,
@@ -106,21 +92,27 @@ impl Telemetry {
             call,
             attempt: Span::none(),
             attempt_started: now,
+            attempt_number: 0,
+            correlation_id: correlation_id.clone(),
             method: method.clone(),
             host,
-            // Only an attempt span shows it; reading the port parses the authority again.
-            port: if listening {
+            // Only an attempt span and the metrics show it; reading the port parses the
+            // authority again.
+            port: if listening || cfg!(feature = "metrics") {
                 uri.map_or(0, port_or_known_default)
             } else {
                 0
             },
             url: url_full,
+            #[cfg(feature = "metrics")]
+            service: metrics::SharedString::from(service.to_owned()),
         }
     }
 
     /// Opens the span of attempt `n` and returns a handle for the driver.
     pub(crate) fn attempt_started(&mut self, n: u32, now: Instant) -> Span {
         self.attempt_started = now;
+        self.attempt_number = n;
         let span = tracing::debug_span!(
             parent: &self.call,
             "egress.attempt",
@@ -161,30 +153,48 @@ impl Telemetry {
         }
         tracing::debug!(
             parent: &span,
+            correlation_id = %self.correlation_id,
+            egress.attempt = self.attempt_number,
             http.response.status_code = status,
             error.type = error_type,
             duration_ms = duration.as_millis() as u64,
             "attempt finished"
         );
-        self.record_duration(duration, status, error_type);
+        #[cfg(feature = "metrics")]
+        {
+            let mut labels = self.labels();
+            push_outcome(&mut labels, status, error_type);
+            metrics::histogram!(names::REQUEST_DURATION, labels).record(duration.as_secs_f64());
+        }
     }
 
+    /// The labels every metric of this call has: `http.request.method`, `server.address`,
+    /// `server.port` and `egress.service`. No URL, ID or secret is ever a label.
     #[cfg(feature = "metrics")]
-    fn record_duration(&self, duration: Duration, status: Option<u16>, error_type: Option<&str>) {
-        let labels = [
-            ("http.request.method", self.method.as_str().to_owned()),
-            ("server.address", self.host.clone()),
-            (
-                "http.response.status_code",
-                status.map(|s| s.to_string()).unwrap_or_default(),
-            ),
-            ("error.type", error_type.unwrap_or_default().to_owned()),
-        ];
-        metrics::histogram!("http.client.request.duration", &labels).record(duration.as_secs_f64());
+    fn labels(&self) -> Vec<metrics::Label> {
+        let mut labels = Vec::with_capacity(6);
+        labels.push(metrics::Label::from_static_parts(
+            "http.request.method",
+            // The standard methods are static strings; an extension method is copied.
+            match self.method.as_str() {
+                "GET" => "GET",
+                "POST" => "POST",
+                "PUT" => "PUT",
+                "DELETE" => "DELETE",
+                "PATCH" => "PATCH",
+                "HEAD" => "HEAD",
+                "OPTIONS" => "OPTIONS",
+                "CONNECT" => "CONNECT",
+                "TRACE" => "TRACE",
+                // OpenTelemetry's name for a method outside RFC 9110 (bounded cardinality).
+                _ => "_OTHER",
+            },
+        ));
+        labels.push(metrics::Label::new("server.address", self.host.clone()));
+        labels.push(metrics::Label::new("server.port", self.port.to_string()));
+        labels.push(metrics::Label::new("egress.service", self.service.clone()));
+        labels
     }
-
-    #[cfg(not(feature = "metrics"))]
-    fn record_duration(&self, _: Duration, _: Option<u16>, _: Option<&str>) {}
 
     /// A retry of the attempt that failed with `error`: its `error.type` says what failed
     /// (the status, or the transport or timeout kind), `reason` why that is retried.
@@ -203,6 +213,8 @@ impl Telemetry {
         };
         tracing::info!(
             parent: &self.call,
+            correlation_id = %self.correlation_id,
+            egress.attempt = self.attempt_number,
             retry,
             reason = reason.as_str(),
             error.type = error_type,
@@ -211,7 +223,11 @@ impl Telemetry {
             "retrying"
         );
         #[cfg(feature = "metrics")]
-        metrics::counter!("egress.retries", "reason" => reason.as_str()).increment(1);
+        {
+            let mut labels = self.labels();
+            labels.push(metrics::Label::from_static_parts("reason", reason.as_str()));
+            metrics::counter!(names::RETRIES, labels).increment(1);
+        }
     }
 
     /// The call waits for the state it shares with other calls (a hold, the circuit, a limiter
@@ -219,31 +235,62 @@ impl Telemetry {
     pub(crate) fn guard_wait(&self, wait: WaitReason, delay: Duration) {
         tracing::info!(
             parent: &self.call,
+            correlation_id = %self.correlation_id,
+            egress.attempt = self.attempt_number + 1,
             server.address = %self.host,
             reason = wait.as_str(),
             until_ms = delay.as_millis() as u64,
             "waiting"
         );
         #[cfg(feature = "metrics")]
-        metrics::counter!(
-            "egress.guard.waits",
-            "server.address" => self.host.clone(),
-            "reason" => wait.as_str()
-        )
-        .increment(1);
+        {
+            let mut labels = self.labels();
+            labels.push(metrics::Label::from_static_parts("reason", wait.as_str()));
+            metrics::counter!(names::GUARD_WAITS, labels).increment(1);
+        }
     }
 
     pub(crate) fn succeeded(&self, status: u16, attempts: u32, elapsed: Duration) {
         // Recorded once, at the end: a field recorded per attempt shows once per attempt in
         // `tracing_subscriber::fmt`'s output.
         self.call.record("attempts", attempts);
-        tracing::debug!(
-            parent: &self.call,
-            http.response.status_code = status,
-            attempts,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "call succeeded"
-        );
+        // A success that needed retries is news at INFO (the retries were); a first-try
+        // success is not.
+        macro_rules! succeeded {
+            ($level:expr) => {
+                tracing::event!(
+                    parent: &self.call,
+                    $level,
+                    correlation_id = %self.correlation_id,
+                    http.response.status_code = status,
+                    attempts,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "call succeeded"
+                )
+            };
+        }
+        if attempts > 1 {
+            succeeded!(tracing::Level::INFO);
+        } else {
+            succeeded!(tracing::Level::DEBUG);
+        }
+        #[cfg(feature = "metrics")]
+        self.record_call(elapsed, "success", Some(status), None);
+    }
+
+    /// The whole call's duration (backoff and waits included) and its outcome.
+    #[cfg(feature = "metrics")]
+    fn record_call(
+        &self,
+        elapsed: Duration,
+        outcome: &'static str,
+        status: Option<u16>,
+        error_type: Option<&str>,
+    ) {
+        let mut labels = self.labels();
+        labels.push(metrics::Label::from_static_parts("egress.outcome", outcome));
+        push_outcome(&mut labels, status, error_type);
+        metrics::histogram!(names::CALL_DURATION, labels).record(elapsed.as_secs_f64());
     }
 
     /// The call's end with `error`: an `answer` of the API (see
@@ -253,9 +300,17 @@ impl Telemetry {
         let meta = error.meta();
         self.call.record("attempts", meta.attempts);
         let stop = meta.stop.map(|s| s.to_string()).unwrap_or_default();
+        #[cfg(feature = "metrics")]
+        self.record_call(
+            meta.elapsed,
+            if answer { "answer" } else { "failure" },
+            error.status().map(|s| s.as_u16()),
+            Some(error.type_name()),
+        );
         if answer {
             tracing::debug!(
                 parent: &self.call,
+                correlation_id = %self.correlation_id,
                 error.type = error.type_name(),
                 http.response.status_code = error.status().map(|s| s.as_u16()),
                 attempts = meta.attempts,
@@ -266,6 +321,7 @@ impl Telemetry {
         }
         tracing::warn!(
             parent: &self.call,
+            correlation_id = %self.correlation_id,
             error.type = error.type_name(),
             http.response.status_code = error.status().map(|s| s.as_u16()),
             stop = %stop,
@@ -275,7 +331,7 @@ impl Telemetry {
         );
         #[cfg(feature = "metrics")]
         if matches!(error, Error::RetryBudgetExhausted { .. }) {
-            metrics::counter!("egress.retry_budget.refusals", "server.address" => self.host.clone()).increment(1);
+            metrics::counter!(names::BUDGET_REFUSALS, self.labels()).increment(1);
         }
         #[cfg(feature = "metrics")]
         {
@@ -287,13 +343,115 @@ impl Telemetry {
                 _ => None,
             };
             if let Some(reason) = reason {
-                metrics::counter!(
-                    "egress.guard.refusals",
-                    "server.address" => self.host.clone(),
-                    "reason" => reason
-                )
-                .increment(1);
+                let mut labels = self.labels();
+                labels.push(metrics::Label::from_static_parts("reason", reason));
+                metrics::counter!(names::GUARD_REFUSALS, labels).increment(1);
             }
         }
     }
+}
+
+/// `http.response.status_code` and `error.type`, each only when it applies (an absent attribute
+/// is left out, never sent as an empty string).
+#[cfg(feature = "metrics")]
+fn push_outcome(labels: &mut Vec<metrics::Label>, status: Option<u16>, error_type: Option<&str>) {
+    if let Some(status) = status {
+        labels.push(metrics::Label::new(
+            "http.response.status_code",
+            status.to_string(),
+        ));
+    }
+    if let Some(error_type) = error_type {
+        labels.push(metrics::Label::new("error.type", error_type.to_owned()));
+    }
+}
+
+/// The metric names egress reports, in one place: the code that records and the descriptions
+/// that [`describe_metrics`] registers use these.
+#[cfg(feature = "metrics")]
+pub(crate) mod names {
+    pub(crate) const REQUEST_DURATION: &str = "http.client.request.duration";
+    pub(crate) const CALL_DURATION: &str = "egress.call.duration";
+    pub(crate) const RETRIES: &str = "egress.retries";
+    pub(crate) const BUDGET_REFUSALS: &str = "egress.retry_budget.refusals";
+    pub(crate) const VALIDATION_FAILURES: &str = "egress.validation.failures";
+    pub(crate) const GUARD_WAITS: &str = "egress.guard.waits";
+    pub(crate) const GUARD_REFUSALS: &str = "egress.guard.refusals";
+    pub(crate) const CIRCUIT_STATE: &str = "egress.circuit.state";
+    pub(crate) const CIRCUIT_TRANSITIONS: &str = "egress.circuit.transitions";
+    pub(crate) const HOLDS: &str = "egress.holds";
+}
+
+/// The histogram buckets, in seconds, that OpenTelemetry's HTTP conventions advise for
+/// `http.client.request.duration`; fit for `egress.call.duration` too. An exporter that needs
+/// buckets (Prometheus) is given these:
+///
+/// ```
+/// # #[cfg(feature = "metrics")] {
+/// assert_eq!(egress_core::DURATION_BUCKETS.first(), Some(&0.005));
+/// assert_eq!(egress_core::DURATION_BUCKETS.last(), Some(&10.0));
+/// # }
+/// ```
+#[cfg(feature = "metrics")]
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Registers the unit and description of every metric egress reports with the installed
+/// `metrics` recorder, so that an exporter can name and type them (Prometheus:
+/// `http_client_request_duration_seconds`, a histogram). Every client build calls it; call it
+/// yourself after installing a recorder when clients were built before.
+///
+/// ```
+/// # #[cfg(feature = "metrics")]
+/// egress_core::describe_metrics();
+/// ```
+#[cfg(feature = "metrics")]
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        names::REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP client requests (one per attempt)."
+    );
+    describe_histogram!(
+        names::CALL_DURATION,
+        Unit::Seconds,
+        "Duration of egress calls, from the first attempt to the outcome, backoff and waits included."
+    );
+    describe_counter!(
+        names::RETRIES,
+        Unit::Count,
+        "Retries egress made, by reason."
+    );
+    describe_counter!(
+        names::BUDGET_REFUSALS,
+        Unit::Count,
+        "Retries the retry budget refused."
+    );
+    describe_counter!(
+        names::VALIDATION_FAILURES,
+        Unit::Count,
+        "Responses that failed validation, by kind."
+    );
+    describe_counter!(
+        names::GUARD_WAITS,
+        Unit::Count,
+        "Waits for a host hold, an open circuit or a rate-limiter slot."
+    );
+    describe_counter!(
+        names::GUARD_REFUSALS,
+        Unit::Count,
+        "Calls ended unsent by a host hold, an open circuit or the rate limiter."
+    );
+    describe_gauge!(
+        names::CIRCUIT_STATE,
+        "Circuit state per host: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        names::CIRCUIT_TRANSITIONS,
+        Unit::Count,
+        "Circuit state changes, by new state."
+    );
+    describe_counter!(names::HOLDS, Unit::Count, "Holds put on a host, by reason.");
 }

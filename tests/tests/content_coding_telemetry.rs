@@ -2,6 +2,7 @@
 //! met by a test without a subscriber is cached as uninteresting process-wide, which would hide
 //! the events of a test that installs one (tracing's callsite cache).
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Buffer, config, encoded, gzip};
@@ -54,16 +55,4 @@ fn the_attempt_span_records_the_coding_and_both_sizes(b: Backend) {
     }
 }
 
-mod the_attempt_span_records_the_coding_and_both_sizes {
-    use super::common::Backend;
-
-    #[test]
-    fn tokio() {
-        super::the_attempt_span_records_the_coding_and_both_sizes(Backend::Tokio);
-    }
-
-    #[test]
-    fn async_std() {
-        super::the_attempt_span_records_the_coding_and_both_sizes(Backend::AsyncStd);
-    }
-}
+on_each_backend!(the_attempt_span_records_the_coding_and_both_sizes,);

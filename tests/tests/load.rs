@@ -9,6 +9,7 @@
 //!
 //! The tests of this file run one at a time (they count the process's file descriptors).
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -215,22 +216,4 @@ fn amplification(backend: Backend) {
     );
 }
 
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::common::Backend;
-
-            #[test]
-            fn tokio() {
-                super::$name(Backend::Tokio);
-            }
-
-            #[test]
-            fn async_std() {
-                super::$name(Backend::AsyncStd);
-            }
-        }
-    )*};
-}
-
-per_backend!(load, amplification);
+on_each_backend!(load, amplification);

@@ -1,11 +1,11 @@
-//! The `metrics` feature: attempt durations, retries and budget refusals reach the `metrics`
-//! facade with their labels.
+//! The `metrics` feature: attempt and call durations, retries, refusals and guard state reach the
+//! `metrics` facade with OpenTelemetry's names, units and labels, and no URL, ID or secret.
 
 use std::time::Duration;
 
-use egress_core::Config;
 use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::test_util::{ScriptedTransport, block_on, step};
+use egress_core::{Client, Config};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
 
@@ -25,6 +25,13 @@ fn label<'a>(key: &'a CompositeKey, name: &str) -> Option<&'a str> {
         .labels()
         .find(|l| l.key() == name)
         .map(|l| l.value())
+}
+
+/// The label names of a row, sorted.
+fn label_names(key: &CompositeKey) -> Vec<&str> {
+    let mut names: Vec<&str> = key.key().labels().map(|l| l.key()).collect();
+    names.sort_unstable();
+    names
 }
 
 #[test]
@@ -53,12 +60,21 @@ fn every_attempt_records_its_duration_in_seconds_with_its_labels() {
         .filter(|(k, ..)| {
             k.kind() == MetricKind::Histogram && k.key().name() == "http.client.request.duration"
         })
-        .map(|(k, _, _, v)| {
+        .map(|(k, unit, description, v)| {
             let DebugValue::Histogram(values) = v else {
                 unreachable!("a histogram key holds histogram values")
             };
+            // Registered with its unit, so that an exporter names it `..._seconds`.
+            assert_eq!(*unit, Some(metrics::Unit::Seconds));
+            assert!(description.is_some());
             assert_eq!(label(k, "http.request.method"), Some("GET"));
             assert_eq!(label(k, "server.address"), Some("api.example.com"));
+            assert_eq!(label(k, "server.port"), Some("443"), "the scheme's default");
+            assert_eq!(
+                label(k, "egress.service"),
+                Some("egress"),
+                "an unnamed client"
+            );
             (
                 label(k, "http.response.status_code").map(str::to_owned),
                 label(k, "error.type").map(str::to_owned),
@@ -67,23 +83,172 @@ fn every_attempt_records_its_duration_in_seconds_with_its_labels() {
         })
         .collect();
     durations.sort_by(|a, b| a.0.cmp(&b.0));
-    // Virtual time: the 503 took 250 ms and the 200 took 50 ms.
+    // Virtual time: the 503 took 250 ms and the 200 took 50 ms. The success has no
+    // `error.type` at all (an attribute that does not apply is left out, not sent empty).
     assert_eq!(
         durations,
         vec![
-            (Some("200".into()), Some(String::new()), vec![0.05]),
+            (Some("200".into()), None, vec![0.05]),
             (Some("503".into()), Some("503".into()), vec![0.25]),
         ]
     );
     let retries: Vec<_> = rows
-        .into_iter()
+        .iter()
         .filter(|(k, ..)| k.key().name() == "egress.retries")
-        .map(|(k, _, _, v)| (label(&k, "reason").map(str::to_owned), v))
+        .map(|(k, _, _, v)| {
+            (
+                label(k, "reason").map(str::to_owned),
+                label(k, "server.address").map(str::to_owned),
+                format!("{v:?}"),
+            )
+        })
         .collect();
     assert_eq!(
         retries,
-        vec![(Some("server_error".into()), DebugValue::Counter(1))]
+        vec![(
+            Some("server_error".into()),
+            Some("api.example.com".into()),
+            format!("{:?}", DebugValue::Counter(1))
+        )]
     );
+    // The whole call: 250 ms, the backoff (100 ms, no jitter), 50 ms; one success.
+    let calls: Vec<_> = rows
+        .iter()
+        .filter(|(k, ..)| k.key().name() == "egress.call.duration")
+        .map(|(k, unit, _, v)| {
+            assert_eq!(*unit, Some(metrics::Unit::Seconds));
+            assert_eq!(label(k, "egress.outcome"), Some("success"));
+            assert_eq!(label(k, "http.response.status_code"), Some("200"));
+            assert_eq!(label(k, "error.type"), None);
+            let DebugValue::Histogram(values) = v else {
+                unreachable!("a histogram key holds histogram values")
+            };
+            values.iter().map(|f| f.into_inner()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(calls.len(), 1, "{rows:?}");
+    assert_eq!(calls[0].len(), 1);
+    assert!(
+        (calls[0][0] - 0.4).abs() < 1e-9,
+        "250 ms + 100 ms backoff + 50 ms: {calls:?}"
+    );
+}
+
+/// Two upstreams on one host (different ports) and two vendor clients in one service are
+/// separate series; a failed call's duration says how it ended.
+#[test]
+fn port_and_service_labels_keep_upstreams_and_clients_apart() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let transport = ScriptedTransport::new();
+        transport.push(step(200)).push(step(200)).push(step(400));
+        let one = Client::builder(
+            Config::default().with_base_url("http://10.0.0.7:8081"),
+            transport.runtime(),
+        )
+        .with_service("billing")
+        .build()
+        .unwrap();
+        let two = Client::builder(
+            Config::default().with_base_url("http://10.0.0.7:8082"),
+            transport.runtime(),
+        )
+        .with_service("search")
+        .build()
+        .unwrap();
+        block_on(one.get("/a").send()).unwrap();
+        block_on(two.get("/b").send()).unwrap();
+        let _ = block_on(two.get("/c").send());
+    });
+    let rows = rows(&snapshotter);
+    let mut series: Vec<(String, String, String)> = rows
+        .iter()
+        .filter(|(k, ..)| k.key().name() == "egress.call.duration")
+        .map(|(k, ..)| {
+            (
+                label(k, "server.port").unwrap_or_default().to_owned(),
+                label(k, "egress.service").unwrap_or_default().to_owned(),
+                label(k, "egress.outcome").unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    series.sort();
+    assert_eq!(
+        series,
+        [
+            ("8081".into(), "billing".into(), "success".into()),
+            ("8082".into(), "search".into(), "failure".into()),
+            ("8082".into(), "search".into(), "success".into()),
+        ]
+    );
+    let failure = rows
+        .iter()
+        .find(|(k, ..)| label(k, "egress.outcome") == Some("failure"))
+        .unwrap();
+    assert_eq!(label(&failure.0, "error.type"), Some("status"));
+    assert_eq!(label(&failure.0, "http.response.status_code"), Some("400"));
+}
+
+/// No label carries a URL, a path, a query, a correlation ID, an idempotency key or a secret:
+/// label values have bounded cardinality and are safe to export.
+#[test]
+fn no_metric_label_carries_a_url_an_id_or_a_secret() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let transport = ScriptedTransport::new();
+        transport.push(step(503)).push(step(201));
+        let client = Client::builder(
+            Config::default().with_base_url("https://user:hunter2@api.example.com/v1"),
+            transport.runtime(),
+        )
+        .with_bearer_token(egress_core::SecretString::from("tok-very-secret"))
+        .build()
+        .unwrap();
+        block_on(
+            client
+                .post("/orders/4711?api_key=s3cr3t&token=qqq")
+                .correlation_id(egress_core::CorrelationId::new("corr-xyz-1").unwrap())
+                .idempotency_key(egress_core::IdempotencyKey::new("idem-abc-2").unwrap())
+                .send(),
+        )
+        .unwrap();
+    });
+    let rows = rows(&snapshotter);
+    assert!(!rows.is_empty());
+    let allowed = [
+        "egress.outcome",
+        "egress.service",
+        "error.type",
+        "http.request.method",
+        "http.response.status_code",
+        "kind",
+        "reason",
+        "server.address",
+        "server.port",
+        "state",
+    ];
+    for (key, ..) in &rows {
+        for name in label_names(key) {
+            assert!(
+                allowed.contains(&name),
+                "unexpected label {name} on {key:?}"
+            );
+        }
+        for l in key.key().labels() {
+            for forbidden in [
+                "hunter2", "s3cr3t", "tok-very", "qqq", "4711", "corr-xyz", "idem-abc", "/", "?",
+            ] {
+                assert!(
+                    !l.value().contains(forbidden),
+                    "label {}={} carries {forbidden}",
+                    l.key(),
+                    l.value()
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -60,6 +60,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::ids::CorrelationId;
 use serde::{Deserialize, Serialize};
 
 pub use breaker::{Breaker, CircuitBreakerConfig, CircuitState, Verdict};
@@ -228,6 +229,8 @@ pub(crate) enum Refusal {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ask<'a> {
     pub(crate) key: &'a str,
+    /// The call that asks: a state change it causes is logged with its correlation ID.
+    pub(crate) correlation_id: &'a CorrelationId,
     pub(crate) now: Instant,
     pub(crate) deadline: Instant,
     pub(crate) guards: CallGuards,
@@ -396,7 +399,7 @@ impl Guards {
             (Admission::Go { probe }, changed)
         });
         if let Some(state) = changed {
-            circuit_changed(ask.key, state, now, None);
+            circuit_changed(ask.key, state, None, ask.correlation_id);
         }
         admission
     }
@@ -408,6 +411,7 @@ impl Guards {
         now: Instant,
         verdict: Verdict,
         probe: Option<breaker::ProbeId>,
+        cause: &CorrelationId,
     ) {
         if !self.breaker.enabled {
             return;
@@ -421,12 +425,12 @@ impl Guards {
         });
         if let Some((state, break_for)) = changed {
             let until = (state == CircuitState::Open).then_some(break_for);
-            circuit_changed(key, state, now, until);
+            circuit_changed(key, state, until, cause);
         }
     }
 
     /// Holds `key` until `hold.until` (a later hold already in force stays).
-    pub(crate) fn hold_host(&self, key: &str, now: Instant, hold: Hold) {
+    pub(crate) fn hold_host(&self, key: &str, now: Instant, hold: Hold, cause: &CorrelationId) {
         let longer = self.with_host(key, now, |h| match h.hold {
             Some(current) if current.until >= hold.until => false,
             _ => {
@@ -437,6 +441,7 @@ impl Guards {
         if longer {
             let until = hold.until.saturating_duration_since(now);
             tracing::info!(
+                correlation_id = %cause,
                 server.address = key,
                 reason = hold.reason.as_str(),
                 until_ms = until.as_millis() as u64,
@@ -444,7 +449,7 @@ impl Guards {
             );
             #[cfg(feature = "metrics")]
             metrics::counter!(
-                "egress.holds",
+                crate::telemetry::names::HOLDS,
                 "server.address" => key.to_owned(),
                 "reason" => hold.reason.as_str()
             )
@@ -453,8 +458,15 @@ impl Guards {
     }
 }
 
-fn circuit_changed(key: &str, state: CircuitState, _now: Instant, open_for: Option<Duration>) {
+/// A circuit changed state; `cause` is the call whose attempt (or admission) changed it.
+fn circuit_changed(
+    key: &str,
+    state: CircuitState,
+    open_for: Option<Duration>,
+    cause: &CorrelationId,
+) {
     tracing::warn!(
+        correlation_id = %cause,
         server.address = key,
         state = state.as_str(),
         until_ms = open_for.map(|d| d.as_millis() as u64),
@@ -462,10 +474,10 @@ fn circuit_changed(key: &str, state: CircuitState, _now: Instant, open_for: Opti
     );
     #[cfg(feature = "metrics")]
     {
-        metrics::gauge!("egress.circuit.state", "server.address" => key.to_owned())
+        metrics::gauge!(crate::telemetry::names::CIRCUIT_STATE, "server.address" => key.to_owned())
             .set(state.gauge());
         metrics::counter!(
-            "egress.circuit.transitions",
+            crate::telemetry::names::CIRCUIT_TRANSITIONS,
             "server.address" => key.to_owned(),
             "state" => state.as_str()
         )

@@ -30,6 +30,28 @@ macro_rules! parity {
     )*};
 }
 
+/// One test module per function, with a test per backend (`name::tokio`, `name::async_std`):
+/// each calls `name(backend)`, which runs its own runtime (for tests that install a
+/// thread-local subscriber around it).
+#[allow(unused_macros)] // not every test file has such functions
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::common::Backend;
+
+            #[test]
+            fn tokio() {
+                super::$name(Backend::Tokio);
+            }
+
+            #[test]
+            fn async_std() {
+                super::$name(Backend::AsyncStd);
+            }
+        }
+    )*};
+}
+
 /// A runtime backend under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
