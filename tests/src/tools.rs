@@ -97,6 +97,27 @@ fn locked(script: &str) -> String {
     }
 }
 
+/// `target/<profile>/examples/<name>` of the running test's profile: the example binary that
+/// `cargo test` builds beside a package's tests, for tests that run it as a process.
+///
+/// # Panics
+/// When it is missing (a lone `cargo test --test X` does not build examples).
+pub fn cargo_example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile.join("examples").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: `cargo test -p <package>` builds a package's examples \
+         (`cargo build --examples` does too)",
+        binary.display()
+    );
+    binary
+}
+
 /// `binary` looked up on `PATH`, then in the sbin folders (where Debian puts some daemons).
 pub fn find_on_path(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -155,9 +176,49 @@ impl Spawned {
         }
     }
 
+    /// Takes charge of a child the test started itself (to read its output first, say): it is
+    /// stopped by its PID when the guard drops, unless it has exited by then.
+    pub fn adopt(child: Child, name: impl Into<String>) -> Self {
+        Spawned {
+            child,
+            name: name.into(),
+        }
+    }
+
     /// The process ID, for tests that signal the program themselves.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (`"TERM"`, `"INT"`, ...) to this process by its PID, with `kill(1)`.
+    ///
+    /// # Panics
+    /// When `kill` cannot run or refuses (the process is gone).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|err| panic!("kill could not run: {err}"));
+        assert!(
+            status.success(),
+            "kill -s {signal} {} failed: {status}",
+            self.name
+        );
+    }
+
+    /// Waits at most `within` for the process to exit; its status, or `None` when it is still
+    /// running.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if started.elapsed() < within => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// The child process, for tests that wait for it or read its exit status.

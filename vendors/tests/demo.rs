@@ -5,20 +5,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// `target/<profile>/examples/demo`, built by `cargo test` for this package.
 fn demo() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("tests run from target/<profile>/deps");
-    let demo = profile.join("examples").join("demo");
-    assert!(
-        demo.exists(),
-        "{} is missing: cargo test builds the examples of egress-vendors",
-        demo.display()
-    );
-    demo
+    egress_tests::tools::cargo_example("demo")
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {

@@ -76,11 +76,12 @@ async fn the_service_propagates_the_inbound_correlation_id_and_maps_vendor_error
         (k == "ENTITIES_BASE_URL").then(|| base.clone())
     })
     .unwrap();
-    let state = service::state(&config).unwrap();
+    let state = service::state(&config, None).unwrap();
     let listener = tokio::net::TcpListener::bind(&config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(service::serve(listener, state, async {
+    let inbound = service::Inbound::from(&config);
+    let server = tokio::spawn(service::serve(listener, state, inbound, async {
         let _ = stopped.await;
     }));
 
@@ -138,7 +139,7 @@ async fn the_service_propagates_the_inbound_correlation_id_and_maps_vendor_error
     let _ = stop.send(());
     let finished = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
     assert!(
-        matches!(finished, Ok(Ok(Ok(())))),
+        matches!(finished, Ok(Ok(service::Stopped::Drained))),
         "the service shut down cleanly: {finished:?}"
     );
     let response = in_flight.await.unwrap().unwrap();
