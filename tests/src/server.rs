@@ -943,6 +943,67 @@ where
         .await;
 }
 
+/// A loopback listener that accepts connections and holds them open without reading or
+/// answering: a TLS handshake to it never completes, a request body to it never drains. Its
+/// thread stops, and the connections close, when the value is dropped.
+#[derive(Debug)]
+pub struct Silent {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    /// Binds 127.0.0.1 on a free port and starts accepting.
+    pub fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+        listener
+            .set_nonblocking(true)
+            .expect("a listener can be made non-blocking");
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `{scheme}://127.0.0.1:PORT` (`localhost` for `https`, so that a certificate name could
+    /// match).
+    pub fn url(&self, scheme: &str) -> String {
+        let host = if scheme == "https" {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        format!("{scheme}://{host}:{}", self.port)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A loopback listener whose accept queue is full, so that a new connection never completes:
 /// for connect-timeout tests. Holds the queued connections until dropped.
 #[derive(Debug)]

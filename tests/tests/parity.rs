@@ -15,7 +15,7 @@ use egress_core::{
     CircuitBreakerConfig, Error, PoolConfig, RateLimitConfig, Response, StopReason, TimeoutKind,
     TransportErrorKind, ValidationKind,
 };
-use egress_tests::server::{Fault, FaultServer, Reply, Seen};
+use egress_tests::server::{Blackhole, Fault, FaultServer, Reply, Seen, Silent};
 
 /// Waits are asserted at least as long as scheduled, and at most this much longer: generous,
 /// because CI machines are small and busy, and never used as a lower bound.
@@ -45,6 +45,15 @@ fn assert_gaps(seen: &[Seen], expected: &[Duration]) {
 /// Waits `d` on backend `b`'s own timer.
 async fn sleep(b: Backend, d: Duration) {
     let _ = b.timeout(d, std::future::pending::<()>()).await;
+}
+
+/// Asserts that `error` is a timeout of `kind`.
+#[track_caller]
+fn assert_timeout(error: &Error, kind: TimeoutKind) {
+    assert!(
+        matches!(error, Error::Timeout { kind: k, .. } if *k == kind),
+        "expected a {kind:?} timeout: {error:?}"
+    );
 }
 
 fn transport_kind(error: &Error) -> Option<TransportErrorKind> {
@@ -290,21 +299,13 @@ mod scenarios {
             .with_retry(RetryPolicy::disabled());
         let started = Instant::now();
         let error = b.client(config).get("/x").send().await.unwrap_err();
-        assert!(
-            matches!(
-                error,
-                Error::Timeout {
-                    kind: TimeoutKind::Read,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
+        assert_timeout(&error, TimeoutKind::Read);
         assert!(
             started.elapsed() >= ms(300) && started.elapsed() < ms(300) + SLACK,
             "{:?}",
             started.elapsed()
         );
+        assert!(error.may_have_been_sent());
         assert_eq!(server.requests().len(), 1);
     }
 
@@ -332,16 +333,7 @@ mod scenarios {
             .with_read_timeout(ms(250))
             .with_retry(RetryPolicy::disabled());
         let error = b.client(config).get("/x").send().await.unwrap_err();
-        assert!(
-            matches!(
-                error,
-                Error::Timeout {
-                    kind: TimeoutKind::Read,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
+        assert_timeout(&error, TimeoutKind::Read);
         assert_eq!(server.requests().len(), 1);
     }
 
@@ -1037,7 +1029,7 @@ mod scenarios {
             b.join_all((0..31).map(|_| call(client.clone())).collect())
                 .await
         };
-        let (leader, followers) = futures_join(leader, followers).await;
+        let (leader, followers) = futures_lite::future::zip(leader, followers).await;
         assert!(leader.into_iter().chain(followers).all(|r| r.is_ok()));
         assert_eq!(throttled.load(std::sync::atomic::Ordering::SeqCst), 1);
         let seen = server.requests();
@@ -1097,38 +1089,251 @@ mod scenarios {
         client.get("/x").send().await.unwrap();
         assert_gaps(&server.requests(), &[Duration::from_secs(1)]);
     }
-}
 
-/// Both futures, concurrently, on whatever runtime polls this.
-async fn futures_join<A: std::future::Future, B: std::future::Future>(
-    a: A,
-    b: B,
-) -> (A::Output, B::Output) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
+    // What crosses the wire, connections, phase timeouts and broken connections: scenarios
+    // that each backend's own loopback file once repeated.
+
+    pub(super) async fn a_successful_call_decodes_its_json_body(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+        let response = b
+            .client(config(&server.url("")))
+            .get("/entities/7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.json::<Entity>().unwrap().id, "7");
+        assert_eq!(response.attempts(), 1);
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        let seen = server.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/entities/7");
+        assert_eq!(seen[0].method, "GET");
+        assert!(seen[0].header("user-agent").unwrap().starts_with("egress/"));
+        assert_eq!(
+            seen[0].header("content-type"),
+            None,
+            "no header the core did not ask for"
+        );
+    }
+
+    pub(super) async fn a_post_body_and_its_headers_arrive_exactly_as_given(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(201, r#"{"id":"9"}"#)));
+        let response = b
+            .client(config(&server.url("")))
+            .post("/entities?dry_run=false")
+            .json(&serde_json::json!({"name": "a"}))
+            .header("x-tenant", "acme")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let seen = &server.requests()[0];
+        assert_eq!(seen.path, "/entities?dry_run=false");
+        assert_eq!(seen.body.as_ref(), br#"{"name":"a"}"#);
+        assert_eq!(seen.header("content-type"), Some("application/json"));
+        assert_eq!(seen.header("x-tenant"), Some("acme"));
+    }
+
+    pub(super) async fn a_body_larger_than_one_write_arrives_whole_and_in_order(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(201, r#"{"id":"9"}"#)));
+        // Several of hyper's write pieces, and not a multiple of them.
+        let body: Vec<u8> = (0..300_007u32).map(|i| (i % 251) as u8).collect();
+        let response = b
+            .client(config(&server.url("")))
+            .post("/entities")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let seen = &server.requests()[0];
+        assert_eq!(seen.header("content-length"), Some("300007"));
+        assert!(
+            seen.body.as_ref() == body.as_slice(),
+            "the body arrived altered"
+        );
+    }
+
+    /// RFC 9110 9.1: methods are extensible; any valid token is sent as given.
+    pub(super) async fn an_extension_method_is_sent_as_given(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, "{}")));
+        let method = http::Method::from_bytes(b"FROBNICATE").unwrap();
+        let response = b
+            .client(config(&server.url("")))
+            .request(method, "/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(server.requests()[0].method, "FROBNICATE");
+    }
+
+    pub(super) async fn a_connection_is_reused_after_a_response_read_to_its_end(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+        let client = b.client(config(&server.url("")));
+        for _ in 0..3 {
+            client.get("/x").send().await.unwrap();
         }
-        if rb.is_none() {
-            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
+        assert_eq!(server.requests().len(), 3);
+        assert_eq!(
+            server.connections(),
+            1,
+            "one pooled connection for three calls"
+        );
+    }
+
+    /// RFC 9112 7.1: a chunked body ends with its last chunk; the connection is then ready
+    /// for the next request.
+    pub(super) async fn a_connection_is_reused_after_a_chunked_response_read_to_its_end(
+        b: Backend,
+    ) {
+        let (port, connections) = chunked_server();
+        let client = b.client(config(&format!("http://127.0.0.1:{port}")));
+        for _ in 0..3 {
+            let response = client.get("/x").send().await.unwrap();
+            assert_eq!(response.json::<serde_json::Value>().unwrap()["id"], "ch");
         }
-        if ra.is_some() && rb.is_some() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    pub(super) async fn with_keep_alive_off_every_call_opens_its_own_connection(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, "{}")));
+        let mut config = config(&server.url(""));
+        config.pool.max_idle_per_host = 0;
+        let client = b.client(config);
+        for _ in 0..2 {
+            client.get("/x").send().await.unwrap();
         }
-    })
-    .await;
-    (
-        ra.expect("invariant: polled until ready"),
-        rb.expect("invariant: polled until ready"),
-    )
+        assert_eq!(server.connections(), 2);
+    }
+
+    pub(super) async fn a_connect_that_never_completes_hits_the_connect_timeout(b: Backend) {
+        let Ok(blackhole) = Blackhole::new() else {
+            panic!("could not fill a loopback accept queue; the connect-timeout test needs one");
+        };
+        let config = config(&blackhole.url(""))
+            .with_connect_timeout(ms(200))
+            .with_retry(RetryPolicy::disabled());
+        let started = Instant::now();
+        let error = b.client(config).get("/x").send().await.unwrap_err();
+        assert_timeout(&error, TimeoutKind::Connect);
+        assert!(!error.may_have_been_sent());
+        assert!(
+            started.elapsed() < ms(200) + SLACK,
+            "bounded by the connect timeout, not the attempt timeout: {:?}",
+            started.elapsed()
+        );
+    }
+
+    pub(super) async fn a_tls_handshake_that_never_completes_is_a_connect_timeout(b: Backend) {
+        // Accepts and says nothing: the ClientHello is never answered.
+        let silent = Silent::start();
+        let config = config(&silent.url("https"))
+            .with_connect_timeout(ms(200))
+            .with_retry(RetryPolicy::disabled());
+        let error = b.client(config).get("/x").send().await.unwrap_err();
+        assert_timeout(&error, TimeoutKind::Connect);
+        assert!(!error.may_have_been_sent());
+    }
+
+    /// hyper does not report when writing ends, so the head is due within min(write, read)
+    /// of the attempt's start; 64 MiB cannot fit in the socket buffers of a peer that never
+    /// reads.
+    pub(super) async fn a_server_that_never_reads_the_request_hits_the_head_limit_of_min_write_read(
+        b: Backend,
+    ) {
+        let silent = Silent::start();
+        let config = config(&silent.url("http"))
+            .with_write_timeout(ms(300))
+            .with_retry(RetryPolicy::disabled());
+        let started = Instant::now();
+        let error = b
+            .client(config)
+            .put("/blobs/1")
+            .body(vec![b'w'; 64 << 20])
+            .send()
+            .await
+            .unwrap_err();
+        assert_timeout(&error, TimeoutKind::Read);
+        assert!(error.may_have_been_sent());
+        assert!(
+            started.elapsed() < ms(300) + SLACK,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// The first answer comes after the read timeout: a client that pooled that connection
+    /// would read it as the answer to the retry.
+    pub(super) async fn a_retry_after_a_read_timeout_uses_a_new_connection_and_never_reads_the_late_answer(
+        b: Backend,
+    ) {
+        let server = FaultServer::start(FaultServer::script([
+            Reply::json(200, r#"{"id":"late"}"#).delay(ms(500)),
+            Reply::json(200, r#"{"id":"fresh"}"#),
+        ]));
+        let config = config(&server.url("")).with_read_timeout(ms(200));
+        let response = b.client(config).get("/x").send().await.unwrap();
+        assert_eq!(response.json::<serde_json::Value>().unwrap()["id"], "fresh");
+        assert_eq!(response.attempts(), 2);
+        assert_eq!(server.connections(), 2);
+    }
+
+    pub(super) async fn a_stall_between_body_chunks_hits_the_read_timeout_and_a_get_is_retried(
+        b: Backend,
+    ) {
+        let body = format!(r#"{{"id":"{}"}}"#, "x".repeat(100));
+        let server = FaultServer::start(FaultServer::script([
+            Reply::json(200, &body).with_fault(Fault::StallMidBody {
+                after: 20,
+                pause: Duration::from_secs(2),
+            }),
+            Reply::json(200, &body),
+        ]));
+        let config = config(&server.url("")).with_read_timeout(ms(300));
+        let response = b.client(config).get("/x").send().await.unwrap();
+        assert_eq!(response.attempts(), 2);
+        assert_eq!(server.requests().len(), 2);
+        assert_eq!(
+            server.connections(),
+            2,
+            "the stalled connection is not reused"
+        );
+    }
+
+    pub(super) async fn a_close_before_the_head_is_reported_as_closed_before_the_response(
+        b: Backend,
+    ) {
+        let server = FaultServer::start(FaultServer::always(Reply::fault(Fault::CloseBeforeHead)));
+        let config = config(&server.url("")).with_retry(RetryPolicy::disabled());
+        let error = b.client(config).get("/x").send().await.unwrap_err();
+        assert_eq!(
+            transport_kind(&error),
+            Some(TransportErrorKind::ClosedBeforeResponse),
+            "{error:?}"
+        );
+    }
+
+    pub(super) async fn a_reset_or_close_in_the_middle_of_the_body_is_closed_during_the_body(
+        b: Backend,
+    ) {
+        let body = "y".repeat(4096);
+        for fault in [
+            Fault::ResetMidBody { after: 100 },
+            Fault::CloseMidBody { after: 4 },
+        ] {
+            let server = FaultServer::start(FaultServer::always(
+                Reply::json(200, &body).with_fault(fault.clone()),
+            ));
+            let config = config(&server.url("")).with_retry(RetryPolicy::disabled());
+            let error = b.client(config).get("/x").send().await.unwrap_err();
+            assert_eq!(
+                transport_kind(&error),
+                Some(TransportErrorKind::ClosedDuringBody),
+                "{fault:?}: {error:?}"
+            );
+        }
+    }
 }
 
 parity!(
@@ -1183,4 +1388,56 @@ parity!(
     a_429_with_retry_after_to_one_of_32_concurrent_calls_holds_the_other_31,
     a_quota_of_20_per_second_holds_a_burst_of_100_calls,
     ratelimit_fields_with_no_quota_left_hold_the_next_call,
+    a_successful_call_decodes_its_json_body,
+    a_post_body_and_its_headers_arrive_exactly_as_given,
+    a_body_larger_than_one_write_arrives_whole_and_in_order,
+    an_extension_method_is_sent_as_given,
+    a_connection_is_reused_after_a_response_read_to_its_end,
+    a_connection_is_reused_after_a_chunked_response_read_to_its_end,
+    with_keep_alive_off_every_call_opens_its_own_connection,
+    a_connect_that_never_completes_hits_the_connect_timeout,
+    a_tls_handshake_that_never_completes_is_a_connect_timeout,
+    a_server_that_never_reads_the_request_hits_the_head_limit_of_min_write_read,
+    a_retry_after_a_read_timeout_uses_a_new_connection_and_never_reads_the_late_answer,
+    a_stall_between_body_chunks_hits_the_read_timeout_and_a_get_is_retried,
+    a_close_before_the_head_is_reported_as_closed_before_the_response,
+    a_reset_or_close_in_the_middle_of_the_body_is_closed_during_the_body,
 );
+
+/// A server that answers every request on a connection with the same well-formed chunked
+/// response (the fault server sends only broken or endless chunked bodies), counting
+/// connections. Its threads end when the test process does.
+fn chunked_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear(); // GET requests: no body
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 transfer-encoding: chunked\r\n\r\n\
+                                 5\r\n{\"id\"\r\n6\r\n:\"ch\"}\r\n0\r\n\r\n";
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, connections)
+}
