@@ -1334,6 +1334,71 @@ mod scenarios {
             );
         }
     }
+
+    pub(super) async fn clones_of_a_client_share_its_connections(b: Backend) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+        let client = b.client(config(&server.url("")));
+        for _ in 0..3 {
+            client.clone().get("/x").send().await.unwrap();
+        }
+        assert_eq!(server.connections(), 1);
+    }
+
+    /// RFC 9112 9.4 leaves the number of HTTP/1.1 connections to the client: concurrent calls
+    /// each take one, and later calls reuse them instead of opening more.
+    pub(super) async fn concurrent_calls_open_connections_that_later_calls_reuse(b: Backend) {
+        let server =
+            FaultServer::start(FaultServer::always(Reply::json(200, ENTITY).delay(ms(20))));
+        let client = b.client(config(&server.url("")));
+        for _ in 0..3 {
+            let calls: Vec<_> = (0..8)
+                .map(|_| {
+                    let client = client.clone();
+                    async move { client.get("/x").send().await.map(|r| r.status().as_u16()) }
+                })
+                .collect();
+            for result in b.join_all(calls).await {
+                assert_eq!(result.unwrap(), 200);
+            }
+        }
+        assert_eq!(server.requests().len(), 24);
+        assert_eq!(server.connections(), 8);
+    }
+
+    /// RFC 9112 9.6: `Connection: close` ends the connection after the response; the next call
+    /// gets a new one.
+    pub(super) async fn a_response_that_closes_its_connection_leaves_the_next_call_a_new_one(
+        b: Backend,
+    ) {
+        let server = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+        let client = b.client(config(&server.url("")));
+        client
+            .get("/x")
+            .header("connection", "close")
+            .send()
+            .await
+            .unwrap();
+        let response = client.get("/x").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(server.connections(), 2);
+    }
+
+    /// A server closes idle keep-alive connections on its own (RFC 9112 9.5); the pool must
+    /// not hand such a connection to the next call. A POST without an idempotency key is never
+    /// re-sent after it may have been sent, so it succeeds only on a live connection.
+    pub(super) async fn a_connection_the_server_closed_while_idle_is_not_handed_to_the_next_call(
+        b: Backend,
+    ) {
+        let (base, connections) = closing_server();
+        let client = b.client(config(&base));
+        client.get("/x").send().await.unwrap();
+        // Time for the connection's driver to see the server's close.
+        sleep(b, ms(50)).await;
+        let response = client.post("/x").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.attempts(), 1);
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }
 
 parity!(
@@ -1402,7 +1467,44 @@ parity!(
     a_stall_between_body_chunks_hits_the_read_timeout_and_a_get_is_retried,
     a_close_before_the_head_is_reported_as_closed_before_the_response,
     a_reset_or_close_in_the_middle_of_the_body_is_closed_during_the_body,
+    clones_of_a_client_share_its_connections,
+    concurrent_calls_open_connections_that_later_calls_reuse,
+    a_response_that_closes_its_connection_leaves_the_next_call_a_new_one,
+    a_connection_the_server_closed_while_idle_is_not_handed_to_the_next_call,
 );
+
+/// A server that answers one request per connection with keep-alive, then closes the connection
+/// itself (as servers do with idle keep-alive connections); counts connections.
+fn closing_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf[read..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+            let body = r#"{"id":"7"}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    (base, connections)
+}
 
 /// A server that answers every request on a connection with the same well-formed chunked
 /// response (the fault server sends only broken or endless chunked bodies), counting
