@@ -1187,8 +1187,13 @@ mod scenarios {
     pub(super) async fn a_connection_is_reused_after_a_chunked_response_read_to_its_end(
         b: Backend,
     ) {
-        let (port, connections) = chunked_server();
-        let client = b.client(config(&format!("http://127.0.0.1:{port}")));
+        let (base, connections) = raw_server(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\n\r\n\
+             5\r\n{\"id\"\r\n6\r\n:\"ch\"}\r\n0\r\n\r\n",
+            false,
+        );
+        let client = b.client(config(&base));
         for _ in 0..3 {
             let response = client.get("/x").send().await.unwrap();
             assert_eq!(response.json::<serde_json::Value>().unwrap()["id"], "ch");
@@ -1389,7 +1394,11 @@ mod scenarios {
     pub(super) async fn a_connection_the_server_closed_while_idle_is_not_handed_to_the_next_call(
         b: Backend,
     ) {
-        let (base, connections) = closing_server();
+        let (base, connections) = raw_server(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n\
+             {\"id\":\"7\"}",
+            true,
+        );
         let client = b.client(config(&base));
         client.get("/x").send().await.unwrap();
         // Time for the connection's driver to see the server's close.
@@ -1473,47 +1482,16 @@ parity!(
     a_connection_the_server_closed_while_idle_is_not_handed_to_the_next_call,
 );
 
-/// A server that answers one request per connection with keep-alive, then closes the connection
-/// itself (as servers do with idle keep-alive connections); counts connections.
-fn closing_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+/// A raw HTTP/1.1 server (for framings the fault server does not send): on every connection it
+/// answers each request head with `reply`, verbatim, and with `close` closes the connection
+/// after the first answer (as servers do with idle keep-alive connections). Returns its base
+/// URL and a count of connections; its threads end when the test process does. Requests must
+/// have no body.
+fn raw_server(reply: &'static str, close: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let mut buf = vec![0u8; 4096];
-            let mut read = 0;
-            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf[read..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read += n,
-                }
-            }
-            let body = r#"{"id":"7"}"#;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes());
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    });
-    (base, connections)
-}
-
-/// A server that answers every request on a connection with the same well-formed chunked
-/// response (the fault server sends only broken or endless chunked bodies), counting
-/// connections. Its threads end when the test process does.
-fn chunked_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
     let counted = connections.clone();
     std::thread::spawn(move || {
@@ -1530,16 +1508,14 @@ fn chunked_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
-                    buf.clear(); // GET requests: no body
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                                 transfer-encoding: chunked\r\n\r\n\
-                                 5\r\n{\"id\"\r\n6\r\n:\"ch\"}\r\n0\r\n\r\n";
-                    if stream.write_all(reply.as_bytes()).is_err() {
+                    buf.clear();
+                    if stream.write_all(reply.as_bytes()).is_err() || close {
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
                         return;
                     }
                 }
             });
         }
     });
-    (port, connections)
+    (base, connections)
 }
