@@ -3,9 +3,9 @@
 //!
 //! hyper reads into memory it has not initialised; writing there from a futures-io stream
 //! without `unsafe` (which this workspace forbids) means either zero-filling hyper's buffer
-//! before every read (smol-hyper's `FuturesIo` does that: ~40k instructions per request, most
-//! of egress-async-std's cost in BENCHMARKS.md) or reading into a buffer of the connection's
-//! own, zeroed once, and copying what arrived, which is what [`HyperIo`] does.
+//! before every read (what smol-hyper's `FuturesIo` does, a cost paid on every read of every
+//! request) or reading into a buffer of the connection's own, zeroed once, and copying what
+//! arrived, which is what [`HyperIo`] does.
 
 use std::io;
 use std::pin::Pin;

@@ -457,7 +457,8 @@ impl Client {
         let mint_id = o.correlation_id.is_none();
         let mint_key = o.idempotency_key == KeyChoice::Mint;
         // One draw for everything this call needs (one system call on the real backends instead
-        // of one per value), taken in the order they used to be drawn: ID, key, jitter seed.
+        // of one per value), in a fixed order: ID, key, jitter seed (so that a seeded entropy
+        // source gives the same IDs and timeline whatever the call asks for).
         let mut random = [0u8; 40];
         let len = 16 * (usize::from(mint_id) + usize::from(mint_key)) + 8;
         rt.entropy.fill(&mut random[..len]);

@@ -135,8 +135,8 @@ impl std::fmt::Debug for Exchange {
 /// The headers an attempt sends: the caller's, then the `User-Agent` (unless the caller gave
 /// one), the `Host` of a plain-HTTP URI (unless given; [`crate::url::host_header`]), the
 /// correlation ID and the idempotency key. Composed into the caller's own map, which the first
-/// attempt then takes whole: a clone for every attempt cost two allocations and, once a
-/// transport added a header, the growth of a map copied without spare room.
+/// attempt then takes whole, so that an attempt does not clone a map (and a transport that adds
+/// a header does not grow a copy made without spare room).
 fn compose_headers(
     mut headers: HeaderMap,
     policy: &Policy,
@@ -195,8 +195,7 @@ impl Exchange {
 
     /// [`new`](Self::new), already done with `refused` when it is given (a request the client
     /// could not prepare, such as one its authentication refused). The exchange is built in
-    /// place with its state: building it and then refusing cost a copy of the whole exchange
-    /// (960 bytes) on every call.
+    /// place with its state, so that refusing does not copy a whole exchange.
     pub(crate) fn refusing(
         mut request: Request,
         policy: &Policy,
@@ -266,7 +265,7 @@ impl Exchange {
             headers.clone()
         };
         let uri = request.uri.unwrap_or_default();
-        // A byte search: `rsplit('@')` cost ~200 instructions per call for a 15-byte host.
+        // Userinfo ends at the last `@` of the authority: a byte search, cheaper than `rsplit`.
         let host_offset = uri.authority().map_or(0, |a| {
             a.as_str()
                 .bytes()

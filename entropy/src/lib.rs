@@ -41,8 +41,8 @@ impl Entropy for OsEntropy {
 
 /// Random bytes from a ChaCha12 generator of each thread (`rand`'s `StdRng`), seeded from
 /// [`OsEntropy`] and reseeded from it after every 64 KiB: the operating system's randomness for
-/// one system call per ~1600 calls instead of one per call (a `getrandom` call costs about a
-/// microsecond, a twentieth of a whole loopback call). What the backends' builders use.
+/// one system call per many calls instead of one per call (a `getrandom` system call is a
+/// sizeable part of a whole loopback call). What the backends' builders use.
 ///
 /// Like `rand`'s own thread generator, it is not reseeded when the process forks: a child that
 /// keeps using a client built before the fork should use [`OsEntropy`] (through

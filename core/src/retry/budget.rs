@@ -142,9 +142,10 @@ impl HostWindow {
 #[derive(Debug)]
 pub struct RetryBudget {
     config: BudgetConfig,
-    /// Keyed by host with foldhash: SipHash cost ~500 instructions per call for a short host
-    /// name; the map stays small (idle hosts are dropped past `MAX_HOSTS`), and foldhash's
-    /// per-process seed still varies the layout.
+    /// Keyed by host with foldhash rather than SipHash: a short host name is hashed on every
+    /// call, the keys come from the service's own configuration, the map stays small (idle
+    /// hosts are dropped past `MAX_HOSTS`), and foldhash's per-process seed still varies the
+    /// layout.
     hosts: Mutex<HashMap<String, HostWindow, foldhash::fast::RandomState>>,
 }
 
