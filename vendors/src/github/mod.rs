@@ -61,15 +61,15 @@ use egress_core::{Client, Config, Response};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 
-pub use error::{GitHubApiError, GitHubError, GitHubErrorDetail};
+pub use error::GitHubApiError;
 pub use link::{Link, find_rel, parse_link_header};
 pub use pages::{Page, Pages};
 pub use rate_limit::{GitHubClassifier, RateLimitKind, SECONDARY_MINIMUM_WAIT, rate_limit_headers};
 pub use secrecy::SecretString;
 pub use types::{
-    InvalidRepoRef, Issue, IssueState, IssuesQuery, Label, License, Milestone, Permissions,
-    PullRequestRef, RateLimit, RateLimitOverview, RateLimitResources, RepoRef, Repository,
-    SimpleUser, StateFilter,
+    GitHubError, GitHubErrorDetail, InvalidRepoRef, Issue, IssueState, IssuesQuery, Label, License,
+    Milestone, Permissions, PullRequestRef, RateLimit, RateLimitOverview, RateLimitResources,
+    RepoRef, Repository, SimpleUser, StateFilter,
 };
 
 /// GitHub's API root, used when the base client has no base URL.

@@ -24,8 +24,7 @@ use egress_core::retry::{
 };
 use egress_core::retry_after::{self, resolve, response_date};
 
-use super::RateLimit;
-use super::error::GitHubError;
+use super::types::{GitHubError, RateLimit};
 
 /// How long a secondary rate limit without `Retry-After` waits, at least.
 pub const SECONDARY_MINIMUM_WAIT: Duration = Duration::from_secs(60);

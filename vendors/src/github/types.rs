@@ -569,3 +569,176 @@ impl IssuesQuery {
         self
     }
 }
+
+/// The body of a GitHub error response, as documented ("basic error" and "validation error"):
+///
+/// ```json
+/// {
+///   "message": "Validation Failed",
+///   "errors": [{"resource": "Issue", "field": "title", "code": "missing_field"}],
+///   "documentation_url": "https://docs.github.com/rest/issues/issues#create-an-issue",
+///   "status": "422"
+/// }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct GitHubError {
+    /// What went wrong, in GitHub's words.
+    #[serde(default)]
+    pub message: String,
+    /// The page of GitHub's documentation about this endpoint or error.
+    #[serde(default)]
+    pub documentation_url: Option<String>,
+    /// The status as a string (sent by newer API versions).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The details of a validation failure (422).
+    #[serde(default, deserialize_with = "details")]
+    pub errors: Vec<GitHubErrorDetail>,
+}
+
+impl fmt::Display for GitHubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        for (i, detail) in self.errors.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            write!(f, "{detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl GitHubError {
+    /// Whether GitHub's message says a secondary rate limit was hit.
+    pub fn is_secondary_rate_limit(&self) -> bool {
+        self.message
+            .to_ascii_lowercase()
+            .contains("secondary rate limit")
+    }
+
+    /// Whether GitHub's message says any rate limit was hit (primary or secondary).
+    pub fn is_rate_limit(&self) -> bool {
+        self.message.to_ascii_lowercase().contains("rate limit")
+    }
+
+    /// Masks every occurrence of `secret` (the request's token, echoed back by a server or a
+    /// proxy) so that it cannot reach a log through this value.
+    pub(super) fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        let mask = |text: &mut String| {
+            if text.contains(secret) {
+                *text = text.replace(secret, "[REDACTED]");
+            }
+        };
+        mask(&mut self.message);
+        for detail in &mut self.errors {
+            for text in [
+                &mut detail.resource,
+                &mut detail.field,
+                &mut detail.code,
+                &mut detail.message,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                mask(text);
+            }
+            if detail
+                .value
+                .as_ref()
+                .is_some_and(|v| v.to_string().contains(secret))
+            {
+                detail.value = Some(serde_json::Value::String("[REDACTED]".to_owned()));
+            }
+        }
+        for text in [&mut self.documentation_url, &mut self.status]
+            .into_iter()
+            .flatten()
+        {
+            mask(text);
+        }
+    }
+}
+
+/// One entry of `errors[]` in a GitHub error: which field of which resource is wrong and how
+/// (`missing`, `missing_field`, `invalid`, `already_exists`, `unprocessable`, or `custom` with
+/// a message). GitHub sometimes sends a bare string instead; it becomes the
+/// [`message`](Self::message).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "DetailWire")]
+#[non_exhaustive]
+pub struct GitHubErrorDetail {
+    /// The kind of resource, such as `Issue`.
+    pub resource: Option<String>,
+    /// The field.
+    pub field: Option<String>,
+    /// The error code.
+    pub code: Option<String>,
+    /// A human-readable message (for `custom` codes and bare strings).
+    pub message: Option<String>,
+    /// The offending value, of any JSON type.
+    pub value: Option<serde_json::Value>,
+}
+
+impl fmt::Display for GitHubErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [&self.resource, &self.field, &self.code, &self.message];
+        let mut first = true;
+        for part in parts.into_iter().flatten() {
+            if !first {
+                f.write_str(" ")?;
+            }
+            f.write_str(part)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DetailWire {
+    Text(String),
+    Object {
+        #[serde(default)]
+        resource: Option<String>,
+        #[serde(default)]
+        field: Option<String>,
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        value: Option<serde_json::Value>,
+    },
+}
+
+impl From<DetailWire> for GitHubErrorDetail {
+    fn from(wire: DetailWire) -> Self {
+        match wire {
+            DetailWire::Text(message) => Self {
+                message: Some(message),
+                ..Self::default()
+            },
+            DetailWire::Object {
+                resource,
+                field,
+                code,
+                message,
+                value,
+            } => Self {
+                resource,
+                field,
+                code,
+                message,
+                value,
+            },
+        }
+    }
+}
+
+fn details<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GitHubErrorDetail>, D::Error> {
+    Ok(Option::<Vec<GitHubErrorDetail>>::deserialize(d)?.unwrap_or_default())
+}
