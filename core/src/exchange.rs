@@ -662,7 +662,7 @@ impl Exchange {
         if let State::InFlight { until, kind } = self.state {
             if at >= until {
                 self.telemetry
-                    .attempt_finished(at, None, Some(kind.as_str()));
+                    .attempt_finished(at, None, None, Some(kind.as_str()));
                 // The request was handed to the transport and may be on its way.
                 self.maybe_sent = true;
                 let error = Error::Timeout {
@@ -690,7 +690,7 @@ impl Exchange {
         }
         self.maybe_sent |= failure.may_have_been_sent();
         self.telemetry
-            .attempt_finished(at, None, Some(failure.kind().as_str()));
+            .attempt_finished(at, None, None, Some(failure.kind().as_str()));
         let limit = self.policy.config().max_response_body;
         let meta = CallMeta::default();
         let error = match failure.kind() {
@@ -721,7 +721,8 @@ impl Exchange {
         self.redactor.mark_sensitive(&mut parts.headers);
         let code = parts.status.as_u16();
         let error_type = (!parts.status.is_success()).then(|| parts.status.as_str());
-        self.telemetry.attempt_finished(at, Some(code), error_type);
+        self.telemetry
+            .attempt_finished(at, Some(code), Some(parts.version), error_type);
         let limit = self.policy.config().max_response_body;
         if body.len() as u64 > limit {
             let failure = TransportError::from_kind(TransportErrorKind::BodyTooLarge);

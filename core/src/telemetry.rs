@@ -123,6 +123,7 @@ impl Telemetry {
             url.full = %self.url,
             http.request.resend_count = Empty,
             http.response.status_code = Empty,
+            network.protocol.version = Empty,
             error.type = Empty,
             http.response.body.size = Empty,
             egress.response.content_coding = Empty,
@@ -141,12 +142,17 @@ impl Telemetry {
         &mut self,
         at: Instant,
         status: Option<u16>,
+        version: Option<http::Version>,
         error_type: Option<&str>,
     ) {
         let span = std::mem::replace(&mut self.attempt, Span::none());
         let duration = at.saturating_duration_since(self.attempt_started);
         if let Some(status) = status {
             span.record("http.response.status_code", status);
+        }
+        let version = version.and_then(protocol_version);
+        if let Some(version) = version {
+            span.record("network.protocol.version", version);
         }
         if let Some(error_type) = error_type {
             span.record("error.type", error_type);
@@ -164,6 +170,12 @@ impl Telemetry {
         {
             let mut labels = self.labels();
             push_outcome(&mut labels, status, error_type);
+            if let Some(version) = version {
+                labels.push(metrics::Label::from_static_parts(
+                    "network.protocol.version",
+                    version,
+                ));
+            }
             metrics::histogram!(names::REQUEST_DURATION, labels).record(duration.as_secs_f64());
         }
     }
@@ -348,6 +360,18 @@ impl Telemetry {
                 metrics::counter!(names::GUARD_REFUSALS, labels).increment(1);
             }
         }
+    }
+}
+
+/// OpenTelemetry's `network.protocol.version` of an HTTP version (`1.1`, `2`, ...).
+fn protocol_version(version: http::Version) -> Option<&'static str> {
+    match version {
+        http::Version::HTTP_09 => Some("0.9"),
+        http::Version::HTTP_10 => Some("1.0"),
+        http::Version::HTTP_11 => Some("1.1"),
+        http::Version::HTTP_2 => Some("2"),
+        http::Version::HTTP_3 => Some("3"),
+        _ => None,
     }
 }
 

@@ -224,6 +224,7 @@ fn no_metric_label_carries_a_url_an_id_or_a_secret() {
         "http.request.method",
         "http.response.status_code",
         "kind",
+        "network.protocol.version",
         "reason",
         "server.address",
         "server.port",

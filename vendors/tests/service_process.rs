@@ -319,6 +319,7 @@ fn metrics_are_valid_prometheus_text_with_opentelemetry_names() {
         "egress_service=\"entities\"",
         &format!("server_port=\"{port}\""),
         "egress_outcome=\"success\"",
+        "network_protocol_version=\"1.1\"",
     ] {
         assert!(
             exposition.contains(expected),
