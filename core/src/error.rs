@@ -461,8 +461,8 @@ impl StatusError {
     }
 }
 
-/// How many bytes of a body an error message shows at most.
-pub const EXCERPT_LEN: usize = 256;
+/// How many bytes of a body an error message shows at most (the redactor cuts excerpts to it).
+pub use crate::redact::EXCERPT_LEN;
 
 impl fmt::Debug for StatusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -832,5 +832,12 @@ impl Error {
     /// Rate limited: [`Error::RateLimited`], or a final 429.
     pub fn is_rate_limited(&self) -> bool {
         matches!(self, Self::RateLimited { .. }) || self.status_is(429)
+    }
+}
+
+/// An ID that cannot be sent is an invalid request.
+impl From<crate::ids::InvalidId> for Error {
+    fn from(invalid: crate::ids::InvalidId) -> Self {
+        Self::invalid_request(invalid.reason())
     }
 }

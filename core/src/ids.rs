@@ -15,17 +15,33 @@ use http::HeaderValue;
 /// The longest ID accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
-fn check(value: &str, what: &str) -> Result<(), String> {
+/// A caller-supplied ID that cannot be sent: empty, longer than 128 bytes, or not visible ASCII.
+/// Converts into [`Error::InvalidRequest`](crate::Error::InvalidRequest), so `?` works in code
+/// that returns egress errors.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidId(String);
+
+impl InvalidId {
+    /// What is wrong with the value.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check(value: &str, what: &str) -> Result<(), InvalidId> {
     if value.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(InvalidId(format!("{what} is empty")));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(format!("{what} is longer than {MAX_ID_LEN} bytes"));
+        return Err(InvalidId(format!(
+            "{what} is longer than {MAX_ID_LEN} bytes"
+        )));
     }
     if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
+        return Err(InvalidId(format!(
             "{what} contains {c:?}; only visible ASCII is allowed"
-        ));
+        )));
     }
     Ok(())
 }
@@ -59,9 +75,9 @@ macro_rules! id_type {
 
         impl $name {
             /// Validates a caller-supplied value: 1 to 128 bytes of visible ASCII.
-            pub fn new(value: impl Into<String>) -> Result<Self, crate::Error> {
+            pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
                 let value = value.into();
-                check(&value, $what).map_err(crate::Error::invalid_request)?;
+                check(&value, $what)?;
                 Ok(Self(value.into()))
             }
 

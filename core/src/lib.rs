@@ -107,6 +107,8 @@ pub mod exchange;
 pub mod guard;
 pub mod ids;
 pub mod io;
+#[cfg(feature = "metrics")]
+mod metric_names;
 pub mod redact;
 pub mod request;
 pub mod response;
@@ -136,7 +138,7 @@ pub use error::{
 };
 pub use exchange::Exchange;
 pub use guard::{CallGuards, CircuitBreakerConfig, HoldConfig, Rate, RateLimitConfig};
-pub use ids::{CorrelationId, IdempotencyKey};
+pub use ids::{CorrelationId, IdempotencyKey, InvalidId};
 pub use io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
 pub use request::{KeyChoice, Overrides, Request};
 pub use response::Response;

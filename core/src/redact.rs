@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::url::Url;
 
+/// How many bytes of a body an error message shows at most: excerpts are cut to it.
+pub const EXCERPT_LEN: usize = 256;
+
 /// The placeholder that replaces every secret.
 pub const REDACTED: &str = "REDACTED";
 
@@ -343,18 +346,18 @@ impl Redactor {
     }
 
     /// A short excerpt of `body` for messages: redacted as [`text`](Self::text), then cut to at
-    /// most [`EXCERPT_LEN`](crate::error::EXCERPT_LEN) bytes on a character boundary.
+    /// most [`EXCERPT_LEN`] bytes on a character boundary.
     pub fn excerpt(&self, body: &[u8]) -> String {
         // Redact the whole body first, so that a secret straddling the cut is never half shown.
         // Bodies are within the size limit, and excerpts are made only on failures.
         let text = self.text(body);
-        cut(&text, 0, crate::error::EXCERPT_LEN)
+        cut(&text, 0, EXCERPT_LEN)
     }
 
-    /// An excerpt of about [`EXCERPT_LEN`](crate::error::EXCERPT_LEN) bytes centred on byte
+    /// An excerpt of about [`EXCERPT_LEN`] bytes centred on byte
     /// `offset` of `body`.
     pub fn excerpt_around(&self, body: &[u8], offset: usize) -> String {
-        let len = crate::error::EXCERPT_LEN;
+        let len = EXCERPT_LEN;
         let start = offset.saturating_sub(len / 2);
         // Redact before cutting; the offset shifts when masks are longer or shorter than what
         // they replace, so the window is located on the raw prefix length ratio (good enough for
@@ -613,7 +616,7 @@ mod tests {
     fn excerpts_are_capped_on_character_boundaries() {
         let body = "é".repeat(400);
         let e = Redactor::default().excerpt(body.as_bytes());
-        assert!(e.len() <= crate::error::EXCERPT_LEN + '…'.len_utf8());
+        assert!(e.len() <= EXCERPT_LEN + '…'.len_utf8());
         assert!(e.ends_with('…'));
         let around = Redactor::default().excerpt_around(body.as_bytes(), 401);
         assert!(around.starts_with('…') && around.ends_with('…'));

@@ -132,8 +132,7 @@ impl Response {
             "response failed validation: {source}"
         );
         #[cfg(feature = "metrics")]
-        metrics::counter!(crate::telemetry::names::VALIDATION_FAILURES, "kind" => kind)
-            .increment(1);
+        metrics::counter!(crate::metric_names::VALIDATION_FAILURES, "kind" => kind).increment(1);
         let meta = CallMeta {
             attempts: self.attempts,
             elapsed: self.elapsed,

@@ -176,7 +176,8 @@ impl Telemetry {
                     version,
                 ));
             }
-            metrics::histogram!(names::REQUEST_DURATION, labels).record(duration.as_secs_f64());
+            metrics::histogram!(crate::metric_names::REQUEST_DURATION, labels)
+                .record(duration.as_secs_f64());
         }
     }
 
@@ -238,7 +239,7 @@ impl Telemetry {
         {
             let mut labels = self.labels();
             labels.push(metrics::Label::from_static_parts("reason", reason.as_str()));
-            metrics::counter!(names::RETRIES, labels).increment(1);
+            metrics::counter!(crate::metric_names::RETRIES, labels).increment(1);
         }
     }
 
@@ -258,7 +259,7 @@ impl Telemetry {
         {
             let mut labels = self.labels();
             labels.push(metrics::Label::from_static_parts("reason", wait.as_str()));
-            metrics::counter!(names::GUARD_WAITS, labels).increment(1);
+            metrics::counter!(crate::metric_names::GUARD_WAITS, labels).increment(1);
         }
     }
 
@@ -302,7 +303,8 @@ impl Telemetry {
         let mut labels = self.labels();
         labels.push(metrics::Label::from_static_parts("egress.outcome", outcome));
         push_outcome(&mut labels, status, error_type);
-        metrics::histogram!(names::CALL_DURATION, labels).record(elapsed.as_secs_f64());
+        metrics::histogram!(crate::metric_names::CALL_DURATION, labels)
+            .record(elapsed.as_secs_f64());
     }
 
     /// The call's end with `error`: an `answer` of the API (see
@@ -343,7 +345,7 @@ impl Telemetry {
         );
         #[cfg(feature = "metrics")]
         if matches!(error, Error::RetryBudgetExhausted { .. }) {
-            metrics::counter!(names::BUDGET_REFUSALS, self.labels()).increment(1);
+            metrics::counter!(crate::metric_names::BUDGET_REFUSALS, self.labels()).increment(1);
         }
         #[cfg(feature = "metrics")]
         {
@@ -357,7 +359,7 @@ impl Telemetry {
             if let Some(reason) = reason {
                 let mut labels = self.labels();
                 labels.push(metrics::Label::from_static_parts("reason", reason));
-                metrics::counter!(names::GUARD_REFUSALS, labels).increment(1);
+                metrics::counter!(crate::metric_names::GUARD_REFUSALS, labels).increment(1);
             }
         }
     }
@@ -390,22 +392,6 @@ fn push_outcome(labels: &mut Vec<metrics::Label>, status: Option<u16>, error_typ
     }
 }
 
-/// The metric names egress reports, in one place: the code that records and the descriptions
-/// that [`describe_metrics`] registers use these.
-#[cfg(feature = "metrics")]
-pub(crate) mod names {
-    pub(crate) const REQUEST_DURATION: &str = "http.client.request.duration";
-    pub(crate) const CALL_DURATION: &str = "egress.call.duration";
-    pub(crate) const RETRIES: &str = "egress.retries";
-    pub(crate) const BUDGET_REFUSALS: &str = "egress.retry_budget.refusals";
-    pub(crate) const VALIDATION_FAILURES: &str = "egress.validation.failures";
-    pub(crate) const GUARD_WAITS: &str = "egress.guard.waits";
-    pub(crate) const GUARD_REFUSALS: &str = "egress.guard.refusals";
-    pub(crate) const CIRCUIT_STATE: &str = "egress.circuit.state";
-    pub(crate) const CIRCUIT_TRANSITIONS: &str = "egress.circuit.transitions";
-    pub(crate) const HOLDS: &str = "egress.holds";
-}
-
 /// The histogram buckets, in seconds, that OpenTelemetry's HTTP conventions advise for
 /// `http.client.request.duration`; fit for `egress.call.duration` too. An exporter that needs
 /// buckets (Prometheus) is given these:
@@ -434,48 +420,52 @@ pub const DURATION_BUCKETS: &[f64] = &[
 pub fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_histogram!(
-        names::REQUEST_DURATION,
+        crate::metric_names::REQUEST_DURATION,
         Unit::Seconds,
         "Duration of HTTP client requests (one per attempt)."
     );
     describe_histogram!(
-        names::CALL_DURATION,
+        crate::metric_names::CALL_DURATION,
         Unit::Seconds,
         "Duration of egress calls, from the first attempt to the outcome, backoff and waits included."
     );
     describe_counter!(
-        names::RETRIES,
+        crate::metric_names::RETRIES,
         Unit::Count,
         "Retries egress made, by reason."
     );
     describe_counter!(
-        names::BUDGET_REFUSALS,
+        crate::metric_names::BUDGET_REFUSALS,
         Unit::Count,
         "Retries the retry budget refused."
     );
     describe_counter!(
-        names::VALIDATION_FAILURES,
+        crate::metric_names::VALIDATION_FAILURES,
         Unit::Count,
         "Responses that failed validation, by kind."
     );
     describe_counter!(
-        names::GUARD_WAITS,
+        crate::metric_names::GUARD_WAITS,
         Unit::Count,
         "Waits for a host hold, an open circuit or a rate-limiter slot."
     );
     describe_counter!(
-        names::GUARD_REFUSALS,
+        crate::metric_names::GUARD_REFUSALS,
         Unit::Count,
         "Calls ended unsent by a host hold, an open circuit or the rate limiter."
     );
     describe_gauge!(
-        names::CIRCUIT_STATE,
+        crate::metric_names::CIRCUIT_STATE,
         "Circuit state per host: 0 closed, 1 half-open, 2 open."
     );
     describe_counter!(
-        names::CIRCUIT_TRANSITIONS,
+        crate::metric_names::CIRCUIT_TRANSITIONS,
         Unit::Count,
         "Circuit state changes, by new state."
     );
-    describe_counter!(names::HOLDS, Unit::Count, "Holds put on a host, by reason.");
+    describe_counter!(
+        crate::metric_names::HOLDS,
+        Unit::Count,
+        "Holds put on a host, by reason."
+    );
 }

@@ -449,7 +449,7 @@ impl Guards {
             );
             #[cfg(feature = "metrics")]
             metrics::counter!(
-                crate::telemetry::names::HOLDS,
+                crate::metric_names::HOLDS,
                 "server.address" => key.to_owned(),
                 "reason" => hold.reason.as_str()
             )
@@ -474,10 +474,10 @@ fn circuit_changed(
     );
     #[cfg(feature = "metrics")]
     {
-        metrics::gauge!(crate::telemetry::names::CIRCUIT_STATE, "server.address" => key.to_owned())
+        metrics::gauge!(crate::metric_names::CIRCUIT_STATE, "server.address" => key.to_owned())
             .set(state.gauge());
         metrics::counter!(
-            crate::telemetry::names::CIRCUIT_TRANSITIONS,
+            crate::metric_names::CIRCUIT_TRANSITIONS,
             "server.address" => key.to_owned(),
             "state" => state.as_str()
         )
