@@ -107,6 +107,7 @@ pub mod exchange;
 pub mod guard;
 pub mod ids;
 pub mod io;
+pub mod network;
 pub mod redact;
 pub mod request;
 pub mod response;
