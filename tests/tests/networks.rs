@@ -456,3 +456,98 @@ fn a_pkcs12_identity_from_the_config_is_presented_by_the_async_std_backend() {
     assert_eq!(response.status(), 200);
     assert_eq!(server.requests().len(), 1);
 }
+
+/// The figure in BENCHMARKS.md: the cost per call of the proxy path on egress-tokio, as
+/// the median of sequential calls to the loopback fault server, direct and through tinyproxy
+/// (plain HTTP in absolute-form, where tinyproxy opens an upstream connection per request;
+/// HTTPS over one CONNECT tunnel carrying HTTP/2). Not a test: run it with
+/// `cargo test --release -p egress-tests --test networks -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn measure_the_proxy_path_cost_per_call() {
+    const CALLS: usize = 2000;
+    let plain = FaultServer::start(FaultServer::always(Reply::json(200, ENTITY)));
+    let tls = FaultServer::start_tls(FaultServer::always(Reply::json(200, ENTITY)));
+    let proxy = tinyproxy(false, &[tls.addr().port()]);
+    let no_proxy = ProxyConfig::default().with_from_env(false);
+    let cases = [
+        (
+            "http direct",
+            config(&plain.url("")).with_proxy(no_proxy.clone()),
+            &plain,
+        ),
+        (
+            "http via tinyproxy",
+            via(&plain.url(""), &proxy.url(None)),
+            &plain,
+        ),
+        (
+            "https (h2) direct",
+            config(&tls.url("")).with_proxy(no_proxy),
+            &tls,
+        ),
+        (
+            "https (h2) via CONNECT",
+            via(&tls.url(""), &proxy.url(None)),
+            &tls,
+        ),
+    ];
+    for (name, config, server) in cases {
+        let client = client(Backend::Tokio, server, config);
+        let mut took: Vec<std::time::Duration> = Backend::Tokio.run(async {
+            for _ in 0..100 {
+                client.get("/warm").send().await.unwrap();
+            }
+            let mut took = Vec::with_capacity(CALLS);
+            for _ in 0..CALLS {
+                let started = Instant::now();
+                client.get("/x").send().await.unwrap();
+                took.push(started.elapsed());
+            }
+            took
+        });
+        took.sort();
+        println!(
+            "{name:>24}: median {:>6.0} µs, p90 {:>6.0} µs over {CALLS} calls",
+            took[CALLS / 2].as_secs_f64() * 1e6,
+            took[CALLS * 9 / 10].as_secs_f64() * 1e6
+        );
+    }
+}
+
+/// The README's "Networks" example is a valid configuration that routes as the README says.
+#[test]
+fn the_readme_networks_example_parses_and_routes_as_described() {
+    use egress_tokio::egress_transport::{Origin, Proxies};
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("```toml\n[proxy]")
+        .expect("the README has a networks example")
+        + "```toml\n".len();
+    let end = readme[start..].find("```").expect("the block is closed");
+    let config: Config = toml::from_str(&readme[start..start + end]).expect("it parses");
+    assert!(!format!("{config:?}").contains("s3cret"));
+    let proxies = Proxies::from_config(&config.proxy, |_| None).unwrap();
+    let route = |url: &str| {
+        let origin = Origin::of(&url.parse().unwrap()).unwrap();
+        proxies
+            .route(&origin)
+            .map(|p| p.origin().authority().to_string())
+    };
+    assert_eq!(
+        route("https://api.vendor.com/"),
+        Some("proxy.internal:3128".into())
+    );
+    assert_eq!(
+        route("http://api.vendor.com/"),
+        Some("proxy.internal:3128".into())
+    );
+    assert_eq!(route("http://127.0.0.1:8080/"), None);
+    assert_eq!(route("https://users.svc.cluster.local/"), None);
+    assert_eq!(route("http://metadata.internal/"), None);
+    assert!(route("http://metadata.internal:8080/").is_some());
+    assert_eq!(
+        config.tls.client_cert.as_deref(),
+        Some(std::path::Path::new("/etc/egress/client.pem"))
+    );
+}
