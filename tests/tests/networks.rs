@@ -215,6 +215,30 @@ mod scenarios {
         assert!(!proxy.log().contains("/direct"), "{}", proxy.log());
     }
 
+    /// An `https://` proxy URL means TLS to the proxy (trusting the client's roots): here the
+    /// TLS fault server stands in for a forwarding proxy and records what it was sent: the
+    /// request in absolute-form (RFC 9112 3.2.2) with the URL's credentials as
+    /// `Proxy-Authorization: Basic` (RFC 9110 11.7.1).
+    pub(super) async fn proxy_url_with_https_speaks_tls_to_the_proxy(b: Backend) {
+        let fake_proxy = FaultServer::start_tls(FaultServer::always(Reply::json(200, ENTITY)));
+        let url = fake_proxy
+            .url("")
+            .replace("https://", &format!("https://{USER}:{PASSWORD}@"));
+        let origin = "http://origin.invalid:8080";
+        let config = via(origin, &url);
+        let client = b.client_trusting(config, fake_proxy.certificate_der().unwrap());
+        client.get("/entities/7").send().await.unwrap();
+        let seen = fake_proxy.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "http://origin.invalid:8080/entities/7");
+        assert_eq!(seen[0].header("host"), Some("origin.invalid:8080"));
+        // base64("alice:proxy-pass-1")
+        assert_eq!(
+            seen[0].header("proxy-authorization"),
+            Some("Basic YWxpY2U6cHJveHktcGFzcy0x")
+        );
+    }
+
     /// A proxy that refuses connections: never sent, so retried like any refused connect,
     /// and the error says it was the proxy.
     pub(super) async fn proxy_that_is_down_fails_never_sent_and_is_retried(b: Backend) {
@@ -385,6 +409,7 @@ parity!(
     proxy_without_credentials_is_refused_with_407_after_one_attempt,
     proxy_refusing_a_tunnel_with_403_is_a_final_proxy_error,
     proxy_is_bypassed_for_no_proxy_hosts,
+    proxy_url_with_https_speaks_tls_to_the_proxy,
     proxy_that_is_down_fails_never_sent_and_is_retried,
     proxy_that_never_answers_connect_fails_at_the_connect_timeout,
     proxy_environment_variables_are_honoured_and_ignored_when_turned_off,
