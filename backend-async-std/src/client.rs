@@ -7,9 +7,9 @@ use egress_core::client::{AmbientCorrelation, Auth};
 use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretString};
 
 use egress_core::rt::Transport;
-use egress_transport::{Connect, HttpTransport};
+use egress_transport::{ClientIdentity, Connect, Connector, HttpTransport, Proxies};
 
-use crate::connector::AsyncStdConnector;
+use crate::connector::AsyncStdDial;
 use crate::rt::{
     AsyncStdClock, AsyncStdRuntime, AsyncStdSleeper, ThreadEntropy, current_correlation_id,
 };
@@ -46,6 +46,7 @@ pub struct Builder {
     roots: Roots,
     custom_roots: Vec<Vec<u8>>,
     min_tls_version: Option<native_tls::Protocol>,
+    identity: Option<ClientIdentity>,
     options: ClientOptions,
 }
 
@@ -56,6 +57,7 @@ impl fmt::Debug for Builder {
             .field("roots", &self.roots)
             .field("custom_roots", &self.custom_roots.len())
             .field("min_tls_version", &self.min_tls_version)
+            .field("identity", &self.identity)
             .field("options", &self.options)
             .finish()
     }
@@ -69,6 +71,7 @@ impl Builder {
             roots: Roots::default(),
             custom_roots: Vec::new(),
             min_tls_version: None,
+            identity: None,
             options: ClientOptions::default(),
         }
     }
@@ -90,6 +93,28 @@ impl Builder {
     /// some systems; OpenSSL 3's own configuration usually raises it).
     pub fn with_min_tls_version(mut self, version: native_tls::Protocol) -> Self {
         self.min_tls_version = Some(version);
+        self
+    }
+
+    /// Presents `identity` to servers that ask for a client certificate (mutual TLS), in
+    /// place of the one `[tls]` names: PEM (the key PKCS#8) or PKCS#12, both read by
+    /// native-tls.
+    ///
+    /// ```no_run
+    /// use egress_async_std::{ClientIdentity, egress_core::{Config, SecretString}};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let identity = ClientIdentity::from_pkcs12(
+    ///     std::fs::read("client.p12")?,
+    ///     SecretString::from(std::env::var("CLIENT_P12_PASSWORD")?),
+    /// );
+    /// let client = egress_async_std::Builder::new(Config::default().with_base_url("https://bank.example/api"))
+    ///     .with_client_identity(identity)
+    ///     .build()?;
+    /// # drop(client); Ok(()) }
+    /// ```
+    pub fn with_client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -118,9 +143,37 @@ impl Builder {
     }
 
     /// The native-tls connector, built once for the client (an OpenSSL context reads the
-    /// system's CA bundle when it is made), requesting ALPN `h2` and `http/1.1`.
-    fn tls_connector(&self) -> Result<native_tls::TlsConnector, ConfigError> {
+    /// system's CA bundle when it is made), requesting ALPN `alpns`, presenting the client
+    /// identity if there is one.
+    fn tls_connector(
+        &self,
+        identity: Option<&ClientIdentity>,
+        alpns: &[&str],
+    ) -> Result<native_tls::TlsConnector, ConfigError> {
         let mut tls = native_tls::TlsConnector::builder();
+        if let Some(identity) = identity {
+            // Errors name what is wrong, never the key's or the archive's bytes.
+            let identity = match (identity.pem(), identity.pkcs12()) {
+                (Some((chain, key)), _) => {
+                    native_tls::Identity::from_pkcs8(chain, key).map_err(|e| {
+                        ConfigError::new(
+                            "tls.client_key",
+                            format!("not a PEM certificate chain and PKCS#8 key: {e}"),
+                        )
+                    })?
+                }
+                (None, Some((archive, password))) => {
+                    native_tls::Identity::from_pkcs12(archive, password).map_err(|e| {
+                        ConfigError::new(
+                            "tls.client_pkcs12",
+                            format!("the PKCS#12 archive cannot be opened: {e}"),
+                        )
+                    })?
+                }
+                (None, None) => return Err(ConfigError::new("tls", "an empty client identity")),
+            };
+            tls.identity(identity);
+        }
         if self.roots == Roots::Custom {
             tls.disable_built_in_roots(true);
             for der in &self.custom_roots {
@@ -131,7 +184,7 @@ impl Builder {
             }
         }
         tls.min_protocol_version(self.min_tls_version);
-        tls.request_alpns(&["h2", "http/1.1"]);
+        tls.request_alpns(alpns);
         // Fail at start-up, not at the first call, if OpenSSL refuses the settings.
         tls.build()
             .map_err(|e| ConfigError::new("tls", e.to_string()))
@@ -140,14 +193,27 @@ impl Builder {
     /// Builds the client: one pool of hyper connections for `http://` and `https://` (TCP
     /// with TCP_NODELAY; native-tls with ALPN `h2` and `http/1.1`), as the [crate docs](crate)
     /// say.
+    ///
+    /// Connections go through the proxy `[proxy]` or the environment names, and present the
+    /// client identity set here or in `[tls]`.
     pub fn build(self) -> Result<Client, ConfigError> {
-        let connector = AsyncStdConnector::new(self.tls_connector()?);
-        self.build_with_connector(connector)
+        let proxies = Proxies::from_config_and_env(&self.config.proxy)?;
+        let identity = match &self.identity {
+            Some(identity) => Some(identity.clone()),
+            None => ClientIdentity::from_config(&self.config.tls)?,
+        };
+        let dial = AsyncStdDial::new(
+            self.tls_connector(identity.as_ref(), &["h2", "http/1.1"])?,
+            self.tls_connector(identity.as_ref(), &["http/1.1"])?,
+        );
+        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(AsyncStdRuntime);
+        self.build_with_connector(Connector::new(dial, proxies, runtime))
     }
 
     /// Builds the client over a connector of your own (which opens TCP, and TLS for
     /// `https`, as it likes); the pool, the limits and the error mapping stay egress's. The
-    /// trust roots and TLS version set on this builder do not apply to it.
+    /// trust roots, TLS version, client identity and proxies set on this builder or in
+    /// `[proxy]` and `[tls]` do not apply to it.
     pub fn build_with_connector(self, connector: impl Connect) -> Result<Client, ConfigError> {
         let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(AsyncStdRuntime);
         let transport = HttpTransport::new(connector, runtime, &self.config.pool);

@@ -1,57 +1,67 @@
-//! Opening connections on async-std: name resolution, TCP (TCP_NODELAY) through async-io and,
-//! for `https`, TLS by native-tls on the system's OpenSSL with ALPN offering `h2` and
-//! `http/1.1`. The transport bounds the whole of it by the attempt's connect deadline.
+//! Opening connections on async-std: name resolution, TCP (TCP_NODELAY) through async-io and
+//! TLS by native-tls on the system's OpenSSL, as the steps egress-transport's
+//! [`Connector`](egress_transport::Connector) composes into direct connections, proxy
+//! connections and `CONNECT` tunnels. The transport bounds the whole of it by the attempt's
+//! connect deadline.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
 use async_io::Async;
+use async_std::io::{Read as AsyncRead, Write as AsyncWrite};
 use async_std::net::ToSocketAddrs;
-use egress_core::rt::BoxFuture;
 use egress_transport::{
-    Connect, ConnectError, ConnectStep, Connected, Origin, Protocol, connect_first,
+    Alpn, ConnectError, ConnectStep, Connected, Dial, Protocol, TlsOver, connect_first,
 };
 
-use crate::io::HyperIo;
+use crate::io::{FuturesIo, HyperIo};
 use crate::tls;
 
-/// Opens TCP connections, and TLS over them for `https` with a native-tls connector built once.
+/// Opens TCP connections, and TLS over them (or over a tunnel) with native-tls connectors
+/// built once.
 #[derive(Clone)]
-pub(crate) struct AsyncStdConnector {
-    tls: native_tls::TlsConnector,
+pub(crate) struct AsyncStdDial {
+    /// ALPN `h2` and `http/1.1`: to origins.
+    origin: native_tls::TlsConnector,
+    /// ALPN `http/1.1`: to an `https://` proxy.
+    proxy: native_tls::TlsConnector,
 }
 
-impl fmt::Debug for AsyncStdConnector {
+impl fmt::Debug for AsyncStdDial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncStdConnector").finish_non_exhaustive()
+        f.debug_struct("AsyncStdDial").finish_non_exhaustive()
     }
 }
 
-impl AsyncStdConnector {
-    /// A connector speaking TLS with `tls` (built with ALPN `h2` and `http/1.1` requested).
-    pub(crate) fn new(tls: native_tls::TlsConnector) -> Self {
-        Self { tls }
+impl AsyncStdDial {
+    /// Dials with `origin` (built requesting ALPN `h2` and `http/1.1`) and `proxy`
+    /// (`http/1.1` only).
+    pub(crate) fn new(origin: native_tls::TlsConnector, proxy: native_tls::TlsConnector) -> Self {
+        Self { origin, proxy }
     }
-}
 
-/// A TCP connection to `origin` with TCP_NODELAY (requests are written whole: no reason to
-/// wait for acknowledgements).
-async fn tcp(origin: &Origin) -> Result<Async<TcpStream>, ConnectError> {
-    let addresses: Vec<SocketAddr> = match origin.host().parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, origin.port())],
-        Err(_) => (origin.host(), origin.port())
-            .to_socket_addrs()
+    /// A TLS handshake over `io` with `name`, offering `alpn`.
+    async fn handshake<S>(&self, io: S, name: &str, alpn: Alpn) -> Result<Connected, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let tls = tls::connect(alpn.choose(&self.origin, &self.proxy), name, io)
             .await
-            .map_err(|e| ConnectError::new(ConnectStep::Resolve, e))?
-            .collect(),
-    };
-    connect_first(addresses, |address| async move {
-        let stream = Async::<TcpStream>::connect(address).await?;
-        stream.get_ref().set_nodelay(true)?;
-        Ok(stream)
-    })
-    .await
+            .map_err(|e| ConnectError::new(handshake_step(&e), e))?;
+        let protocol = Protocol::from_alpn(tls.alpn().as_deref());
+        Ok(Connected::tls(
+            HyperIo::new(tls, false),
+            protocol,
+            is_openssl_error,
+        ))
+    }
+}
+
+/// Whether OpenSSL raised `error` (an alert, a protocol failure): native-tls wraps its SSL
+/// errors in `io::Error`s of kind `Other`; the socket's own errors carry no inner error.
+fn is_openssl_error(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Other && error.get_ref().is_some()
 }
 
 /// The step a failed handshake failed at: TLS when OpenSSL refused it, TCP when the
@@ -63,22 +73,42 @@ fn handshake_step(error: &native_tls::Error) -> ConnectStep {
     }
 }
 
-impl Connect for AsyncStdConnector {
-    fn connect<'a>(&'a self, origin: &'a Origin) -> BoxFuture<'a, Result<Connected, ConnectError>> {
-        Box::pin(async move {
-            let stream = tcp(origin).await?;
-            if !origin.is_https() {
-                // async-io's socket writes several buffers with one `writev`.
-                return Ok(Connected::new(HyperIo::new(stream, true), Protocol::Http1));
-            }
-            let tls = tls::connect(&self.tls, origin.host(), stream)
+impl Dial for AsyncStdDial {
+    type Tcp = Async<TcpStream>;
+
+    /// A TCP connection with TCP_NODELAY (requests are written whole: no reason to wait for
+    /// acknowledgements).
+    async fn tcp(&self, host: &str, port: u16) -> Result<Async<TcpStream>, ConnectError> {
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => (host, port)
+                .to_socket_addrs()
                 .await
-                .map_err(|e| ConnectError::new(handshake_step(&e), e))?;
-            let protocol = match tls.alpn().as_deref() {
-                Some(b"h2") => Protocol::Http2,
-                _ => Protocol::Http1,
-            };
-            Ok(Connected::new(HyperIo::new(tls, false), protocol))
+                .map_err(|e| ConnectError::new(ConnectStep::Resolve, e))?
+                .collect(),
+        };
+        connect_first(addresses, |address| async move {
+            let stream = Async::<TcpStream>::connect(address).await?;
+            stream.get_ref().set_nodelay(true)?;
+            Ok(stream)
         })
+        .await
+    }
+
+    fn plain(&self, tcp: Async<TcpStream>) -> Connected {
+        // async-io's socket writes several buffers with one `writev`.
+        Connected::new(HyperIo::new(tcp, true), Protocol::Http1)
+    }
+
+    async fn tls(
+        &self,
+        under: TlsOver<Async<TcpStream>>,
+        name: &str,
+        alpn: Alpn,
+    ) -> Result<Connected, ConnectError> {
+        match under {
+            TlsOver::Tcp(tcp) => self.handshake(tcp, name, alpn).await,
+            TlsOver::Stream(io) => self.handshake(FuturesIo(io), name, alpn).await,
+        }
     }
 }

@@ -85,3 +85,40 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 }
+
+/// A stream hyper can drive (a `CONNECT` tunnel, TLS to a proxy) as a futures-io stream, for
+/// native-tls to run a handshake over it.
+pub(crate) struct FuturesIo(pub(crate) Box<dyn egress_transport::Io>);
+
+impl AsyncRead for FuturesIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut read = hyper::rt::ReadBuf::new(buf);
+        match hyper::rt::Read::poll_read(Pin::new(&mut self.get_mut().0), cx, read.unfilled()) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for FuturesIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        hyper::rt::Write::poll_write(Pin::new(&mut self.get_mut().0), cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        hyper::rt::Write::poll_flush(Pin::new(&mut self.get_mut().0), cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        hyper::rt::Write::poll_shutdown(Pin::new(&mut self.get_mut().0), cx)
+    }
+}

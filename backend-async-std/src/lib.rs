@@ -115,6 +115,7 @@ pub use egress_transport;
 pub use native_tls;
 
 pub use client::{Builder, client};
+pub use egress_transport::ClientIdentity;
 pub use rt::{
     AsyncStdClock, AsyncStdSleeper, OsEntropy, ThreadEntropy, current_correlation_id,
     with_correlation_id,

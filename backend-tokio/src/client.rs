@@ -6,10 +6,11 @@ use std::sync::Arc;
 use egress_core::client::{AmbientCorrelation, Auth};
 use egress_core::rt::Transport;
 use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretString};
-use egress_transport::{Connect, HttpTransport};
+use egress_transport::{ClientIdentity, Connect, Connector, HttpTransport, Proxies};
 use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
-use crate::connector::TokioConnector;
+use crate::connector::TokioDial;
 use crate::rt::{ThreadEntropy, TokioClock, TokioRuntime, TokioSleeper, current_correlation_id};
 
 /// Which certificates a client trusts.
@@ -45,6 +46,7 @@ pub struct Builder {
     config: Config,
     roots: Roots,
     custom_roots: Vec<CertificateDer<'static>>,
+    identity: Option<ClientIdentity>,
     options: ClientOptions,
 }
 
@@ -54,6 +56,7 @@ impl fmt::Debug for Builder {
             .field("config", &self.config)
             .field("roots", &self.roots)
             .field("custom_roots", &self.custom_roots.len())
+            .field("identity", &self.identity)
             .field("options", &self.options)
             .finish()
     }
@@ -66,6 +69,7 @@ impl Builder {
             config,
             roots: Roots::default(),
             custom_roots: Vec::new(),
+            identity: None,
             options: ClientOptions::default(),
         }
     }
@@ -88,6 +92,28 @@ impl Builder {
     pub fn with_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
         self.roots = Roots::Custom;
         self.custom_roots.push(CertificateDer::from(der.into()));
+        self
+    }
+
+    /// Presents `identity` to servers that ask for a client certificate (mutual TLS), in
+    /// place of the one `[tls]` names. rustls takes PEM only: a PKCS#12 identity is refused
+    /// at [`build`](Self::build) (convert it: `openssl pkcs12 -in id.p12 -nodes`).
+    ///
+    /// ```no_run
+    /// use egress_tokio::{ClientIdentity, egress_core::Config};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let identity = ClientIdentity::from_pem(
+    ///     std::fs::read("client.pem")?, // certificate, then intermediates
+    ///     std::fs::read("client.key")?, // held as a secret from here on
+    /// );
+    /// let client = egress_tokio::Builder::new(Config::default().with_base_url("https://bank.example/api"))
+    ///     .with_client_identity(identity)
+    ///     .build()?;
+    /// # drop(client); Ok(()) }
+    /// ```
+    pub fn with_client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -147,23 +173,62 @@ impl Builder {
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new("tls", e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth())
+            .with_root_certificates(roots);
+        let identity = match &self.identity {
+            Some(identity) => Some(identity.clone()),
+            None => ClientIdentity::from_config(&self.config.tls)?,
+        };
+        let Some(identity) = identity else {
+            return Ok(builder.with_no_client_auth());
+        };
+        let Some((chain, key)) = identity.pem() else {
+            return Err(ConfigError::new(
+                "tls.client_pkcs12",
+                "rustls (the tokio backend) does not read PKCS#12: give a PEM certificate and key",
+            ));
+        };
+        let chain = CertificateDer::pem_slice_iter(chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                ConfigError::new(
+                    "tls.client_cert",
+                    format!("not a PEM certificate chain: {e}"),
+                )
+            })?;
+        if chain.is_empty() {
+            return Err(ConfigError::new(
+                "tls.client_cert",
+                "no certificate in the PEM",
+            ));
+        }
+        // The error names what is wrong, never the key's bytes.
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key)
+            .map_err(|_| ConfigError::new("tls.client_key", "not a PEM private key"))?;
+        builder.with_client_auth_cert(chain, key).map_err(|e| {
+            ConfigError::new(
+                "tls.client_key",
+                format!("the key does not fit the certificate: {e}"),
+            )
+        })
     }
 
     /// Builds the client: one pool of hyper connections for `http://` and `https://` (TCP with
-    /// TCP_NODELAY; rustls with ALPN `h2` and `http/1.1`), as the [crate docs](crate) say.
+    /// TCP_NODELAY; rustls with ALPN `h2` and `http/1.1`; the client identity if one is set),
+    /// through the proxy `[proxy]` or the environment names, as the [crate docs](crate) say.
     pub fn build(self) -> Result<Client, ConfigError> {
-        let connector = TokioConnector::new(self.tls_config()?);
+        let proxies = Proxies::from_config_and_env(&self.config.proxy)?;
+        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(TokioRuntime);
+        let connector = Connector::new(TokioDial::new(self.tls_config()?), proxies, runtime);
         self.build_with_connector(connector)
     }
 
     /// Builds the client over a connector of your own (which opens TCP, and TLS for
     /// `https`, as it likes); the pool, the limits and the error mapping stay egress's. The
-    /// trust roots set on this builder do not apply to it.
+    /// trust roots, client identity and proxies set on this builder or in `[proxy]` and `[tls]`
+    /// do not apply to it.
     pub fn build_with_connector(self, connector: impl Connect) -> Result<Client, ConfigError> {
         let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(TokioRuntime);
         let transport = HttpTransport::new(connector, runtime, &self.config.pool);

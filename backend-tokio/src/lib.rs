@@ -45,6 +45,10 @@
 //!   [`Builder::with_root_certificate`] for others), `tokio::spawn` and tokio's timers.
 //!   [`Builder::build_with_connector`] takes a connector of your own. Redirects are not
 //!   followed.
+//! - **Networks**: outbound proxies from `[proxy]` or the environment (`HTTPS_PROXY`,
+//!   `HTTP_PROXY`, `NO_PROXY`; see [`ProxyConfig`](egress_core::network::ProxyConfig) for
+//!   the rules), `CONNECT` tunnels with TLS and ALPN to the origin inside; a client
+//!   certificate for mutual TLS from `[tls]` or [`Builder::with_client_identity`] (PEM).
 //! - **Time**: [`TokioClock`] reads `tokio::time::Instant`, so `#[tokio::test(start_paused = true)]`
 //!   controls egress time (the pool's idle timers included); [`TokioSleeper`] uses
 //!   `tokio::time::sleep_until`.
@@ -83,6 +87,7 @@ pub use egress_core;
 pub use egress_transport;
 
 pub use client::{Builder, client};
+pub use egress_transport::ClientIdentity;
 pub use rt::{
     OsEntropy, ThreadEntropy, TokioClock, TokioSleeper, current_correlation_id, with_correlation_id,
 };

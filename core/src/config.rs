@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::guard::{CircuitBreakerConfig, Guards, HoldConfig, RateLimitConfig};
+use crate::network::{ProxyConfig, TlsConfig};
 use crate::redact::{RedactConfig, Redactor};
 use crate::retry::{BudgetConfig, RetryBudget, RetryPolicy};
 use crate::url::Url;
@@ -171,6 +172,10 @@ pub struct Config {
     /// Credentials sent with every request (never serialized, never shown).
     #[serde(skip_serializing)]
     pub auth: Option<Credentials>,
+    /// The outbound proxy (`[proxy]`); by default the environment's (`HTTPS_PROXY`, ...).
+    pub proxy: ProxyConfig,
+    /// TLS settings (`[tls]`): the client identity for mutual TLS.
+    pub tls: TlsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -197,6 +202,8 @@ impl fmt::Debug for Config {
             .field("pool", &self.pool)
             .field("redact", &self.redact)
             .field("auth", &self.auth)
+            .field("proxy", &self.proxy)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -253,6 +260,8 @@ impl Default for Config {
             pool: PoolConfig::default(),
             redact: RedactConfig::default(),
             auth: None,
+            proxy: ProxyConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -313,6 +322,10 @@ impl Config {
         with_pool, pool: PoolConfig);
     setter!(/// Sets the extra names to redact.
         with_redact, redact: RedactConfig);
+    setter!(/// Sets the outbound proxy.
+        with_proxy, proxy: ProxyConfig);
+    setter!(/// Sets the TLS settings (the client identity).
+        with_tls, tls: TlsConfig);
 
     /// Sets the credentials sent with every request.
     pub fn with_auth(mut self, credentials: Credentials) -> Self {

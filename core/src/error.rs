@@ -225,6 +225,11 @@ pub enum TransportErrorKind {
     /// The backend cannot express this request (a method or header value its HTTP stack cannot
     /// carry). Never sent, never retried.
     Unsupported,
+    /// The outbound proxy refused to carry the request: it answered `CONNECT` with a status
+    /// other than 2xx (RFC 9110 9.3.6), such as 403 or 407 Proxy Authentication Required
+    /// (RFC 9110 15.5.8), or answered a forwarded `http://` request with 407. Never sent to
+    /// the origin, never retried; [`TransportError::proxy_status`] has the status.
+    ProxyRefused,
     /// Anything else. Treated as "may have been sent".
     Other,
 }
@@ -241,6 +246,7 @@ impl TransportErrorKind {
                 | Self::PoolTimeout
                 | Self::Tls
                 | Self::Unsupported
+                | Self::ProxyRefused
         )
     }
 
@@ -272,6 +278,7 @@ impl TransportErrorKind {
             Self::BodyTooLarge => "body_too_large",
             Self::Decode => "decode",
             Self::Unsupported => "unsupported",
+            Self::ProxyRefused => "proxy_refused",
             Self::Other => "other",
         }
     }
@@ -290,6 +297,14 @@ impl fmt::Display for TransportErrorKind {
 pub struct TransportError {
     kind: TransportErrorKind,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+    /// Whether the failure was on the way to the outbound proxy, and what it answered.
+    proxy: Option<ProxyFailure>,
+}
+
+/// What a failure at the outbound proxy knows.
+#[derive(Clone, Copy, Debug)]
+struct ProxyFailure {
+    status: Option<http::StatusCode>,
 }
 
 impl TransportError {
@@ -301,12 +316,34 @@ impl TransportError {
         Self {
             kind,
             source: Some(Arc::from(source.into())),
+            proxy: None,
         }
     }
 
     /// A failure of the given kind with no underlying error.
     pub fn from_kind(kind: TransportErrorKind) -> Self {
-        Self { kind, source: None }
+        Self {
+            kind,
+            source: None,
+            proxy: None,
+        }
+    }
+
+    /// Marks this failure as one at the outbound proxy (connecting to it, TLS with it, or its
+    /// answer `status` to `CONNECT`), not at the origin.
+    pub fn at_proxy(mut self, status: Option<http::StatusCode>) -> Self {
+        self.proxy = Some(ProxyFailure { status });
+        self
+    }
+
+    /// Whether this failure happened at the outbound proxy rather than at the origin.
+    pub fn is_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// The status the outbound proxy refused the request with (403, 407, ...), if it did.
+    pub fn proxy_status(&self) -> Option<http::StatusCode> {
+        self.proxy.and_then(|p| p.status)
     }
 
     /// A body that could not be decoded: [`Decode`](TransportErrorKind::Decode), or
@@ -347,6 +384,9 @@ impl fmt::Debug for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("TransportError");
         d.field("kind", &self.kind);
+        if let Some(proxy) = &self.proxy {
+            d.field("proxy_status", &proxy.status);
+        }
         if let Some(source) = &self.source {
             d.field("source", &format_args!("{source}"));
         }
@@ -371,9 +411,16 @@ impl fmt::Display for TransportError {
             TransportErrorKind::BodyTooLarge => "response body too large",
             TransportErrorKind::Decode => "the response body could not be decoded",
             TransportErrorKind::Unsupported => "the backend cannot express this request",
+            TransportErrorKind::ProxyRefused => "the proxy refused the request",
             TransportErrorKind::Other => "transport error",
         };
-        f.write_str(what)
+        match self.proxy {
+            Some(ProxyFailure {
+                status: Some(status),
+            }) => write!(f, "{what} ({status})"),
+            Some(_) => write!(f, "proxy: {what}"),
+            None => f.write_str(what),
+        }
     }
 }
 
@@ -707,6 +754,7 @@ impl Error {
                     | TransportErrorKind::BodyTooLarge
                     | TransportErrorKind::Decode
                     | TransportErrorKind::Unsupported
+                    | TransportErrorKind::ProxyRefused
             ),
             Self::Status { source, .. } => matches!(source.status.as_u16(), 408 | 429 | 500..=599),
         }

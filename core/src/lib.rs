@@ -109,6 +109,7 @@ pub mod ids;
 pub mod io;
 #[cfg(feature = "metrics")]
 mod metric_names;
+pub mod network;
 pub mod redact;
 pub mod request;
 pub mod response;

@@ -287,6 +287,10 @@ impl TestCertificate {
     }
 
     fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor_offering(&[b"h2", b"http/1.1"])
+    }
+
+    fn acceptor_offering(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -296,6 +300,110 @@ impl TestCertificate {
             .with_single_cert(
                 vec![CertificateDer::from(self.certificate.clone())],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone())),
+            )
+            .expect("rcgen's key matches its certificate");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// A private certificate authority for mutual TLS (rcgen): a server certificate for
+/// `localhost` and `127.0.0.1` and a client certificate signed by it, and a client
+/// certificate from another CA, which the server does not trust. Client identities are PEM
+/// (chain, and a PKCS#8 key), as a service keeps them on disk.
+#[derive(Clone, Debug)]
+pub struct MutualTls {
+    /// The CA certificate (DER): clients trust it for the server, the server for clients.
+    pub ca: Vec<u8>,
+    /// The client certificate (PEM).
+    pub client_cert_pem: String,
+    /// Its private key (PKCS#8 PEM).
+    pub client_key_pem: String,
+    /// A client certificate from a CA the server does not trust (PEM).
+    pub stranger_cert_pem: String,
+    /// Its private key (PKCS#8 PEM).
+    pub stranger_key_pem: String,
+    server: TestCertificate,
+}
+
+impl MutualTls {
+    /// Generates a CA, the server's certificate and both client certificates.
+    pub fn generate() -> Self {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+            let key = KeyPair::generate().expect("rcgen makes keys");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("no names");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = params.self_signed(&key).expect("a CA certificate");
+            (cert, key)
+        }
+        fn leaf(
+            names: &[&str],
+            usage: ExtendedKeyUsagePurpose,
+            issuer: &(rcgen::Certificate, KeyPair),
+        ) -> (rcgen::Certificate, KeyPair) {
+            let key = KeyPair::generate().expect("rcgen makes keys");
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = CertificateParams::new(names).expect("valid names");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "egress test");
+            params.extended_key_usages = vec![usage];
+            let cert = params
+                .signed_by(&key, &issuer.0, &issuer.1)
+                .expect("the CA signs");
+            (cert, key)
+        }
+        let authority = ca("egress test CA");
+        let server = leaf(
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &authority,
+        );
+        let client = leaf(&[], ExtendedKeyUsagePurpose::ClientAuth, &authority);
+        let other = ca("someone else's CA");
+        let stranger = leaf(&[], ExtendedKeyUsagePurpose::ClientAuth, &other);
+        Self {
+            ca: authority.0.der().to_vec(),
+            client_cert_pem: client.0.pem(),
+            client_key_pem: client.1.serialize_pem(),
+            stranger_cert_pem: stranger.0.pem(),
+            stranger_key_pem: stranger.1.serialize_pem(),
+            server: TestCertificate {
+                certificate: server.0.der().to_vec(),
+                key: server.1.serialize_der(),
+            },
+        }
+    }
+
+    /// A TLS acceptor that requires a client certificate signed by the CA.
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.clone()))
+            .expect("rcgen's CA certificate parses");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("a client verifier with one root builds");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from(self.server.certificate.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server.key.clone())),
             )
             .expect("rcgen's key matches its certificate");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -337,7 +445,35 @@ impl FaultServer {
         Self::start_with(handler, Some(TestCertificate::generate()), false)
     }
 
+    /// Starts a TLS server that offers only `http/1.1` by ALPN, with a fresh self-signed
+    /// certificate.
+    pub fn start_tls_http1_only(handler: Handler) -> Self {
+        let cert = TestCertificate::generate();
+        let acceptor = cert.acceptor_offering(&[b"http/1.1"]);
+        Self::start_with_acceptor(handler, Some((acceptor, cert.certificate)), false)
+    }
+
+    /// Starts a TLS server (HTTP/1.1 and HTTP/2 by ALPN) that requires a client certificate
+    /// signed by `tls`'s CA (mutual TLS); its own certificate is signed by that CA too.
+    pub fn start_mutual_tls(handler: Handler, tls: &MutualTls) -> Self {
+        Self::start_with_acceptor(
+            handler,
+            Some((tls.acceptor(), tls.server.certificate.clone())),
+            false,
+        )
+    }
+
     fn start_with(handler: Handler, cert: Option<TestCertificate>, on_the_head: bool) -> Self {
+        let tls = cert.map(|c| (c.acceptor(), c.certificate));
+        Self::start_with_acceptor(handler, tls, on_the_head)
+    }
+
+    fn start_with_acceptor(
+        handler: Handler,
+        tls: Option<(tokio_rustls::TlsAcceptor, Vec<u8>)>,
+        on_the_head: bool,
+    ) -> Self {
+        let (acceptor, certificate) = tls.unzip();
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
         std_listener
@@ -346,11 +482,7 @@ impl FaultServer {
         let addr = std_listener
             .local_addr()
             .expect("a bound socket has an address");
-        let shared = Arc::new(Shared::new(
-            handler,
-            cert.as_ref().map(TestCertificate::acceptor),
-            on_the_head,
-        ));
+        let shared = Arc::new(Shared::new(handler, acceptor, on_the_head));
         let (stop, stopped) = watch::channel(false);
         let serving = shared.clone();
         let thread = std::thread::Builder::new()
@@ -371,7 +503,7 @@ impl FaultServer {
         Self {
             addr,
             shared,
-            certificate: cert.map(|c| c.certificate),
+            certificate,
             stop,
             thread: Some(thread),
         }
@@ -481,8 +613,21 @@ async fn serve_connection(
     let Some(acceptor) = shared.tls.clone() else {
         return serve_http1(Conn::Plain(stream), id, &shared, stopped).await;
     };
-    let Ok(tls) = acceptor.accept(stream).await else {
-        return;
+    let tls = match acceptor.accept(stream).into_fallible().await {
+        Ok(tls) => tls,
+        Err((_, mut stream)) => {
+            // rustls has written its alert (a rejected client certificate, say). Close the
+            // way nginx's lingering close does: send FIN, then read what the client already
+            // sent, so that closing with unread data does not turn into a reset that could
+            // destroy the alert before the client reads it.
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            return;
+        }
     };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         return serve_h2(tls, id, shared).await;

@@ -1,5 +1,6 @@
 //! Secrets end to end: through each real backend and the fault server, no secret reaches the
-//! captured telemetry, any `Debug` of the objects involved, or any error's `Display`.
+//! captured telemetry, any `Debug` of the objects involved, or any error's `Display`; the
+//! same for a proxy's password and `Proxy-Authorization`, through a real proxy (tinyproxy).
 
 mod common;
 
@@ -111,6 +112,156 @@ fn no_secret_leaks(backend: Backend) {
                 "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
             );
         }
+    }
+}
+
+const PROXY_PASSWORD: &str = "e2e-proxy-secret-8";
+const WRONG_PROXY_PASSWORD: &str = "e2e-proxy-secret-9";
+
+/// RFC 4648 base64, to look for the `Proxy-Authorization: Basic` value itself.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Through a real proxy that requires credentials (tinyproxy): the proxy URL's password and
+/// the `Proxy-Authorization` value (RFC 9110 11.7.1) reach no telemetry, no `Debug` of the
+/// configuration, client or errors, and no error text; the origin never sees them either.
+fn no_proxy_secret_leaks(backend: Backend) {
+    use egress_core::network::ProxyConfig;
+    use egress_tests::proxy::{Tinyproxy, TinyproxyConfig};
+    let plain = FaultServer::start(FaultServer::always(Reply::json(200, r#"{"id":"1"}"#)));
+    let tls = FaultServer::start_tls(FaultServer::always(Reply::json(200, r#"{"id":"1"}"#)));
+    let proxy = Tinyproxy::start(TinyproxyConfig {
+        basic_auth: Some(("alice".to_owned(), PROXY_PASSWORD.to_owned())),
+        connect_ports: vec![tls.addr().port()],
+    });
+    let good = proxy.url(Some(("alice", PROXY_PASSWORD)));
+    let wrong = proxy.url(Some(("alice", WRONG_PROXY_PASSWORD)));
+    let via = |base: String, url: &str| {
+        Config::default()
+            .with_base_url(base)
+            .with_proxy(ProxyConfig::default().with_all(url).with_from_env(false))
+    };
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let writer = text.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || Buffer(writer.clone()))
+            .with_span_events(FmtSpan::FULL),
+    );
+    let mut shown = Vec::new();
+    let mut outcomes = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        backend.run_here(async {
+            let certificate = tls.certificate_der().unwrap();
+            for (base, url, trusted) in [
+                (plain.url(""), &good, None),
+                (tls.url(""), &good, Some(certificate)),
+                (plain.url(""), &wrong, None),
+                (tls.url(""), &wrong, Some(certificate)),
+            ] {
+                let config = via(base, url);
+                shown.push(format!("{config:?}"));
+                let client = match trusted {
+                    Some(der) => backend.client_trusting(config, der),
+                    None => backend.client(config),
+                };
+                shown.push(format!("{client:?}"));
+                match client.get("/entities/1").send().await {
+                    Ok(response) => {
+                        outcomes.push(response.status().to_string());
+                        shown.push(format!("{response:?}"));
+                    }
+                    Err(e) => {
+                        outcomes.push(match &e {
+                            egress_core::Error::Transport { source, .. } => {
+                                format!("{:?} {:?}", source.kind(), source.proxy_status())
+                            }
+                            other => format!("{:?}", other.status()),
+                        });
+                        shown.push(format!("{e:?}"));
+                        shown.push(e.to_string());
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            shown.push(format!("{s} {s:?}"));
+                            source = s.source();
+                        }
+                    }
+                }
+            }
+        });
+    });
+    // The right password passes. tinyproxy answers a wrong one with 401 and WWW-Authenticate
+    // (RFC 9110 15.5.8 would have 407): to a forwarded request that is a status like the
+    // origin's (the call ends there: 401 is not retried); to CONNECT, the typed refusal.
+    assert_eq!(
+        outcomes,
+        ["200 OK", "200 OK", "Some(401)", "ProxyRefused Some(401)"]
+    );
+    let captured = String::from_utf8_lossy(&text.lock().unwrap()).into_owned();
+    assert!(
+        captured.contains("egress.attempt"),
+        "telemetry was captured"
+    );
+    let secrets = [
+        PROXY_PASSWORD.to_owned(),
+        WRONG_PROXY_PASSWORD.to_owned(),
+        base64(format!("alice:{PROXY_PASSWORD}").as_bytes()),
+        base64(format!("alice:{WRONG_PROXY_PASSWORD}").as_bytes()),
+    ];
+    for secret in &secrets {
+        assert!(
+            !captured.contains(secret.as_str()),
+            "{backend:?}: telemetry leaks {secret}:\n{captured}"
+        );
+        for s in &shown {
+            assert!(
+                !s.contains(secret.as_str()),
+                "{backend:?}: leaks {secret}:\n{s}"
+            );
+        }
+    }
+    for seen in plain.requests().iter().chain(tls.requests().iter()) {
+        assert_eq!(
+            seen.header("proxy-authorization"),
+            None,
+            "the origin never sees it"
+        );
+    }
+}
+
+#[test]
+fn base64_is_rfc_4648() {
+    assert_eq!(
+        base64(b"Aladdin:open sesame"),
+        "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+    );
+    assert_eq!(base64(b"ab"), "YWI=");
+}
+
+mod no_proxy_secret_leaks {
+    use super::common::Backend;
+
+    #[test]
+    fn tokio() {
+        super::no_proxy_secret_leaks(Backend::Tokio);
+    }
+
+    #[test]
+    fn async_std() {
+        super::no_proxy_secret_leaks(Backend::AsyncStd);
     }
 }
 

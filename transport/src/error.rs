@@ -57,7 +57,10 @@ pub fn error_kind(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
             match connect.step() {
                 ConnectStep::Resolve => return Kind::Dns,
                 ConnectStep::Tls => return Kind::Tls,
-                ConnectStep::Tcp => {}
+                ConnectStep::Tunnel if connect.proxy_status().is_some() => {
+                    return Kind::ProxyRefused;
+                }
+                ConnectStep::Tcp | ConnectStep::Tunnel => {}
             }
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
@@ -106,7 +109,12 @@ pub fn error_kind(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
 /// Maps a connector's failure to open a connection.
 pub(crate) fn from_connect(error: ConnectError) -> TransportError {
     let kind = error_kind(&error, Stage::Connect);
-    TransportError::new(kind, error)
+    let proxy = error.is_proxy().then(|| error.proxy_status());
+    let error = TransportError::new(kind, error);
+    match proxy {
+        Some(status) => error.at_proxy(status),
+        None => error,
+    }
 }
 
 /// Maps a failure of hyper's handshake on a new connection.
@@ -168,6 +176,28 @@ mod tests {
             assert_eq!(error_kind(&wrapped, Stage::Body), Kind::Protocol);
             assert_eq!(error_kind(&wrapped, Stage::Head), Kind::Protocol);
         }
+    }
+
+    /// RFC 9110 9.3.6: any 2xx to CONNECT opens the tunnel; anything else refuses it, such as
+    /// 407 (15.5.8): final, never sent to the origin, and said to be the proxy's.
+    #[test]
+    fn a_proxy_refusing_the_tunnel_is_a_final_proxy_error() {
+        let refused =
+            ConnectError::refused_by_proxy(http::StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+        let error = from_connect(refused);
+        assert_eq!(error.kind(), Kind::ProxyRefused);
+        assert!(!error.may_have_been_sent());
+        assert!(error.is_proxy());
+        assert_eq!(
+            error.proxy_status(),
+            Some(http::StatusCode::PROXY_AUTHENTICATION_REQUIRED)
+        );
+        let down =
+            ConnectError::new(ConnectStep::Tcp, io(io::ErrorKind::ConnectionRefused)).at_proxy();
+        let error = from_connect(down);
+        assert_eq!(error.kind(), Kind::ConnectRefused);
+        assert!(error.is_proxy() && error.proxy_status().is_none());
+        assert!(error.to_string().starts_with("proxy: "), "{error}");
     }
 
     #[test]

@@ -58,8 +58,10 @@
 //!   framing is `Protocol`, never a close).
 
 mod error;
+mod identity;
 mod limit;
 mod pool;
+mod proxy;
 mod rt;
 
 use std::fmt;
@@ -74,11 +76,13 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 pub use crate::error::{Stage, error_kind};
+pub use crate::identity::ClientIdentity;
 use crate::limit::{Limit, within};
 use crate::pool::{Pool, Sent};
+pub use crate::proxy::{Connector, Proxies, Proxy};
 pub use crate::rt::{
-    BoxError, Connect, ConnectError, ConnectStep, Connected, Io, Origin, Protocol, Runtime,
-    connect_first,
+    Alpn, BoxError, Connect, ConnectError, ConnectStep, Connected, Dial, Forward, Io, Origin,
+    Protocol, Runtime, TlsOver, connect_first,
 };
 
 /// Sends attempts over hyper connections from one pool; see the [crate docs](crate).

@@ -15,22 +15,23 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use egress_core::{PoolConfig, TransportError, TransportErrorKind};
-use http::header::HOST;
+use http::header::{HOST, PROXY_AUTHORIZATION};
 use http::uri::{Authority, Uri};
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 
 use crate::error;
 use crate::limit::{Limit, within};
-use crate::rt::{Connect, Exec, Origin, Protocol, Runtime};
+use crate::rt::{Connect, Exec, Forward, Origin, Protocol, Runtime};
 
 type Body = Full<Bytes>;
 type H1 = http1::SendRequest<Body>;
@@ -275,9 +276,14 @@ impl Pool {
             ));
         };
         let uri = request.uri().clone();
+        // Through a forwarding proxy, `http://` requests go in absolute-form.
+        let forward = match origin.is_https() {
+            true => None,
+            false => self.inner.connector.forward_proxy(&origin),
+        };
         loop {
-            let (conn, reused) = match self.check_out(&origin) {
-                Checkout::Reuse(conn) => (conn, true),
+            let (conn, reused, tls_failed) = match self.check_out(&origin) {
+                Checkout::Reuse(conn) => (conn, true, None),
                 Checkout::Wait => {
                     if within(self.runtime(), pool, self.h2_connected(&origin))
                         .await
@@ -292,7 +298,8 @@ impl Pool {
                     // future several kilobytes larger.
                     let conn = Box::pin(self.connect(&origin, connect)).await;
                     drop(leader);
-                    (conn?, false)
+                    let (conn, tls_failed) = conn?;
+                    (conn, false, tls_failed)
                 }
             };
             match conn {
@@ -301,11 +308,20 @@ impl Pool {
                     match within(self.runtime(), pool, sender.ready()).await {
                         None => return Err(pool_timeout()),
                         Some(Err(_)) if reused => continue,
-                        Some(Err(e)) => return Err(error::from_send(e)),
+                        Some(Err(e)) => return Err(send_failed(e, tls_failed.as_deref())),
                         Some(Ok(())) => {}
                     }
-                    for_http1(&mut request, &origin);
+                    for_http1(&mut request, &origin, forward.as_ref());
                     match sender.try_send_request(request).await {
+                        Ok(response) if forward.is_some() && response.status() == PROXY_AUTH => {
+                            // RFC 9110 15.5.8: the proxy, not the origin, wants credentials.
+                            // The connection closes with the unread body.
+                            return Err(TransportError::new(
+                                TransportErrorKind::ProxyRefused,
+                                "the proxy answered 407 Proxy Authentication Required",
+                            )
+                            .at_proxy(Some(PROXY_AUTH)));
+                        }
                         Ok(response) => {
                             let lease = Lease {
                                 sender,
@@ -322,7 +338,10 @@ impl Pool {
                                 *unsent.uri_mut() = uri.clone();
                                 request = unsent;
                             }
-                            _ => return Err(error::from_send(failed.into_error())),
+                            _ => {
+                                let e = failed.into_error();
+                                return Err(send_failed(e, tls_failed.as_deref()));
+                            }
                         },
                     }
                 }
@@ -336,7 +355,10 @@ impl Pool {
                                 *unsent.version_mut() = Version::HTTP_11;
                                 request = unsent;
                             }
-                            _ => return Err(error::from_send(failed.into_error())),
+                            _ => {
+                                let e = failed.into_error();
+                                return Err(send_failed(e, tls_failed.as_deref()));
+                            }
                         },
                     }
                 }
@@ -413,7 +435,11 @@ impl Pool {
 
     /// A new connection to `origin` within `limit`, its hyper driver spawned on the runtime;
     /// an HTTP/2 one becomes the origin's shared connection.
-    async fn connect(&self, origin: &Origin, limit: Limit) -> Result<Conn, TransportError> {
+    async fn connect(
+        &self,
+        origin: &Origin,
+        limit: Limit,
+    ) -> Result<(Conn, Option<Arc<AtomicBool>>), TransportError> {
         let inner = &self.inner;
         let connecting = async {
             let connected = inner
@@ -421,6 +447,7 @@ impl Pool {
                 .connect(origin)
                 .await
                 .map_err(error::from_connect)?;
+            let tls_failed = connected.tls_failed.clone();
             match connected.protocol {
                 Protocol::Http1 => {
                     let (sender, connection) = http1::handshake(connected.io)
@@ -431,7 +458,7 @@ impl Pool {
                             tracing::debug!(%error, "connection ended with an error");
                         }
                     }));
-                    Ok(Conn::H1(sender))
+                    Ok((Conn::H1(sender), tls_failed))
                 }
                 Protocol::Http2 => {
                     let (sender, connection) =
@@ -463,7 +490,7 @@ impl Pool {
                         }
                         inner.reap_later(&mut state);
                     }
-                    Ok(Conn::H2(sender))
+                    Ok((Conn::H2(sender), tls_failed))
                 }
             }
         };
@@ -474,6 +501,18 @@ impl Pool {
                 "connect timed out",
             )),
         }
+    }
+}
+
+/// A failure to send on a connection: a TLS failure when TLS failed on its stream (a server
+/// rejecting the client certificate; hyper's HTTP/2 layer keeps only the text of IO errors,
+/// or reports the request as canceled), else what the error chain says.
+fn send_failed(error: hyper::Error, tls_failed: Option<&AtomicBool>) -> TransportError {
+    match tls_failed {
+        Some(failed) if failed.load(Ordering::Acquire) => {
+            TransportError::new(TransportErrorKind::Tls, error)
+        }
+        _ => error::from_send(error),
     }
 }
 
@@ -520,15 +559,28 @@ impl Lease {
     }
 }
 
+const PROXY_AUTH: StatusCode = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+
 /// Makes `request` what hyper's HTTP/1.1 connection writes: the request line in origin form
-/// (RFC 9112 3.2.1) and a `Host` header when the request has none (RFC 9112 3.2).
-fn for_http1(request: &mut Request<Body>, origin: &Origin) {
+/// (RFC 9112 3.2.1) and a `Host` header when the request has none (RFC 9112 3.2). To a
+/// forwarding proxy, the request line stays in absolute-form (RFC 9112 3.2.2) and the proxy's
+/// credentials go along (`Proxy-Authorization`, RFC 9110 11.7.1, marked sensitive).
+fn for_http1(request: &mut Request<Body>, origin: &Origin, forward: Option<&Forward>) {
     if !request.headers().contains_key(HOST) {
         if let Some(host) = host_of(origin.authority(), origin.is_https()) {
             request.headers_mut().insert(HOST, host);
         }
     }
-    *request.uri_mut() = origin_form(request.uri());
+    match forward {
+        None => *request.uri_mut() = origin_form(request.uri()),
+        Some(forward) => {
+            if let Some(value) = &forward.authorization {
+                request
+                    .headers_mut()
+                    .insert(PROXY_AUTHORIZATION, value.clone());
+            }
+        }
+    }
 }
 
 /// The request target in origin form: the path and query alone (`/` when empty).

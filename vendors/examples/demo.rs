@@ -393,6 +393,24 @@ fn build(backend: Backend, config: Config) -> Result<Client, egress_core::Config
     }
 }
 
+/// The proxy the demo's client takes to `base`: the default `[proxy]` reads `HTTPS_PROXY`,
+/// `HTTP_PROXY` and `NO_PROXY` (see the README's "Networks").
+fn proxy_for(base: &str) -> String {
+    use egress_tokio::egress_transport::{Origin, Proxies};
+    let origin = base.parse().ok().and_then(|uri| Origin::of(&uri));
+    match (
+        Proxies::from_config_and_env(&Config::default().proxy),
+        origin,
+    ) {
+        (Ok(proxies), Some(origin)) => match proxies.route(&origin) {
+            Some(proxy) => format!("through proxy {}", proxy.origin().authority()),
+            None => "direct (no proxy for it in HTTP_PROXY/HTTPS_PROXY/NO_PROXY)".to_owned(),
+        },
+        (Err(e), _) => format!("proxy settings unusable: {e}"),
+        (_, None) => "direct".to_owned(),
+    }
+}
+
 fn client(backend: Backend, base: &str) -> Client {
     // Short limits so that the story fits in seconds; a budget floor of 1 retry/s so that the
     // storm at the end meets it.
@@ -523,7 +541,10 @@ fn main() {
             Backend::Tokio => "tokio",
             Backend::AsyncStd => "async-std",
         };
-        println!("egress demo: backend {backend}, upstream {base}");
+        println!(
+            "egress demo: backend {backend}, upstream {base}, {}",
+            proxy_for(&base)
+        );
     }
     let backend = args.backend;
     let entities = EntitiesClient::new(client(backend, &base));

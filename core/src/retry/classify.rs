@@ -169,9 +169,12 @@ pub fn classify(outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction
         Outcome::Failed(error) => {
             use crate::error::TransportErrorKind as K;
             match error.kind() {
-                K::Tls | K::Protocol | K::BodyTooLarge | K::Decode | K::Unsupported => {
-                    RetryAction::NoAction
-                }
+                K::Tls
+                | K::Protocol
+                | K::BodyTooLarge
+                | K::Decode
+                | K::Unsupported
+                | K::ProxyRefused => RetryAction::NoAction,
                 kind if !kind.may_have_been_sent() => gate(RetryReason::NeverSent, None),
                 K::WriteTimeout | K::ReadTimeout => gate(RetryReason::Timeout, None),
                 _ => gate(RetryReason::Transport, None),

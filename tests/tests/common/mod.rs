@@ -87,6 +87,34 @@ impl Backend {
         }
     }
 
+    /// A client on this backend trusting `certificate` (DER) only and presenting `identity`
+    /// (mutual TLS), or the configuration error its builder gives.
+    pub fn client_with_identity(
+        self,
+        config: Config,
+        certificate: &[u8],
+        identity: Option<egress_tokio::ClientIdentity>,
+    ) -> Result<Client, egress_core::ConfigError> {
+        match self {
+            Backend::Tokio => {
+                let builder =
+                    egress_tokio::Builder::new(config).with_root_certificate(certificate.to_vec());
+                match identity {
+                    Some(identity) => builder.with_client_identity(identity).build(),
+                    None => builder.build(),
+                }
+            }
+            Backend::AsyncStd => {
+                let builder = egress_async_std::Builder::new(config)
+                    .with_root_certificate(certificate.to_vec());
+                match identity {
+                    Some(identity) => builder.with_client_identity(identity).build(),
+                    None => builder.build(),
+                }
+            }
+        }
+    }
+
     /// Runs `future` to completion on this backend's runtime.
     pub fn run<F: Future>(self, future: F) -> F::Output {
         match self {
