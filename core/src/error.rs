@@ -85,6 +85,7 @@ use crate::redact::Redactor;
 
 pub use crate::config::ConfigError;
 pub use crate::retry_after::RetryAfterError;
+pub use crate::token::TokenError;
 pub use crate::url::InvalidUrl;
 pub use crate::validate::{ValidationError, ValidationKind};
 
@@ -602,6 +603,17 @@ pub enum Error {
         /// The call's metadata.
         meta: CallMeta,
     },
+    /// No access token could be obtained from the client's token source (the token endpoint
+    /// refused, failed or answered no token, or the call's deadline passed while waiting for
+    /// it). Never sent.
+    #[error("no access token: {source}")]
+    Token {
+        /// Why: [`TokenError`], whose [`is_final`](TokenError::is_final) says whether retrying
+        /// can help.
+        source: Box<TokenError>,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
     /// The response body was larger than the limit. Sent.
     #[error("response body exceeds the {limit}-byte limit ({} bytes)", .exceeded.as_str())]
     BodyTooLarge {
@@ -626,6 +638,7 @@ impl Error {
             | Self::CircuitOpen { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
+            | Self::Token { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
         }
     }
@@ -640,6 +653,7 @@ impl Error {
             | Self::CircuitOpen { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
+            | Self::Token { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
         }
     }
@@ -676,6 +690,11 @@ impl Error {
         match self {
             Self::Timeout { .. } => true,
             Self::RetryBudgetExhausted { last, .. } => last.is_timeout(),
+            Self::Token { source, .. } => match &**source {
+                TokenError::Deadline => true,
+                TokenError::Request(error) => error.is_timeout(),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -700,6 +719,7 @@ impl Error {
             | Self::CircuitOpen { .. }
             | Self::RetryBudgetExhausted { .. } => true,
             Self::Timeout { .. } => true,
+            Self::Token { source, .. } => !source.is_final(),
             Self::Transport { source, .. } => !matches!(
                 source.kind(),
                 TransportErrorKind::Tls
@@ -722,7 +742,7 @@ impl Error {
             return false;
         }
         match self {
-            Self::InvalidRequest { meta, .. } => meta.attempts > 0,
+            Self::InvalidRequest { meta, .. } | Self::Token { meta, .. } => meta.attempts > 0,
             Self::Timeout { kind, meta, .. } => kind.may_have_been_sent() || meta.attempts > 1,
             Self::Transport { source, meta } => source.may_have_been_sent() || meta.attempts > 1,
             Self::RateLimited { last, .. } | Self::CircuitOpen { last, .. } => last.is_some(),
@@ -783,7 +803,16 @@ impl Error {
             Self::CircuitOpen { .. } => "circuit_open",
             Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Token { .. } => "token",
             Self::Validation { .. } => "validation",
+        }
+    }
+
+    /// Why no access token could be obtained, for [`Error::Token`].
+    pub fn token_error(&self) -> Option<&TokenError> {
+        match self {
+            Self::Token { source, .. } => Some(source),
+            _ => None,
         }
     }
 

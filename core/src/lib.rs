@@ -116,6 +116,7 @@ pub mod rt;
 mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+pub mod token;
 pub mod url;
 pub mod validate;
 
@@ -140,6 +141,7 @@ pub use request::{KeyChoice, Overrides, Request};
 pub use response::Response;
 pub use retry::RetryPolicy;
 pub use retry_after::RetryAfter;
+pub use token::{ClientCredentials, OAuth2Config, TokenError, TokenSource};
 pub use validate::{Validate, ValidationError, ValidationKind};
 
 #[cfg(test)]
