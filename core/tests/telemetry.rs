@@ -588,6 +588,27 @@ fn every_span_event_and_field_emitted_is_in_the_telemetry_reference() {
         upstream.clock().advance(std::time::Duration::from_secs(1));
         assert!(block_on(client.get("/busy").send()).is_err());
         assert!(block_on(client.get("/busy").send()).is_ok());
+        // A token source: a refresh, a rejected token, a refused refresh.
+        let upstream = ScriptedTransport::new();
+        upstream
+            .push(step(200).json(r#"{"access_token":"t-1","token_type":"Bearer","expires_in":60}"#))
+            .push(step(401).header("www-authenticate", r#"Bearer error="invalid_token""#))
+            .push(step(400).json(r#"{"error":"invalid_client"}"#));
+        let oauth2 =
+            egress_core::OAuth2Config::new("https://login.example.com/token", "id", "s".into());
+        let client = egress_core::Client::builder(
+            Config::default().with_base_url("https://api.example.com/v1"),
+            upstream.runtime(),
+        )
+        .with_oauth2(oauth2)
+        .build()
+        .unwrap();
+        assert!(
+            block_on(client.get("/x").send())
+                .unwrap_err()
+                .token_error()
+                .is_some()
+        );
     });
     let mut missing = Vec::new();
     for (name, record) in capture

@@ -3,8 +3,10 @@
 //! The library holds [`server`]: a scriptable HTTP/1.x and HTTP/2 (TLS) server on 127.0.0.1 that
 //! misbehaves on request. Backends use this package as a dev-dependency; its own `tests/` hold
 //! the checks that keep the core pure, the cross-backend parity suite and the load tests.
-//! [`tools`] finds or installs the real programs some tests run beside egress.
+//! [`tools`] finds or installs the real programs some tests run beside egress; [`oauth`] runs a
+//! real OAuth 2.0 authorization server for the token tests.
 
+pub mod oauth;
 pub mod server;
 pub mod tools;
 

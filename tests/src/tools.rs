@@ -62,11 +62,33 @@ pub fn apt_binary(binary: &str, package: &str) -> PathBuf {
 /// When node or npm is missing or the install fails; the message says what to install.
 pub fn npm_binary(spec: &str, binary: &str) -> PathBuf {
     let prefix = tools_dir().join("npm");
-    let path = prefix.join("node_modules/.bin").join(binary);
+    npm_install(
+        spec,
+        &prefix,
+        &prefix.join("node_modules/.bin").join(binary),
+    )
+}
+
+/// The npm prefix of the library `name` (its own folder, `target/test-tools/npm-lib/<name>`:
+/// an `npm install --no-save` into a shared prefix removes the packages installed there
+/// before). The package is installed from `spec` (`name@version`) when it is not there yet; a
+/// test's own script imports it from `<prefix>/node_modules/<name>`.
+///
+/// # Panics
+/// As [`npm_binary`].
+pub fn npm_library(spec: &str, name: &str) -> PathBuf {
+    let prefix = tools_dir().join("npm-lib").join(name);
+    npm_install(spec, &prefix, &prefix.join("node_modules").join(name));
+    prefix
+}
+
+/// Installs `spec` under `prefix` unless `path` exists; returns `path`.
+fn npm_install(spec: &str, prefix: &Path, path: &Path) -> PathBuf {
+    let path = path.to_path_buf();
     if path.exists() {
         return path;
     }
-    std::fs::create_dir_all(&prefix).expect("target/ is writable by the test run");
+    std::fs::create_dir_all(prefix).expect("target/ is writable by the test run");
     let script = format!(
         "test -e '{path}' || npm install --prefix '{prefix}' --no-audit --no-fund \
          --no-save --loglevel=error '{spec}'",
