@@ -127,3 +127,118 @@ mod no_secret_leaks {
         super::no_secret_leaks(Backend::AsyncStd);
     }
 }
+
+/// OAuth 2.0 end to end against a real authorization server (oidc-provider): the client secret
+/// (right and wrong, in the body and in Basic credentials) and every access token the API
+/// accepted never reach the telemetry, a `Debug` or an error's `Display`.
+fn oauth2_secrets_never_leak(backend: Backend) {
+    use egress_core::token::ClientAuthMethod;
+    use egress_core::{Client, OAuth2Config};
+    use egress_tests::oauth::{AuthServer, BASIC_CLIENT, POST_CLIENT};
+
+    const CLIENT_SECRET: &str = "e2e-oauth2-client-secret-8";
+    const WRONG_SECRET: &str = "e2e-oauth2-wrong-secret-9";
+    let server = AuthServer::start(CLIENT_SECRET, Duration::from_secs(600));
+    // From the configuration (client_secret_post: the secret travels in the body) ...
+    let config = Config::default()
+        .with_base_url(server.api_url())
+        .with_auth(Credentials::OAuth2(
+            OAuth2Config::new(server.token_url(), POST_CLIENT, CLIENT_SECRET.into())
+                .with_auth_method(ClientAuthMethod::ClientSecretPost),
+        ));
+    // ... and from a builder (client_secret_basic), with a wrong secret.
+    let wrong = OAuth2Config::new(server.token_url(), BASIC_CLIENT, WRONG_SECRET.into());
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let writer = text.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || Buffer(writer.clone()))
+            .with_span_events(FmtSpan::FULL),
+    );
+    let mut shown = vec![format!("{config:?}"), format!("{wrong:?}")];
+    tracing::subscriber::with_default(subscriber, || {
+        backend.run_here(async {
+            let client = backend.client(config);
+            let refused: Client = match backend {
+                Backend::Tokio => {
+                    egress_tokio::Builder::new(Config::default().with_base_url(server.api_url()))
+                        .with_oauth2(wrong)
+                        .build()
+                }
+                Backend::AsyncStd => egress_async_std::Builder::new(
+                    Config::default().with_base_url(server.api_url()),
+                )
+                .with_oauth2(wrong)
+                .build(),
+            }
+            .expect("the configuration is valid");
+            shown.push(format!("{client:?}"));
+            shown.push(format!("{refused:?}"));
+            let mut results = vec![client.get("/entities/1").send().await];
+            server.revoke_accepted(); // the next call is rejected once, then re-sent
+            results.push(client.get("/entities/2").send().await);
+            results.push(refused.get("/entities/3").send().await);
+            for result in results {
+                match result {
+                    Ok(response) => shown.push(format!("{response:?}")),
+                    Err(e) => {
+                        shown.push(format!("{e:?}"));
+                        shown.push(e.to_string());
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            shown.push(s.to_string());
+                            source = s.source();
+                        }
+                    }
+                }
+            }
+        });
+    });
+    let tokens = server.accepted_tokens();
+    assert_eq!(
+        tokens.len(),
+        2,
+        "two tokens were issued and used: {tokens:?}"
+    );
+    let captured = String::from_utf8_lossy(&text.lock().unwrap()).into_owned();
+    assert!(
+        captured.contains("token refreshed") && captured.contains("token refresh failed"),
+        "the token telemetry was captured:\n{captured}"
+    );
+    let basic = |secret: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{BASIC_CLIENT}:{secret}"))
+    };
+    let secrets = [
+        CLIENT_SECRET.to_owned(),
+        WRONG_SECRET.to_owned(),
+        basic(CLIENT_SECRET),
+        basic(WRONG_SECRET),
+    ];
+    for secret in secrets.iter().chain(&tokens) {
+        assert!(
+            !captured.contains(secret.as_str()),
+            "{backend:?}: telemetry leaks {secret}:\n{captured}"
+        );
+        for s in &shown {
+            assert!(
+                !s.contains(secret.as_str()),
+                "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
+            );
+        }
+    }
+}
+
+mod oauth2_secrets_never_leak {
+    use super::common::Backend;
+
+    #[test]
+    fn tokio() {
+        super::oauth2_secrets_never_leak(Backend::Tokio);
+    }
+
+    #[test]
+    fn async_std() {
+        super::oauth2_secrets_never_leak(Backend::AsyncStd);
+    }
+}
