@@ -27,6 +27,50 @@ struct Entity {
     id: String,
 }
 
+/// A subscriber that writes every span and event, at every level, into the returned buffer.
+fn capture() -> (impl tracing::Subscriber + Send + Sync, Arc<Mutex<Vec<u8>>>) {
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let writer = text.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || Buffer(writer.clone()))
+            .with_span_events(FmtSpan::FULL),
+    );
+    (subscriber, text)
+}
+
+/// The `Debug` of an error, its `Display` and every source's.
+fn show_error(shown: &mut Vec<String>, e: &egress_core::Error) {
+    shown.push(format!("{e:?}"));
+    shown.push(e.to_string());
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        shown.push(s.to_string());
+        source = s.source();
+    }
+}
+
+/// No secret in the captured telemetry nor in anything shown.
+fn assert_no_leak<S: AsRef<str>>(
+    backend: Backend,
+    captured: &str,
+    shown: &[String],
+    secrets: &[S],
+) {
+    for secret in secrets.iter().map(AsRef::as_ref) {
+        assert!(
+            !captured.contains(secret),
+            "{backend:?}: telemetry leaks {secret}:\n{captured}"
+        );
+        for s in shown {
+            assert!(
+                !s.contains(secret),
+                "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
+            );
+        }
+    }
+}
+
 fn no_secret_leaks(backend: Backend) {
     let echo = format!(r#"{{"error":"bad token {BEARER}","token":"{BODY}","cookie":"{COOKIE}"}}"#);
     let set_cookie = format!("sid={SET_COOKIE}; Secure");
@@ -49,13 +93,7 @@ fn no_secret_leaks(backend: Backend) {
             token: SecretString::from(BEARER),
         })
         .with_retry(RetryPolicy::standard().with_backoff(common::config("http://x").retry.backoff));
-    let text = Arc::new(Mutex::new(Vec::new()));
-    let writer = text.clone();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .with_writer(move || Buffer(writer.clone()))
-            .with_span_events(FmtSpan::FULL),
-    );
+    let (subscriber, text) = capture();
     let mut shown = vec![format!("{config:?}")];
     tracing::subscriber::with_default(subscriber, || {
         backend.run_here(async {
@@ -76,15 +114,7 @@ fn no_secret_leaks(backend: Backend) {
                             shown.push(e.to_string());
                         }
                     }
-                    Err(e) => {
-                        shown.push(format!("{e:?}"));
-                        shown.push(e.to_string());
-                        let mut source = std::error::Error::source(&e);
-                        while let Some(s) = source {
-                            shown.push(s.to_string());
-                            source = s.source();
-                        }
-                    }
+                    Err(e) => show_error(&mut shown, &e),
                 }
             }
         });
@@ -100,18 +130,8 @@ fn no_secret_leaks(backend: Backend) {
         captured.contains("egress.attempt"),
         "telemetry was captured:\n{captured}"
     );
-    for secret in [BEARER, API_KEY, COOKIE, PASSWORD, QUERY, SET_COOKIE, BODY] {
-        assert!(
-            !captured.contains(secret),
-            "{backend:?}: telemetry leaks {secret}:\n{captured}"
-        );
-        for s in &shown {
-            assert!(
-                !s.contains(secret),
-                "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
-            );
-        }
-    }
+    let secrets = [BEARER, API_KEY, COOKIE, PASSWORD, QUERY, SET_COOKIE, BODY];
+    assert_no_leak(backend, &captured, &shown, &secrets);
 }
 
 mod no_secret_leaks {
@@ -148,13 +168,7 @@ fn oauth2_secrets_never_leak(backend: Backend) {
         ));
     // ... and from a builder (client_secret_basic), with a wrong secret.
     let wrong = OAuth2Config::new(server.token_url(), BASIC_CLIENT, WRONG_SECRET.into());
-    let text = Arc::new(Mutex::new(Vec::new()));
-    let writer = text.clone();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .with_writer(move || Buffer(writer.clone()))
-            .with_span_events(FmtSpan::FULL),
-    );
+    let (subscriber, text) = capture();
     let mut shown = vec![format!("{config:?}"), format!("{wrong:?}")];
     tracing::subscriber::with_default(subscriber, || {
         backend.run_here(async {
@@ -181,15 +195,7 @@ fn oauth2_secrets_never_leak(backend: Backend) {
             for result in results {
                 match result {
                     Ok(response) => shown.push(format!("{response:?}")),
-                    Err(e) => {
-                        shown.push(format!("{e:?}"));
-                        shown.push(e.to_string());
-                        let mut source = std::error::Error::source(&e);
-                        while let Some(s) = source {
-                            shown.push(s.to_string());
-                            source = s.source();
-                        }
-                    }
+                    Err(e) => show_error(&mut shown, &e),
                 }
             }
         });
@@ -215,18 +221,8 @@ fn oauth2_secrets_never_leak(backend: Backend) {
         basic(CLIENT_SECRET),
         basic(WRONG_SECRET),
     ];
-    for secret in secrets.iter().chain(&tokens) {
-        assert!(
-            !captured.contains(secret.as_str()),
-            "{backend:?}: telemetry leaks {secret}:\n{captured}"
-        );
-        for s in &shown {
-            assert!(
-                !s.contains(secret.as_str()),
-                "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
-            );
-        }
-    }
+    let everything: Vec<&String> = secrets.iter().chain(&tokens).collect();
+    assert_no_leak(backend, &captured, &shown, &everything);
 }
 
 mod oauth2_secrets_never_leak {

@@ -1,21 +1,5 @@
 //! The token lifecycle as data: a pure state machine over absent, valid, refreshing and failed,
-//! with time and jitter as inputs.
-//!
-//! ```text
-//!             decide: Refresh                      handle_refreshed
-//!   Empty ─────────────────────────▶ Refreshing ───────────────────▶ Valid
-//!     ▲                               │    ▲                          │ │
-//!     │ handle_rejected               │    │ decide: Refresh          │ │ decide past refresh_at
-//!     │ (or abandoned, no token)      │    └──────────────────────────┘ │ (ahead, or expired)
-//!     │                               │ handle_failed                   │
-//!     └────── Valid ◀─────────────────┴─▶ Failed ── decide after the ───┘
-//!                                            cooldown: Refresh
-//! ```
-//!
-//! [`TokenLifecycle::decide`] says what a call should do now; one call at a time is handed a
-//! [`Ticket`] to refresh, every other call uses a valid token or waits. The outcome of the
-//! refresh is fed back with the ticket, and a stale ticket (a refresh that was abandoned and
-//! taken over) is ignored.
+//! with time and jitter as inputs. See [`TokenLifecycle`].
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -266,7 +250,26 @@ enum State {
     },
 }
 
-/// The state of one token source: see the [module docs](self).
+/// The state of one token source, as data: absent, valid, refreshing or failed.
+///
+/// ```text
+///           decide: Refresh                    handle_refreshed
+///   Empty ──────────────────▶ Refreshing ─────────────────────────▶ Valid
+///     ▲                        │  │   ▲                               │ │
+///     │   handle_abandoned     │  │   │ decide past refresh_at        │ │
+///     ├────────────────────────┘  │   │ (ahead, or expired): Refresh  │ │
+///     │   (to Valid if a token    │   └───────────────────────────────┘ │
+///     │    is still held)         │ handle_failed                       │
+///     │                           ▼                                     │
+///     │                         Failed ── decide after the cooldown:    │
+///     │                                   Refresh (to Refreshing)       │
+///     └─────────────────── handle_rejected ─────────────────────────────┘
+/// ```
+///
+/// [`TokenLifecycle::decide`] says what a call should do now; one call at a time is handed a
+/// [`Ticket`] to refresh, every other call uses a valid token or waits. The outcome of the
+/// refresh is fed back with the ticket, and a stale ticket (a refresh that was abandoned and
+/// taken over) is ignored.
 ///
 /// Driven by hand (as the client does, under a lock):
 ///

@@ -21,7 +21,7 @@
 //!   the token is invalidated, a new one is fetched and the request is re-sent once, whatever
 //!   its method (a 401 proves the request was not processed). A second rejection ends the call.
 //! - **Failures are typed.** A token that cannot be obtained ends the call with
-//!   [`Error::Token`](crate::Error::Token), which says why ([`TokenError`]); the request itself
+//!   [`Error::Token`], which says why ([`TokenError`]); the request itself
 //!   is never sent. After a failed refresh, calls fail at once for
 //!   [`RefreshPolicy::failure_cooldown`] (or use the old token while it is valid) instead of
 //!   hammering the token endpoint.
@@ -175,7 +175,7 @@ pub trait TokenSource: fmt::Debug + Send + Sync {
     }
 }
 
-/// Why an access token could not be obtained. Carried by [`Error::Token`](crate::Error::Token).
+/// Why an access token could not be obtained. Carried by [`Error::Token`].
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
