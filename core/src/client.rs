@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -25,7 +25,8 @@ use crate::request::{KeyChoice, Request};
 use crate::response::Response;
 use crate::retry::Classifier;
 use crate::rt::{Clock, Entropy, Sleeper, Transport};
-use crate::token::{ClientCredentials, OAuth2Config, Token, TokenCache, TokenError, TokenSource};
+use crate::token::cache::Pieces;
+use crate::token::{ClientCredentials, CurrentToken, OAuth2Config, Token, TokenCache, TokenSource};
 
 /// Reads the correlation ID of the ambient scope (a backend's task-local), if any.
 pub type AmbientCorrelation = Arc<dyn Fn() -> Option<CorrelationId> + Send + Sync>;
@@ -495,9 +496,9 @@ impl Client {
     /// Dropping the returned future cancels the attempt in flight and schedules nothing more;
     /// only the retry budget's bookkeeping of attempts already made survives.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        if self.inner.tokens.is_some() {
+        if let Some(tokens) = &self.inner.tokens {
             // Boxed: a client without a token source keeps its smaller future.
-            return Box::pin(self.send_with_token(request)).await;
+            return Box::pin(self.send_with_token(tokens, request)).await;
         }
         // The call starts on the first poll, inside whatever scope the caller wraps the future
         // in (an ambient correlation ID is read then). The exchange is a local of this future
@@ -567,98 +568,103 @@ impl Client {
     /// rejects it ([`TokenSource::is_rejection`]) makes the token be replaced and the request
     /// re-sent once, within what is left of the deadline. A request that carries its own
     /// `Authorization` is sent as it is.
-    async fn send_with_token(&self, mut request: Request) -> Result<Response, Error> {
-        let inner = &*self.inner;
-        let rt = &inner.runtime;
-        let Some(tokens) = &inner.tokens else {
-            return self.drive(self.start(request)).await;
-        };
+    async fn send_with_token(
+        &self,
+        tokens: &TokenCache,
+        mut request: Request,
+    ) -> Result<Response, Error> {
         if request.headers.contains_key(AUTHORIZATION) {
             return self.drive(self.start(request)).await;
         }
+        let rt = &self.inner.runtime;
         let started = rt.clock.now();
         let deadline_after = request
             .overrides
             .deadline
-            .unwrap_or(inner.policy.config().timeouts.deadline);
+            .unwrap_or(self.inner.policy.config().timeouts.deadline);
         let deadline = crate::exchange::saturating_add(started, deadline_after);
+        // Headers, correlation ID and idempotency key once: the same on a re-send.
         let (seed, refused) = self.prepare(&mut request);
-        let pieces = crate::token::cache::Pieces {
+        let pieces = Pieces {
             clock: &*rt.clock,
             sleeper: &*rt.sleeper,
             entropy: &*rt.entropy,
         };
-        let mut sent = 0;
-        let mut seed = seed;
-        let mut refused = refused;
-        loop {
-            let (token, mut attempt) = match tokens.token(&pieces, deadline).await {
-                Ok(token) => match Token::header_value(token.value()) {
-                    Ok(value) => {
-                        let mut attempt = request.clone();
-                        attempt.headers.insert(AUTHORIZATION, value);
-                        (Some(token), attempt)
-                    }
-                    Err(error) => (None, self.refuse(&mut refused, &request, error)),
-                },
-                Err(error) => (None, self.refuse(&mut refused, &request, error)),
-            };
-            // The exchange gets what is left of the call's deadline (the token took some).
-            let (now, wall) = rt.clock.now_and_wall();
-            let left = deadline.saturating_duration_since(now);
-            attempt.overrides.deadline = Some(left.max(std::time::Duration::from_millis(1)));
-            let mut exchange = Exchange::refusing(
-                attempt,
-                &inner.policy,
-                now,
-                seed,
-                refused.take(),
-                Some(wall),
-            );
-            let mut result = self.drive_ref(&mut exchange).await;
-            // The attempts and time of the first send count in the result of the second.
-            if sent > 0 {
-                let elapsed = rt.clock.now().saturating_duration_since(started);
-                match &mut result {
-                    Ok(response) => {
-                        response.attempts += sent;
-                        response.elapsed = elapsed;
-                    }
-                    Err(error) => {
-                        let meta = error.meta_mut();
-                        meta.attempts += sent;
-                        meta.elapsed = elapsed;
-                        meta.may_have_been_sent = Some(true);
-                    }
-                }
+        let (token, result) = self
+            .send_once(tokens, &pieces, request.clone(), deadline, seed, refused)
+            .await;
+        let rejected = match (&result, token) {
+            (Err(Error::Status { source, .. }), Some(token))
+                if tokens.source().is_rejection(source) =>
+            {
+                token
             }
-            let rejected = match (&result, &token) {
-                (Err(Error::Status { source, .. }), Some(token)) if sent == 0 => {
-                    tokens.source().is_rejection(source).then_some(token)
-                }
-                _ => None,
-            };
-            let Some(token) = rejected else {
-                return result;
-            };
-            // Rejected: replace the token and re-send once (a 401 proves the request was not
-            // processed, so any method may be re-sent), if time is left.
-            tokens.reject(token.generation());
-            if rt.clock.now() >= deadline {
-                return result;
-            }
-            sent = result.as_ref().err().map_or(1, Error::attempts);
-            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            _ => return result,
+        };
+        // Rejected: replace the token and re-send once, never more (a 401 proves the request
+        // was not processed, so any method may be re-sent), if time is left.
+        tokens.reject(rejected.generation());
+        if rt.clock.now() >= deadline {
+            return result;
         }
+        let sent = result.as_ref().err().map_or(1, Error::attempts);
+        let seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let (_, mut result) = self
+            .send_once(tokens, &pieces, request, deadline, seed, None)
+            .await;
+        // One call: the attempts and time of the first send count too.
+        let elapsed = rt.clock.now().saturating_duration_since(started);
+        match &mut result {
+            Ok(response) => {
+                response.attempts += sent;
+                response.elapsed = elapsed;
+            }
+            Err(error) => {
+                let meta = error.meta_mut();
+                meta.attempts += sent;
+                meta.elapsed = elapsed;
+                meta.may_have_been_sent = Some(true);
+            }
+        }
+        result
     }
 
-    /// The request, with `refused` set to the token error (the exchange ends with it, unsent).
-    fn refuse(&self, refused: &mut Option<Error>, request: &Request, error: TokenError) -> Request {
-        refused.get_or_insert(Error::Token {
-            source: Box::new(error),
-            meta: crate::error::CallMeta::default(),
-        });
-        request.clone()
+    /// One exchange of `request` with the current token, within what is left before
+    /// `deadline`; the token sent (`None` when there was none: then the exchange ends at once
+    /// with [`Error::Token`]) and the result.
+    async fn send_once(
+        &self,
+        tokens: &TokenCache,
+        pieces: &Pieces<'_>,
+        mut request: Request,
+        deadline: Instant,
+        seed: u64,
+        mut refused: Option<Error>,
+    ) -> (Option<CurrentToken>, Result<Response, Error>) {
+        let token = tokens
+            .token(pieces, deadline)
+            .await
+            .and_then(|token| Ok((Token::header_value(token.value())?, token)));
+        let token = match token {
+            Ok((value, token)) => {
+                request.headers.insert(AUTHORIZATION, value);
+                Some(token)
+            }
+            Err(error) => {
+                refused.get_or_insert(Error::Token {
+                    source: Box::new(error),
+                    meta: crate::error::CallMeta::default(),
+                });
+                None
+            }
+        };
+        // The exchange gets what is left of the call's deadline (the token took some).
+        let (now, wall) = self.inner.runtime.clock.now_and_wall();
+        let left = deadline.saturating_duration_since(now);
+        request.overrides.deadline = Some(left.max(Duration::from_millis(1)));
+        let mut exchange =
+            Exchange::refusing(request, &self.inner.policy, now, seed, refused, Some(wall));
+        (token, self.drive_ref(&mut exchange).await)
     }
 
     async fn drive(&self, mut exchange: Exchange) -> Result<Response, Error> {
@@ -852,9 +858,9 @@ impl RequestBuilder {
         // As in `Client::send`, the call starts on the first poll; the future holds the
         // builder and the exchange, not a second future around them.
         let RequestBuilder { client, request } = self;
-        if client.inner.tokens.is_some() {
+        if let Some(tokens) = &client.inner.tokens {
             // Boxed: a client without a token source keeps its smaller future.
-            return Box::pin(client.send_with_token(request?)).await;
+            return Box::pin(client.send_with_token(tokens, request?)).await;
         }
         let mut exchange = client.start(request?);
         let rt = &client.inner.runtime;

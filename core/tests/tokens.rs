@@ -468,3 +468,36 @@ fn a_call_whose_refresh_outlasts_its_deadline_ends_with_a_typed_error_and_the_ne
         Some("Bearer tok-2")
     );
 }
+
+#[test]
+fn a_refresh_that_fails_after_a_rejection_ends_the_call_with_the_token_error_counting_the_sent_attempt()
+ {
+    let upstream = ScriptedTransport::new();
+    upstream
+        .push(step(200).json(&token_json("tok-1", 3600)))
+        .push(step(401).header("www-authenticate", INVALID_TOKEN))
+        .push(step(400).json(r#"{"error":"invalid_grant"}"#));
+    let client = client(&upstream, oauth2());
+    let error = block_on(client.get("/a").send()).unwrap_err();
+    assert_eq!(error.token_error().unwrap().type_name(), "invalid_grant");
+    assert_eq!(error.attempts(), 1);
+    assert!(
+        error.may_have_been_sent(),
+        "the rejected attempt reached the API"
+    );
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+#[test]
+fn a_request_with_its_own_authorization_is_sent_as_it_is_without_a_token() {
+    let upstream = ScriptedTransport::new();
+    upstream.push(step(200));
+    let client = client(&upstream, oauth2());
+    let own = "own-token-123".into();
+    block_on(client.get("/a").bearer_auth(&own).send()).unwrap();
+    assert_eq!(uris(&upstream), ["GET /a"]);
+    assert_eq!(
+        upstream.requests()[0].header("authorization"),
+        Some("Bearer own-token-123")
+    );
+}
