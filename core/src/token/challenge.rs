@@ -1,8 +1,18 @@
 //! The `error` of a `Bearer` challenge in `WWW-Authenticate` (RFC 6750 3; challenge syntax of
 //! RFC 9110 11.6.1).
 
-use http::HeaderMap;
 use http::header::WWW_AUTHENTICATE;
+use http::{HeaderMap, StatusCode};
+
+use crate::error::StatusError;
+
+/// Whether a response says the access token is invalid (expired, revoked, malformed): a 401
+/// whose `WWW-Authenticate` carries the `Bearer` error `invalid_token` (RFC 6750 3.1). The
+/// default rule of [`TokenSource::is_rejection`](super::TokenSource::is_rejection).
+pub fn is_invalid_token(response: &StatusError) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        && bearer_error(response.headers()).as_deref() == Some("invalid_token")
+}
 
 /// The `error` parameter of the `Bearer` challenge among the response's `WWW-Authenticate`
 /// headers (RFC 6750 3), such as `invalid_token`; `None` when there is no `Bearer` challenge or

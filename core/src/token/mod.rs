@@ -15,6 +15,9 @@
 //!   together ([`RefreshPolicy`]).
 //! - **Single flight.** One refresh at a time per token source. While it runs, other calls use
 //!   the current token if it is still valid, or wait for the refresh within their own deadlines.
+//!   The call that refreshes waits for the new token itself (on a refresh ahead of expiry, it
+//!   sends the old one if the refresh fails); when its deadline passes or its future is
+//!   dropped, its token request is cancelled and the next call takes the refresh over.
 //! - **No expired token is sent.** A token past its `expires_in` is never used.
 //! - **One retry on rejection.** When the API answers 401 with `WWW-Authenticate: Bearer
 //!   error="invalid_token"` (RFC 6750 3.1, or a vendor's rule: [`TokenSource::is_rejection`]),
@@ -95,10 +98,11 @@ use crate::error::{Error, StatusError};
 use crate::rt::BoxFuture;
 
 pub(crate) use cache::TokenCache;
-pub use challenge::bearer_error;
+pub use challenge::{bearer_error, is_invalid_token};
 pub use lifecycle::{CurrentToken, Decision, RefreshPolicy, RefreshReason, Ticket, TokenLifecycle};
 pub use oauth2::{
-    ClientAuthMethod, ClientCredentials, OAuth2Config, parse_token_response, token_request_failed,
+    ClientAuthMethod, ClientCredentials, OAuth2Config, RejectionRule, parse_token_response,
+    token_request_failed,
 };
 
 /// An access token as a token source returns it.
@@ -165,8 +169,7 @@ pub trait TokenSource: fmt::Debug + Send + Sync {
     /// re-sent once. The default: a 401 whose `WWW-Authenticate` carries the `Bearer` error
     /// `invalid_token` (RFC 6750 3.1).
     fn is_rejection(&self, response: &StatusError) -> bool {
-        response.status() == http::StatusCode::UNAUTHORIZED
-            && bearer_error(response.headers()).as_deref() == Some("invalid_token")
+        is_invalid_token(response)
     }
 
     /// When to refresh tokens of this source (default: [`RefreshPolicy::default`]).
@@ -214,7 +217,7 @@ pub enum TokenError {
 
 impl TokenError {
     /// A custom source's failure.
-    pub fn source(source: impl StdError + Send + Sync + 'static, is_final: bool) -> Self {
+    pub fn from_source(source: impl StdError + Send + Sync + 'static, is_final: bool) -> Self {
         Self::Source {
             source: Arc::new(source),
             is_final,

@@ -3,6 +3,7 @@
 //! token source that sends the request through an egress client.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use url::form_urlencoded;
 use super::{FetchContext, RefreshPolicy, Token, TokenError, TokenSource};
 use crate::client::Client;
 use crate::config::ConfigError;
-use crate::error::Error;
+use crate::error::{Error, StatusError};
 use crate::request::Request;
 use crate::rt::BoxFuture;
 
@@ -387,16 +388,51 @@ pub fn token_request_failed(error: Error) -> TokenError {
     }
 }
 
+/// A vendor's rule for "the API rejected the access token", for APIs that do not answer RFC
+/// 6750's `WWW-Authenticate: Bearer error="invalid_token"`.
+pub type RejectionRule = Arc<dyn Fn(&StatusError) -> bool + Send + Sync>;
+
 /// The OAuth 2.0 client credentials token source: one token request per refresh, sent through
 /// an egress [`Client`] of its own (its timeouts, retries and redaction).
 ///
 /// A backend's builder makes one from an `[auth.oauth2]` section or
-/// `Builder::with_oauth2(config)`; build one by hand only to share it between clients.
+/// `Builder::with_oauth2(config)`. Build one by hand to share it between clients, or to give it
+/// a vendor's rule for a rejected token:
+///
+/// ```
+/// use std::sync::Arc;
+/// use egress_core::test_util::{ScriptedTransport, block_on, step};
+/// use egress_core::token::{ClientCredentials, is_invalid_token};
+/// use egress_core::{Client, Config, OAuth2Config};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let upstream = ScriptedTransport::new();
+/// let token = |t: &str| format!(r#"{{"access_token":"{t}","token_type":"Bearer","expires_in":600}}"#);
+/// upstream
+///     .push(step(200).json(&token("t-1")))
+///     // This API says so in its body, without WWW-Authenticate.
+///     .push(step(401).json(r#"[{"errorCode":"INVALID_SESSION_ID"}]"#))
+///     .push(step(200).json(&token("t-2")))
+///     .push(step(200));
+/// let token_client = Client::new(Config::default(), upstream.runtime())?;
+/// let oauth2 = OAuth2Config::new("https://login.example.com/token", "svc", "s3cret".into());
+/// let source = ClientCredentials::new(oauth2, token_client)?.with_rejection(Arc::new(|r| {
+///     is_invalid_token(r) || (r.status() == 401 && r.body_excerpt().contains("INVALID_SESSION_ID"))
+/// }));
+/// let client = Client::builder(Config::default().with_base_url("https://api.example.com"), upstream.runtime())
+///     .with_token_source(Arc::new(source))
+///     .build()?;
+/// let response = block_on(client.get("/accounts").send())?;
+/// assert_eq!(response.attempts(), 2); // rejected once, re-sent with t-2
+/// assert_eq!(upstream.requests()[3].header("authorization"), Some("Bearer t-2"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct ClientCredentials {
     config: OAuth2Config,
     secret: SecretString,
     client: Client,
+    rejection: Option<RejectionRule>,
 }
 
 impl ClientCredentials {
@@ -409,7 +445,15 @@ impl ClientCredentials {
             config,
             secret,
             client,
+            rejection: None,
         })
+    }
+
+    /// Replaces the rule that says the API rejected the token (default:
+    /// [`is_invalid_token`](super::is_invalid_token), RFC 6750 3.1).
+    pub fn with_rejection(mut self, rule: RejectionRule) -> Self {
+        self.rejection = Some(rule);
+        self
     }
 
     /// The configuration.
@@ -422,6 +466,7 @@ impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentials")
             .field("config", &self.config)
+            .field("custom_rejection", &self.rejection.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -444,6 +489,13 @@ impl TokenSource for ClientCredentials {
                 Err(error) => Err(token_request_failed(error)),
             }
         })
+    }
+
+    fn is_rejection(&self, response: &StatusError) -> bool {
+        match &self.rejection {
+            Some(rule) => rule(response),
+            None => super::is_invalid_token(response),
+        }
     }
 
     fn refresh_policy(&self) -> RefreshPolicy {
