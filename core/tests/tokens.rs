@@ -501,3 +501,87 @@ fn a_request_with_its_own_authorization_is_sent_as_it_is_without_a_token() {
         Some("Bearer own-token-123")
     );
 }
+
+/// A sleeper whose sleeps end once its manual clock reaches their time (it never moves the
+/// clock itself).
+#[derive(Debug)]
+struct ClockSleeper(ManualClock);
+
+impl Sleeper for ClockSleeper {
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        let clock = self.0.clone();
+        Box::pin(std::future::poll_fn(move |_| {
+            if clock.now() >= at {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }))
+    }
+}
+
+#[test]
+fn a_call_waiting_for_another_calls_refresh_gives_up_at_its_own_deadline() {
+    let clock = ManualClock::new();
+    let upstream = ScriptedTransport::with_clock(clock.clone());
+    upstream.push(step(200));
+    let runtime = Runtime::new(
+        Arc::new(upstream.clone()),
+        Arc::new(clock.clone()),
+        Arc::new(ClockSleeper(clock.clone())),
+        Arc::new(SeededEntropy::new(1)),
+    );
+    let source = Arc::new(Gated::default());
+    let client = Client::builder(
+        Config::default().with_base_url("https://api.example.com"),
+        runtime,
+    )
+    .with_token_source(source.clone())
+    .build()
+    .unwrap();
+    let start = clock.now();
+    let ends = Arc::new(Mutex::new(Vec::new()));
+    let call = |path: &'static str, deadline: u64| {
+        let (client, clock, ends) = (client.clone(), clock.clone(), ends.clone());
+        Box::pin(async move {
+            let result = client
+                .get(path)
+                .deadline(Duration::from_secs(deadline))
+                .send()
+                .await;
+            ends.lock().unwrap().push((path, clock.now() - start));
+            result
+        })
+            as Pin<Box<dyn Future<Output = Result<egress_core::Response, egress_core::Error>>>>
+    };
+    // The first call refreshes (the token endpoint is slow); the second waits for it.
+    let results = run_all(
+        vec![call("/slow", 10), call("/hurried", 2)],
+        |round| match round {
+            0..=4 => clock.advance(Duration::from_secs(1)),
+            5 => source.open(),
+            _ => {}
+        },
+    );
+    assert_eq!(
+        source.fetches.load(Ordering::SeqCst),
+        1,
+        "one refresh for both"
+    );
+    assert_eq!(results[0].as_ref().unwrap().status(), 200);
+    let error = results[1].as_ref().unwrap_err();
+    assert!(
+        matches!(error.token_error(), Some(TokenError::Deadline)),
+        "{error:?}"
+    );
+    assert!(!error.may_have_been_sent());
+    let ends = ends.lock().unwrap().clone();
+    // The hurried call ended at its 2 s deadline, the slow one when the token came (5 s).
+    assert_eq!(
+        ends,
+        [
+            ("/hurried", Duration::from_secs(2)),
+            ("/slow", Duration::from_secs(5))
+        ]
+    );
+}
