@@ -585,3 +585,47 @@ fn a_call_waiting_for_another_calls_refresh_gives_up_at_its_own_deadline() {
         ]
     );
 }
+
+#[test]
+fn dropping_the_call_that_refreshes_hands_the_refresh_to_the_next_call() {
+    let clock = ManualClock::new();
+    let upstream = ScriptedTransport::with_clock(clock.clone());
+    upstream.push(step(200));
+    let runtime = Runtime::new(
+        Arc::new(upstream.clone()),
+        Arc::new(clock.clone()),
+        Arc::new(NeverSleeper),
+        Arc::new(SeededEntropy::new(1)),
+    );
+    let source = Arc::new(Gated::default());
+    let client = Client::builder(
+        Config::default().with_base_url("https://api.example.com"),
+        runtime,
+    )
+    .with_token_source(source.clone())
+    .build()
+    .unwrap();
+    let waker = Waker::from(Arc::new(Noop));
+    let mut cx = Context::from_waker(&waker);
+    let mut first = Box::pin(client.get("/dropped").send());
+    assert!(
+        first.as_mut().poll(&mut cx).is_pending(),
+        "it is refreshing"
+    );
+    let mut second = Box::pin(client.get("/kept").send());
+    assert!(
+        second.as_mut().poll(&mut cx).is_pending(),
+        "it waits for the refresh"
+    );
+    drop(first); // cancels the token request in flight
+    source.open();
+    let response = block_on(second).unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        source.fetches.load(Ordering::SeqCst),
+        2,
+        "the second call took over"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+    assert_eq!(upstream.requests()[0].uri.path(), "/kept");
+}
