@@ -585,10 +585,13 @@ impl Client {
         let deadline = crate::exchange::saturating_add(started, deadline_after);
         // Headers, correlation ID and idempotency key once: the same on a re-send.
         let (seed, refused) = self.prepare(&mut request);
+        // Fixed by `prepare` (the caller's, the ambient one, or a new one).
+        let correlation_id = request.overrides.correlation_id.clone();
         let pieces = Pieces {
             clock: &*rt.clock,
             sleeper: &*rt.sleeper,
             entropy: &*rt.entropy,
+            correlation_id: correlation_id.as_ref().map_or("", CorrelationId::as_str),
         };
         let (token, result) = self
             .send_once(tokens, &pieces, request.clone(), deadline, seed, refused)
@@ -603,7 +606,7 @@ impl Client {
         };
         // Rejected: replace the token and re-send once, never more (a 401 proves the request
         // was not processed, so any method may be re-sent), if time is left.
-        tokens.reject(rejected.generation());
+        tokens.reject(rejected.generation(), pieces.correlation_id);
         if rt.clock.now() >= deadline {
             return result;
         }

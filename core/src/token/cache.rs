@@ -40,6 +40,8 @@ pub(crate) struct Pieces<'a> {
     pub(crate) clock: &'a dyn Clock,
     pub(crate) sleeper: &'a dyn Sleeper,
     pub(crate) entropy: &'a dyn Entropy,
+    /// The correlation ID of the call asking, for the events of its refresh.
+    pub(crate) correlation_id: &'a str,
 }
 
 impl TokenCache {
@@ -173,7 +175,7 @@ impl TokenCache {
                 let expires_in = token.expires_in;
                 match self.update(|l| l.handle_refreshed(ticket, at, token, jitter)) {
                     Some(Ok(current)) => {
-                        refreshed(reason, took, expires_in);
+                        refreshed(rt.correlation_id, reason, took, expires_in);
                         return Ok(current);
                     }
                     Some(Err(error)) => error,
@@ -187,7 +189,7 @@ impl TokenCache {
                 error
             }
         };
-        failed(reason, took, &error);
+        failed(rt.correlation_id, reason, took, &error);
         // A refresh-ahead that failed still has a token to send.
         match fallback.filter(|t| t.is_valid_at(at)) {
             Some(token) => Ok(token),
@@ -196,9 +198,9 @@ impl TokenCache {
     }
 
     /// The API rejected the token of `generation`; drops it unless a newer one replaced it.
-    pub(crate) fn reject(&self, generation: u64) {
+    pub(crate) fn reject(&self, generation: u64, correlation_id: &str) {
         if self.update(|l| l.handle_rejected(generation)) {
-            tracing::debug!(generation, "token rejected");
+            tracing::debug!(correlation_id, generation, "token rejected");
         }
     }
 }
@@ -217,24 +219,36 @@ impl Drop for Flight<'_> {
     }
 }
 
-fn refreshed(reason: RefreshReason, took: Duration, expires_in: Option<Duration>) {
+fn refreshed(
+    correlation_id: &str,
+    reason: RefreshReason,
+    took: Duration,
+    expires_in: Option<Duration>,
+) {
     let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
     match expires_in {
         Some(expires_in) => tracing::debug!(
+            correlation_id,
             reason = reason.as_str(),
             took_ms,
             expires_in_s = expires_in.as_secs(),
             "token refreshed"
         ),
-        None => tracing::debug!(reason = reason.as_str(), took_ms, "token refreshed"),
+        None => tracing::debug!(
+            correlation_id,
+            reason = reason.as_str(),
+            took_ms,
+            "token refreshed"
+        ),
     }
     #[cfg(feature = "metrics")]
     metrics::counter!("egress.token.refreshes", "reason" => reason.as_str()).increment(1);
 }
 
-fn failed(reason: RefreshReason, took: Duration, error: &TokenError) {
+fn failed(correlation_id: &str, reason: RefreshReason, took: Duration, error: &TokenError) {
     let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
     tracing::warn!(
+        correlation_id,
         reason = reason.as_str(),
         took_ms,
         error.type = error.type_name(),
