@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use egress_core::client::{AmbientCorrelation, Auth};
-use egress_core::{Client, ClientOptions, Config, ConfigError, Runtime, SecretString};
+use egress_core::{
+    Client, ClientOptions, Config, ConfigError, OAuth2Config, Runtime, SecretString, TokenSource,
+};
 
 use egress_core::rt::Transport;
 use egress_transport::{ClientIdentity, Connect, Connector, HttpTransport, Proxies};
@@ -133,6 +135,34 @@ impl Builder {
     /// Sends `Authorization: Bearer <token>` with every request.
     pub fn with_bearer_token(mut self, token: SecretString) -> Self {
         self.options = self.options.with_bearer_token(token);
+        self
+    }
+
+    /// Sends an OAuth 2.0 client-credentials access token (RFC 6749 4.4) with every request:
+    /// fetched from the token endpoint, cached, refreshed ahead of expiry by one call at a time,
+    /// and replaced once when the API rejects it (see [`egress_core::token`]). An `[auth.oauth2]`
+    /// section of the configuration does the same without this line.
+    ///
+    /// ```no_run
+    /// use egress_async_std::egress_core::{Config, OAuth2Config};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let oauth2 = OAuth2Config::from_env("https://login.example.com/oauth2/token", "inventory", "INVENTORY_SECRET")
+    ///     .with_scopes(["entities:read"]);
+    /// let client = egress_async_std::Builder::new(Config::default().with_base_url("https://api.example.com"))
+    ///     .with_oauth2(oauth2)
+    ///     .build()?;
+    /// # drop(client); Ok(()) }
+    /// ```
+    pub fn with_oauth2(mut self, config: OAuth2Config) -> Self {
+        self.options = self.options.with_oauth2(config);
+        self
+    }
+
+    /// Sends an access token from a token source of your own with every request, with the same
+    /// lifecycle as [`with_oauth2`](Self::with_oauth2).
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.options = self.options.with_token_source(source);
         self
     }
 

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -25,6 +25,8 @@ use crate::request::{KeyChoice, Request};
 use crate::response::Response;
 use crate::retry::Classifier;
 use crate::rt::{Clock, Entropy, Sleeper, Transport};
+use crate::token::cache::Pieces;
+use crate::token::{ClientCredentials, CurrentToken, OAuth2Config, Token, TokenCache, TokenSource};
 
 /// Reads the correlation ID of the ambient scope (a backend's task-local), if any.
 pub type AmbientCorrelation = Arc<dyn Fn() -> Option<CorrelationId> + Send + Sync>;
@@ -151,6 +153,14 @@ struct Inner {
     default_headers: HeaderMap,
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
+    tokens: Option<TokenCache>,
+}
+
+/// Where a client's access tokens come from, as set on a builder.
+#[derive(Clone, Debug)]
+enum Tokens {
+    Source(Arc<dyn TokenSource>),
+    OAuth2(Box<OAuth2Config>),
 }
 
 /// The base client. Cheap to clone; build it once at start-up. See the [module docs](self).
@@ -191,6 +201,7 @@ impl fmt::Debug for Client {
                     .headers(&self.inner.default_headers),
             )
             .field("auth", &self.inner.auth)
+            .field("tokens", &self.inner.tokens)
             .finish()
     }
 }
@@ -203,6 +214,7 @@ pub struct ClientOptions {
     default_headers: Vec<(String, String)>,
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
+    tokens: Option<Tokens>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -217,11 +229,25 @@ impl fmt::Debug for ClientOptions {
             .field("default_headers", &names)
             .field("auth", &self.auth)
             .field("service", &self.service)
+            .field("tokens", &self.tokens)
             .finish()
     }
 }
 
 impl ClientOptions {
+    /// Sends an access token from `source` with every request ([`crate::token`]).
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.tokens = Some(Tokens::Source(source));
+        self
+    }
+
+    /// Sends an OAuth 2.0 client-credentials access token with every request
+    /// ([`crate::token`]).
+    pub fn with_oauth2(mut self, config: OAuth2Config) -> Self {
+        self.tokens = Some(Tokens::OAuth2(Box::new(config)));
+        self
+    }
+
     /// Adds a header sent with every request (checked when the client is built).
     pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
         self.default_headers
@@ -254,6 +280,7 @@ pub struct ClientBuilder {
     default_headers: HeaderMap,
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
+    tokens: Option<Tokens>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -265,11 +292,29 @@ impl fmt::Debug for ClientBuilder {
             .field("default_headers", &redactor.headers(&self.default_headers))
             .field("auth", &self.auth)
             .field("service", &self.service)
+            .field("tokens", &self.tokens)
             .finish()
     }
 }
 
 impl ClientBuilder {
+    /// Sends an access token from `source` with every request: cached, refreshed ahead of
+    /// expiry by one call at a time, and replaced once when the API rejects it
+    /// ([`crate::token`]). It takes the place of [`with_auth`](Self::with_auth) and of the
+    /// configuration's credentials.
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.tokens = Some(Tokens::Source(source));
+        self
+    }
+
+    /// Sends an OAuth 2.0 client-credentials access token (RFC 6749 4.4) with every request,
+    /// as [`with_token_source`](Self::with_token_source) does; the token requests go through a
+    /// client of the same runtime and configuration (no base URL, no credentials).
+    pub fn with_oauth2(mut self, config: OAuth2Config) -> Self {
+        self.tokens = Some(Tokens::OAuth2(Box::new(config)));
+        self
+    }
+
     /// Adds a header sent with every request (unless the request sets it).
     pub fn with_default_header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -308,6 +353,9 @@ impl ClientBuilder {
         if let Some(service) = options.service {
             self = self.with_service(service);
         }
+        if let Some(tokens) = options.tokens {
+            self.tokens = Some(tokens);
+        }
         Ok(self)
     }
 
@@ -330,6 +378,17 @@ impl ClientBuilder {
             }
             (None, _) => None,
         };
+        let tokens = match (self.tokens, &self.config.auth) {
+            (Some(Tokens::Source(source)), _) => Some(source),
+            (Some(Tokens::OAuth2(oauth2)), _) => {
+                Some(client_credentials(*oauth2, &self.config, &self.runtime)?)
+            }
+            (None, Some(Credentials::OAuth2(oauth2))) if auth.is_none() => Some(
+                client_credentials(oauth2.clone(), &self.config, &self.runtime)?,
+            ),
+            (None, _) => None,
+        };
+        let tokens = tokens.map(TokenCache::new).transpose()?;
         let policy = self.config.build()?;
         // Units and descriptions reach the recorder installed now (see `describe_metrics`).
         #[cfg(feature = "metrics")]
@@ -343,9 +402,24 @@ impl ClientBuilder {
                 default_headers,
                 auth,
                 service: self.service,
+                tokens,
             }),
         })
     }
+}
+
+/// The OAuth 2.0 client-credentials source of a client: its token requests go through a client
+/// of the same runtime and configuration, without base URL or credentials.
+fn client_credentials(
+    oauth2: OAuth2Config,
+    config: &Config,
+    runtime: &Runtime,
+) -> Result<Arc<dyn TokenSource>, ConfigError> {
+    let mut token_config = config.clone();
+    token_config.base_url = None;
+    token_config.auth = None;
+    let client = Client::new(token_config, runtime.clone())?;
+    Ok(Arc::new(ClientCredentials::new(oauth2, client)?))
 }
 
 impl Client {
@@ -357,6 +431,7 @@ impl Client {
             default_headers: HeaderMap::new(),
             auth: None,
             service: None,
+            tokens: None,
         }
     }
 
@@ -424,6 +499,10 @@ impl Client {
     /// Dropping the returned future cancels the attempt in flight and schedules nothing more;
     /// only the retry budget's bookkeeping of attempts already made survives.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
+        if let Some(tokens) = &self.inner.tokens {
+            // Boxed: a client without a token source keeps its smaller future.
+            return Box::pin(self.send_with_token(tokens, request)).await;
+        }
         // The call starts on the first poll, inside whatever scope the caller wraps the future
         // in (an ambient correlation ID is read then). The exchange is a local of this future
         // and the driver borrows it: held once, not also inside the driver's future.
@@ -436,6 +515,14 @@ impl Client {
     /// added. A request the authentication cannot be applied to gives an exchange that is
     /// already done with that error.
     fn start(&self, mut request: Request) -> Exchange {
+        let (seed, refused) = self.prepare(&mut request);
+        let (now, wall) = self.inner.runtime.clock.now_and_wall();
+        Exchange::refusing(request, &self.inner.policy, now, seed, refused, Some(wall))
+    }
+
+    /// Adds default headers, authentication and IDs to `request`; returns the jitter seed and
+    /// the authentication's refusal, if any.
+    fn prepare(&self, request: &mut Request) -> (u64, Option<Error>) {
         let inner = &*self.inner;
         let rt = &inner.runtime;
         for (name, value) in &inner.default_headers {
@@ -477,8 +564,123 @@ impl Client {
             o.idempotency_key = KeyChoice::Given(IdempotencyKey::from_random_bytes(bytes));
         }
         let seed = u64::from_le_bytes(take(8).try_into().unwrap_or_default());
-        let (now, wall) = rt.clock.now_and_wall();
-        Exchange::refusing(request, &inner.policy, now, seed, refused, Some(wall))
+        (seed, refused)
+    }
+
+    /// A call with an access token from the client's token source: the token is obtained within
+    /// the call's deadline (or the call ends with [`Error::Token`], unsent), and a response that
+    /// rejects it ([`TokenSource::is_rejection`]) makes the token be replaced and the request
+    /// re-sent once, within what is left of the deadline. A request that carries its own
+    /// `Authorization` is sent as it is.
+    async fn send_with_token(
+        &self,
+        tokens: &TokenCache,
+        mut request: Request,
+    ) -> Result<Response, Error> {
+        if request.headers.contains_key(AUTHORIZATION) {
+            return self.drive(self.start(request)).await;
+        }
+        let rt = &self.inner.runtime;
+        let started = rt.clock.now();
+        let deadline_after = request
+            .overrides
+            .deadline
+            .unwrap_or(self.inner.policy.config().timeouts.deadline);
+        let deadline = crate::exchange::saturating_add(started, deadline_after);
+        // Headers, correlation ID and idempotency key once: the same on a re-send.
+        let (seed, refused) = self.prepare(&mut request);
+        // Fixed by `prepare` (the caller's, the ambient one, or a new one).
+        let correlation_id = request.overrides.correlation_id.clone();
+        let pieces = Pieces {
+            clock: &*rt.clock,
+            sleeper: &*rt.sleeper,
+            entropy: &*rt.entropy,
+            correlation_id: correlation_id.as_ref().map_or("", CorrelationId::as_str),
+        };
+        let (token, result) = self
+            .send_once(tokens, &pieces, request.clone(), deadline, seed, refused)
+            .await;
+        let rejected = match (&result, token) {
+            (Err(Error::Status { source, .. }), Some(token))
+                if tokens.source().is_rejection(source) =>
+            {
+                token
+            }
+            _ => return result,
+        };
+        // Rejected: replace the token and re-send once, never more (a 401 proves the request
+        // was not processed, so any method may be re-sent), if time is left.
+        tokens.reject(rejected.generation(), pieces.correlation_id);
+        if rt.clock.now() >= deadline {
+            return result;
+        }
+        let sent = result.as_ref().err().map_or(1, Error::attempts);
+        let seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let (_, mut result) = self
+            .send_once(tokens, &pieces, request, deadline, seed, None)
+            .await;
+        // One call: the attempts and time of the first send count too.
+        let elapsed = rt.clock.now().saturating_duration_since(started);
+        match &mut result {
+            Ok(response) => {
+                response.attempts += sent;
+                response.elapsed = elapsed;
+            }
+            Err(error) => {
+                let meta = error.meta_mut();
+                meta.attempts += sent;
+                meta.elapsed = elapsed;
+                meta.may_have_been_sent = Some(true);
+            }
+        }
+        result
+    }
+
+    /// One exchange of `request` with the current token, within what is left before
+    /// `deadline`; the token sent (`None` when there was none: then the exchange ends at once
+    /// with [`Error::Token`]) and the result.
+    async fn send_once(
+        &self,
+        tokens: &TokenCache,
+        pieces: &Pieces<'_>,
+        mut request: Request,
+        deadline: Instant,
+        seed: u64,
+        mut refused: Option<Error>,
+    ) -> (Option<CurrentToken>, Result<Response, Error>) {
+        let token = tokens
+            .token(pieces, deadline)
+            .await
+            .and_then(|token| Ok((Token::header_value(token.value())?, token)));
+        let token = match token {
+            Ok((value, token)) => {
+                request.headers.insert(AUTHORIZATION, value);
+                Some(token)
+            }
+            Err(error) => {
+                refused.get_or_insert(Error::Token {
+                    source: Box::new(error),
+                    meta: crate::error::CallMeta::default(),
+                });
+                None
+            }
+        };
+        // The exchange gets what is left of the call's deadline (the token took some).
+        let (now, wall) = self.inner.runtime.clock.now_and_wall();
+        let left = deadline.saturating_duration_since(now);
+        request.overrides.deadline = Some(left.max(Duration::from_millis(1)));
+        let mut exchange =
+            Exchange::refusing(request, &self.inner.policy, now, seed, refused, Some(wall));
+        (token, self.drive_ref(&mut exchange).await)
+    }
+
+    async fn drive(&self, mut exchange: Exchange) -> Result<Response, Error> {
+        self.drive_ref(&mut exchange).await
+    }
+
+    async fn drive_ref(&self, exchange: &mut Exchange) -> Result<Response, Error> {
+        let rt = &self.inner.runtime;
+        drive_mut(exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await
     }
 }
 
@@ -663,6 +865,10 @@ impl RequestBuilder {
         // As in `Client::send`, the call starts on the first poll; the future holds the
         // builder and the exchange, not a second future around them.
         let RequestBuilder { client, request } = self;
+        if let Some(tokens) = &client.inner.tokens {
+            // Boxed: a client without a token source keeps its smaller future.
+            return Box::pin(client.send_with_token(tokens, request?)).await;
+        }
         let mut exchange = client.start(request?);
         let rt = &client.inner.runtime;
         drive_mut(&mut exchange, &*rt.clock, &*rt.sleeper, &*rt.transport).await

@@ -40,6 +40,7 @@ use crate::guard::{CircuitBreakerConfig, Guards, HoldConfig, RateLimitConfig};
 use crate::network::{ProxyConfig, TlsConfig};
 use crate::redact::{RedactConfig, Redactor};
 use crate::retry::{BudgetConfig, RetryBudget, RetryPolicy};
+use crate::token::OAuth2Config;
 use crate::url::Url;
 
 /// Per-phase time limits.
@@ -208,9 +209,10 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Credentials from configuration, held as [`SecretString`]s.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// Credentials from configuration, held as [`SecretString`]s: a static token or key
+/// (`kind = "bearer"` or `kind = "api_key"`), or OAuth 2.0 client credentials (an
+/// `[auth.oauth2]` section, see [`OAuth2Config`]).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Credentials {
     /// `Authorization: Bearer <token>`.
@@ -225,6 +227,40 @@ pub enum Credentials {
         /// The key.
         key: SecretString,
     },
+    /// OAuth 2.0 client credentials (RFC 6749 4.4): tokens fetched, cached and refreshed
+    /// ([`crate::token`]).
+    OAuth2(OAuth2Config),
+}
+
+/// The static forms of [`Credentials`], as written in a configuration.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum StaticCredentials {
+    Bearer { token: SecretString },
+    ApiKey { header: String, key: SecretString },
+}
+
+impl<'de> Deserialize<'de> for Credentials {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        use serde_json::{Map, Value};
+        // `[auth.oauth2]` is a table of its own; the static forms are tagged with `kind`.
+        let mut map = Map::<String, Value>::deserialize(d)?;
+        if let Some(oauth2) = map.remove("oauth2") {
+            if !map.is_empty() {
+                return Err(D::Error::custom(
+                    "auth.oauth2 stands alone: no other key beside it in [auth]",
+                ));
+            }
+            return serde_json::from_value(oauth2)
+                .map(Self::OAuth2)
+                .map_err(|e| D::Error::custom(format!("auth.oauth2: {e}")));
+        }
+        match serde_json::from_value(Value::Object(map)).map_err(D::Error::custom)? {
+            StaticCredentials::Bearer { token } => Ok(Self::Bearer { token }),
+            StaticCredentials::ApiKey { header, key } => Ok(Self::ApiKey { header, key }),
+        }
+    }
 }
 
 impl PartialEq for Credentials {
@@ -236,6 +272,7 @@ impl PartialEq for Credentials {
             (Self::ApiKey { header: h1, key: a }, Self::ApiKey { header: h2, key: b }) => {
                 h1 == h2 && a.expose_secret() == b.expose_secret()
             }
+            (Self::OAuth2(a), Self::OAuth2(b)) => a == b,
             _ => false,
         }
     }

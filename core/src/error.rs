@@ -649,6 +649,17 @@ pub enum Error {
         /// The call's metadata.
         meta: CallMeta,
     },
+    /// No access token could be obtained from the client's token source (the token endpoint
+    /// refused, failed or answered no token, or the call's deadline passed while waiting for
+    /// it). Never sent.
+    #[error("no access token: {source}")]
+    Token {
+        /// Why: [`TokenError`], whose [`is_final`](TokenError::is_final) says whether retrying
+        /// can help.
+        source: Box<TokenError>,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
     /// The response body was larger than the limit. Sent.
     #[error("response body exceeds the {limit}-byte limit ({} bytes)", .exceeded.as_str())]
     BodyTooLarge {
@@ -673,6 +684,7 @@ impl Error {
             | Self::CircuitOpen { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
+            | Self::Token { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
         }
     }
@@ -687,6 +699,7 @@ impl Error {
             | Self::CircuitOpen { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
+            | Self::Token { meta, .. }
             | Self::BodyTooLarge { meta, .. } => meta,
         }
     }
@@ -723,6 +736,11 @@ impl Error {
         match self {
             Self::Timeout { .. } => true,
             Self::RetryBudgetExhausted { last, .. } => last.is_timeout(),
+            Self::Token { source, .. } => match &**source {
+                TokenError::Deadline => true,
+                TokenError::Request(error) => error.is_timeout(),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -747,6 +765,7 @@ impl Error {
             | Self::CircuitOpen { .. }
             | Self::RetryBudgetExhausted { .. } => true,
             Self::Timeout { .. } => true,
+            Self::Token { source, .. } => !source.is_final(),
             Self::Transport { source, .. } => !matches!(
                 source.kind(),
                 TransportErrorKind::Tls
@@ -770,7 +789,7 @@ impl Error {
             return false;
         }
         match self {
-            Self::InvalidRequest { meta, .. } => meta.attempts > 0,
+            Self::InvalidRequest { meta, .. } | Self::Token { meta, .. } => meta.attempts > 0,
             Self::Timeout { kind, meta, .. } => kind.may_have_been_sent() || meta.attempts > 1,
             Self::Transport { source, meta } => source.may_have_been_sent() || meta.attempts > 1,
             Self::RateLimited { last, .. } | Self::CircuitOpen { last, .. } => last.is_some(),
@@ -831,7 +850,16 @@ impl Error {
             Self::CircuitOpen { .. } => "circuit_open",
             Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Token { .. } => "token",
             Self::Validation { .. } => "validation",
+        }
+    }
+
+    /// Why no access token could be obtained, for [`Error::Token`].
+    pub fn token_error(&self) -> Option<&TokenError> {
+        match self {
+            Self::Token { source, .. } => Some(source),
+            _ => None,
         }
     }
 
@@ -887,5 +915,87 @@ impl Error {
 impl From<crate::ids::InvalidId> for Error {
     fn from(invalid: crate::ids::InvalidId) -> Self {
         Self::invalid_request(invalid.reason())
+    }
+}
+
+/// Why an access token could not be obtained. Carried by [`Error::Token`].
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token endpoint refused with an OAuth 2.0 error (RFC 6749 5.2: `invalid_client`,
+    /// `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
+    /// `invalid_request`). Final: never retried.
+    #[error("the token endpoint refused: {code}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused {
+        /// The `error` code.
+        code: String,
+        /// The `error_description`, when the server gave one (at most 256 characters).
+        description: Option<String>,
+        /// The HTTP status of the answer (400 or 401).
+        status: u16,
+    },
+    /// The token request failed (timeout, transport failure, an unexpected status after its own
+    /// retries). Retryable when that error is.
+    #[error("the token request failed: {0}")]
+    Request(Box<Error>),
+    /// The token endpoint answered 2xx with something that is not a usable token (RFC 6749
+    /// 5.1: no `access_token`, a `token_type` other than `Bearer`, not JSON). Final.
+    #[error("the token endpoint's answer is not a token: {0}")]
+    InvalidResponse(String),
+    /// The call's deadline passed while its token was being fetched (by it or by another call).
+    #[error("no token before the call's deadline")]
+    Deadline,
+    /// A custom token source failed.
+    #[error("the token source failed: {source}")]
+    Source {
+        /// What failed.
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+        /// Whether retrying cannot help.
+        is_final: bool,
+    },
+}
+
+impl TokenError {
+    /// A custom source's failure.
+    pub fn from_source(
+        source: impl std::error::Error + Send + Sync + 'static,
+        is_final: bool,
+    ) -> Self {
+        Self::Source {
+            source: std::sync::Arc::new(source),
+            is_final,
+        }
+    }
+
+    /// Whether retrying cannot help: the server refused the credentials or the request, or its
+    /// answer is not a token.
+    pub fn is_final(&self) -> bool {
+        match self {
+            Self::Refused { .. } | Self::InvalidResponse(_) => true,
+            Self::Request(error) => !error.is_retryable(),
+            Self::Deadline => false,
+            Self::Source { is_final, .. } => *is_final,
+        }
+    }
+
+    /// A short stable name for telemetry (`error.type`): the OAuth 2.0 error code when the
+    /// server refused, else the kind.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            // Only the codes RFC 6749 5.2 defines: a server's own code is no metric label.
+            Self::Refused { code, .. } => match code.as_str() {
+                "invalid_request" => "invalid_request",
+                "invalid_client" => "invalid_client",
+                "invalid_grant" => "invalid_grant",
+                "unauthorized_client" => "unauthorized_client",
+                "unsupported_grant_type" => "unsupported_grant_type",
+                "invalid_scope" => "invalid_scope",
+                _ => "refused",
+            },
+            Self::Request(error) => error.type_name(),
+            Self::InvalidResponse(_) => "invalid_token_response",
+            Self::Deadline => "deadline",
+            Self::Source { .. } => "token_source",
+        }
     }
 }

@@ -954,7 +954,7 @@ impl Exchange {
 
 /// `at + d`, or the latest representable time not far past it: a limit too large for `Instant`
 /// means "no limit", never "now".
-fn saturating_add(at: Instant, d: Duration) -> Instant {
+pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
     let mut d = d;
     loop {
         if let Some(t) = at.checked_add(d) {

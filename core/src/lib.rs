@@ -6,8 +6,10 @@
 //! In scope: the exact request of each attempt; timeouts and the whole-call deadline; which
 //! failures retry; how long to back off; honouring `Retry-After`; the retry budget; decisions
 //! across calls ([`guard`]: the circuit breaker, the host-wide hold, the client-side rate limit
-//! and servers' rate-limit fields); idempotency keys and correlation IDs; the mapping of failures
-//! to typed errors.
+//! and servers' rate-limit fields); idempotency keys and correlation IDs; access tokens and
+//! their lifecycle ([`token`]: OAuth 2.0 client credentials, refresh ahead of expiry, one refresh
+//! at a time, one re-send when the API rejects a token); the mapping of failures to typed
+//! errors.
 //!
 //! Out of scope: sockets, TLS, timers, clocks and randomness. The backend crates (`egress-tokio`,
 //! `egress-async-std`) bring those and drive this core through [`rt`] and [`drive()`]. Anyone can
@@ -121,6 +123,7 @@ mod telemetry;
 pub use telemetry::{DURATION_BUCKETS, describe_metrics};
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+pub mod token;
 pub mod url;
 pub mod validate;
 
@@ -145,6 +148,7 @@ pub use request::{KeyChoice, Overrides, Request};
 pub use response::Response;
 pub use retry::RetryPolicy;
 pub use retry_after::RetryAfter;
+pub use token::{ClientCredentials, OAuth2Config, TokenError, TokenSource};
 pub use validate::{Validate, ValidationError, ValidationKind};
 
 #[cfg(test)]

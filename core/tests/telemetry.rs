@@ -588,6 +588,27 @@ fn every_span_event_and_field_emitted_is_in_the_telemetry_reference() {
         upstream.clock().advance(std::time::Duration::from_secs(1));
         assert!(block_on(client.get("/busy").send()).is_err());
         assert!(block_on(client.get("/busy").send()).is_ok());
+        // A token source: a refresh, a rejected token, a refused refresh.
+        let upstream = ScriptedTransport::new();
+        upstream
+            .push(step(200).json(r#"{"access_token":"t-1","token_type":"Bearer","expires_in":60}"#))
+            .push(step(401).header("www-authenticate", r#"Bearer error="invalid_token""#))
+            .push(step(400).json(r#"{"error":"invalid_client"}"#));
+        let oauth2 =
+            egress_core::OAuth2Config::new("https://login.example.com/token", "id", "s".into());
+        let client = egress_core::Client::builder(
+            Config::default().with_base_url("https://api.example.com/v1"),
+            upstream.runtime(),
+        )
+        .with_oauth2(oauth2)
+        .build()
+        .unwrap();
+        assert!(
+            block_on(client.get("/x").send())
+                .unwrap_err()
+                .token_error()
+                .is_some()
+        );
     });
     let mut missing = Vec::new();
     for (name, record) in capture
@@ -623,4 +644,62 @@ fn every_span_event_and_field_emitted_is_in_the_telemetry_reference() {
         "not in core/src/telemetry.md: {missing:#?}"
     );
     assert!(!capture.events.lock().unwrap().is_empty());
+}
+
+/// The token source's events: a refresh at DEBUG with why, how long and the lifetime; a
+/// rejected token at DEBUG; a failed refresh at WARN with the OAuth 2.0 error; each with the
+/// correlation ID of the call it happened in, and never the token.
+#[test]
+fn token_events_say_why_and_how_long_with_the_calls_correlation_id_and_no_token() {
+    let capture = Capture::default();
+    let error =
+        capture.run(|| {
+            let upstream = ScriptedTransport::new();
+            upstream
+                .push(step(200).json(
+                    r#"{"access_token":"tok-secret-77","token_type":"Bearer","expires_in":600}"#,
+                ))
+                .push(step(401).header("www-authenticate", r#"Bearer error="invalid_token""#))
+                .push(step(401).json(r#"{"error":"invalid_client"}"#));
+            let oauth2 =
+                egress_core::OAuth2Config::new("https://login.example.com/token", "id", "s".into());
+            let client = egress_core::Client::builder(
+                Config::default().with_base_url("https://api.example.com"),
+                upstream.runtime(),
+            )
+            .with_oauth2(oauth2)
+            .build()
+            .unwrap();
+            block_on(client.get("/x").send()).unwrap_err()
+        });
+    let id = error
+        .correlation_id()
+        .expect("the call has one")
+        .as_str()
+        .to_owned();
+    let events = capture.events.lock().unwrap().clone();
+    let find = |message: &str| {
+        events
+            .iter()
+            .find(|(_, f)| f.get("message").is_some_and(|m| m.starts_with(message)))
+            .unwrap_or_else(|| panic!("no {message:?} event in {events:?}"))
+            .clone()
+    };
+    let (level, refreshed) = find("token refreshed");
+    assert_eq!(level, tracing::Level::DEBUG);
+    assert_eq!(refreshed["reason"], "initial");
+    assert_eq!(refreshed["expires_in_s"], "600");
+    assert!(refreshed.contains_key("took_ms"));
+    let (level, rejected) = find("token rejected");
+    assert_eq!(level, tracing::Level::DEBUG);
+    assert_eq!(rejected["generation"], "1");
+    let (level, failed) = find("token refresh failed");
+    assert_eq!(level, tracing::Level::WARN);
+    assert_eq!(failed["error.type"], "invalid_client");
+    assert_eq!(failed["is_final"], "true");
+    assert_eq!(failed["reason"], "rejected");
+    for fields in [&refreshed, &rejected, &failed] {
+        assert_eq!(fields["correlation_id"], id, "{fields:?}");
+    }
+    assert!(!capture.text().contains("tok-secret-77"));
 }

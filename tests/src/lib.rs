@@ -4,8 +4,10 @@
 //! misbehaves on request. Backends use this package as a dev-dependency; its own `tests/` hold
 //! the checks that keep the core pure, the cross-backend parity suite and the load tests.
 //! [`tools`] finds or installs the real programs some tests run beside egress; [`proxy`] runs
-//! one of them, tinyproxy, as the outbound proxy of the network-path tests.
+//! one of them, tinyproxy, as the outbound proxy of the network-path tests, and [`oauth`] a real
+//! OAuth 2.0 authorization server for the token tests.
 
+pub mod oauth;
 pub mod proxy;
 pub mod server;
 pub mod tools;

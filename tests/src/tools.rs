@@ -63,13 +63,39 @@ pub fn apt_binary(binary: &str, package: &str) -> PathBuf {
 pub fn npm_binary(spec: &str, binary: &str) -> PathBuf {
     let prefix = tools_dir().join("npm");
     let path = prefix.join("node_modules/.bin").join(binary);
+    npm_install(spec, &prefix, &path, "");
+    path
+}
+
+/// The npm prefix of the library `name` (its own folder, `target/test-tools/npm-lib/<name>`:
+/// an `npm install --no-save` into a shared prefix removes the packages installed there
+/// before). The package is installed from `spec` (`name@version`) when it is not there yet; a
+/// test's own script imports it from `<prefix>/node_modules/<name>`. A mark written after the
+/// install says it is complete, so that no test starts on a half-installed package.
+///
+/// # Panics
+/// As [`npm_binary`].
+pub fn npm_library(spec: &str, name: &str) -> PathBuf {
+    let prefix = tools_dir().join("npm-lib").join(name);
+    let mark = prefix.join(format!("installed-{}", spec.replace(['/', '@'], "_")));
+    npm_install(
+        spec,
+        &prefix,
+        &mark,
+        &format!(" && touch '{}'", mark.display()),
+    );
+    prefix
+}
+
+/// Installs `spec` under `prefix` unless `path` exists, then runs `then` (a shell suffix).
+fn npm_install(spec: &str, prefix: &Path, path: &Path, then: &str) {
     if path.exists() {
-        return path;
+        return;
     }
-    std::fs::create_dir_all(&prefix).expect("target/ is writable by the test run");
+    std::fs::create_dir_all(prefix).expect("target/ is writable by the test run");
     let script = format!(
-        "test -e '{path}' || npm install --prefix '{prefix}' --no-audit --no-fund \
-         --no-save --loglevel=error '{spec}'",
+        "test -e '{path}' || {{ npm install --prefix '{prefix}' --no-audit --no-fund \
+         --no-save --loglevel=error '{spec}'{then}; }}",
         path = path.display(),
         prefix = prefix.display(),
     );
@@ -80,7 +106,6 @@ pub fn npm_binary(spec: &str, binary: &str) -> PathBuf {
          with {status}); install Node.js and npm, or run `npm install --prefix {} {spec}`",
         prefix.display()
     );
-    path
 }
 
 /// Runs `script` with `sh -c` under the tools' install lock; returns how it exited.

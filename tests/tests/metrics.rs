@@ -382,3 +382,60 @@ fn circuit_state_holds_and_refusals_across_calls_are_metrics() {
     );
     assert_eq!(find("egress.circuit.state", "server.address").len(), 1);
 }
+
+#[test]
+fn token_refreshes_and_failures_are_counted_with_their_reason_and_error_type() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let transport = ScriptedTransport::new();
+        transport
+            .push(step(200).json(r#"{"access_token":"t-1","token_type":"Bearer","expires_in":60}"#))
+            .push(step(401).header("www-authenticate", r#"Bearer error="invalid_token""#))
+            .push(step(401).json(r#"{"error":"invalid_client"}"#));
+        let oauth2 =
+            egress_core::OAuth2Config::new("https://login.example.com/token", "id", "s".into());
+        let client = egress_core::Client::builder(
+            Config::default().with_base_url("https://api.example.com"),
+            transport.runtime(),
+        )
+        .with_oauth2(oauth2)
+        .build()
+        .unwrap();
+        // A first token, rejected by the API; its replacement is refused.
+        assert!(block_on(client.get("/x").send()).is_err());
+    });
+    // Every token row: (name, its labels, value).
+    let mut counted: Vec<(String, Vec<String>, String)> = rows(&snapshotter)
+        .into_iter()
+        .filter(|(k, ..)| k.key().name().starts_with("egress.token."))
+        .map(|(k, _, _, v)| {
+            let labels = k
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()));
+            (
+                k.key().name().to_owned(),
+                labels.collect(),
+                format!("{v:?}"),
+            )
+        })
+        .collect();
+    counted.sort();
+    let counter = format!("{:?}", DebugValue::Counter(1));
+    assert_eq!(
+        counted,
+        vec![
+            (
+                "egress.token.failures".to_owned(),
+                vec!["error.type=invalid_client".to_owned()],
+                counter.clone()
+            ),
+            (
+                "egress.token.refreshes".to_owned(),
+                vec!["reason=initial".to_owned()],
+                counter
+            ),
+        ]
+    );
+}

@@ -28,6 +28,50 @@ struct Entity {
     id: String,
 }
 
+/// A subscriber that writes every span and event, at every level, into the returned buffer.
+fn capture() -> (impl tracing::Subscriber + Send + Sync, Arc<Mutex<Vec<u8>>>) {
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let writer = text.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || Buffer(writer.clone()))
+            .with_span_events(FmtSpan::FULL),
+    );
+    (subscriber, text)
+}
+
+/// The `Debug` of an error, its `Display` and every source's.
+fn show_error(shown: &mut Vec<String>, e: &egress_core::Error) {
+    shown.push(format!("{e:?}"));
+    shown.push(e.to_string());
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        shown.push(s.to_string());
+        source = s.source();
+    }
+}
+
+/// No secret in the captured telemetry nor in anything shown.
+fn assert_no_leak<S: AsRef<str>>(
+    backend: Backend,
+    captured: &str,
+    shown: &[String],
+    secrets: &[S],
+) {
+    for secret in secrets.iter().map(AsRef::as_ref) {
+        assert!(
+            !captured.contains(secret),
+            "{backend:?}: telemetry leaks {secret}:\n{captured}"
+        );
+        for s in shown {
+            assert!(
+                !s.contains(secret),
+                "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
+            );
+        }
+    }
+}
+
 fn no_secret_leaks(backend: Backend) {
     let echo = format!(r#"{{"error":"bad token {BEARER}","token":"{BODY}","cookie":"{COOKIE}"}}"#);
     let set_cookie = format!("sid={SET_COOKIE}; Secure");
@@ -50,13 +94,7 @@ fn no_secret_leaks(backend: Backend) {
             token: SecretString::from(BEARER),
         })
         .with_retry(RetryPolicy::standard().with_backoff(common::config("http://x").retry.backoff));
-    let text = Arc::new(Mutex::new(Vec::new()));
-    let writer = text.clone();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .with_writer(move || Buffer(writer.clone()))
-            .with_span_events(FmtSpan::FULL),
-    );
+    let (subscriber, text) = capture();
     let mut shown = vec![format!("{config:?}")];
     tracing::subscriber::with_default(subscriber, || {
         backend.run_here(async {
@@ -77,15 +115,7 @@ fn no_secret_leaks(backend: Backend) {
                             shown.push(e.to_string());
                         }
                     }
-                    Err(e) => {
-                        shown.push(format!("{e:?}"));
-                        shown.push(e.to_string());
-                        let mut source = std::error::Error::source(&e);
-                        while let Some(s) = source {
-                            shown.push(s.to_string());
-                            source = s.source();
-                        }
-                    }
+                    Err(e) => show_error(&mut shown, &e),
                 }
             }
         });
@@ -101,18 +131,8 @@ fn no_secret_leaks(backend: Backend) {
         captured.contains("egress.attempt"),
         "telemetry was captured:\n{captured}"
     );
-    for secret in [BEARER, API_KEY, COOKIE, PASSWORD, QUERY, SET_COOKIE, BODY] {
-        assert!(
-            !captured.contains(secret),
-            "{backend:?}: telemetry leaks {secret}:\n{captured}"
-        );
-        for s in &shown {
-            assert!(
-                !s.contains(secret),
-                "{backend:?}: a Debug or Display leaks {secret}:\n{s}"
-            );
-        }
-    }
+    let secrets = [BEARER, API_KEY, COOKIE, PASSWORD, QUERY, SET_COOKIE, BODY];
+    assert_no_leak(backend, &captured, &shown, &secrets);
 }
 
 const PROXY_PASSWORD: &str = "e2e-proxy-secret-8";
@@ -276,5 +296,96 @@ mod no_secret_leaks {
     #[test]
     fn async_std() {
         super::no_secret_leaks(Backend::AsyncStd);
+    }
+}
+
+/// OAuth 2.0 end to end against a real authorization server (oidc-provider): the client secret
+/// (right and wrong, in the body and in Basic credentials) and every access token the API
+/// accepted never reach the telemetry, a `Debug` or an error's `Display`.
+fn oauth2_secrets_never_leak(backend: Backend) {
+    use egress_core::token::ClientAuthMethod;
+    use egress_core::{Client, OAuth2Config};
+    use egress_tests::oauth::{AuthServer, BASIC_CLIENT, POST_CLIENT};
+
+    const CLIENT_SECRET: &str = "e2e-oauth2-client-secret-8";
+    const WRONG_SECRET: &str = "e2e-oauth2-wrong-secret-9";
+    let server = AuthServer::start(CLIENT_SECRET, Duration::from_secs(600));
+    // From the configuration (client_secret_post: the secret travels in the body) ...
+    let config = Config::default()
+        .with_base_url(server.api_url())
+        .with_auth(Credentials::OAuth2(
+            OAuth2Config::new(server.token_url(), POST_CLIENT, CLIENT_SECRET.into())
+                .with_auth_method(ClientAuthMethod::ClientSecretPost),
+        ));
+    // ... and from a builder (client_secret_basic), with a wrong secret.
+    let wrong = OAuth2Config::new(server.token_url(), BASIC_CLIENT, WRONG_SECRET.into());
+    let (subscriber, text) = capture();
+    let mut shown = vec![format!("{config:?}"), format!("{wrong:?}")];
+    tracing::subscriber::with_default(subscriber, || {
+        backend.run_here(async {
+            let client = backend.client(config);
+            let refused: Client = match backend {
+                Backend::Tokio => {
+                    egress_tokio::Builder::new(Config::default().with_base_url(server.api_url()))
+                        .with_oauth2(wrong)
+                        .build()
+                }
+                Backend::AsyncStd => egress_async_std::Builder::new(
+                    Config::default().with_base_url(server.api_url()),
+                )
+                .with_oauth2(wrong)
+                .build(),
+            }
+            .expect("the configuration is valid");
+            shown.push(format!("{client:?}"));
+            shown.push(format!("{refused:?}"));
+            let mut results = vec![client.get("/entities/1").send().await];
+            server.revoke_accepted(); // the next call is rejected once, then re-sent
+            results.push(client.get("/entities/2").send().await);
+            results.push(refused.get("/entities/3").send().await);
+            for result in results {
+                match result {
+                    Ok(response) => shown.push(format!("{response:?}")),
+                    Err(e) => show_error(&mut shown, &e),
+                }
+            }
+        });
+    });
+    let tokens = server.accepted_tokens();
+    assert_eq!(
+        tokens.len(),
+        2,
+        "two tokens were issued and used: {tokens:?}"
+    );
+    let captured = String::from_utf8_lossy(&text.lock().unwrap()).into_owned();
+    assert!(
+        captured.contains("token refreshed") && captured.contains("token refresh failed"),
+        "the token telemetry was captured:\n{captured}"
+    );
+    let basic = |secret: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{BASIC_CLIENT}:{secret}"))
+    };
+    let secrets = [
+        CLIENT_SECRET.to_owned(),
+        WRONG_SECRET.to_owned(),
+        basic(CLIENT_SECRET),
+        basic(WRONG_SECRET),
+    ];
+    let everything: Vec<&String> = secrets.iter().chain(&tokens).collect();
+    assert_no_leak(backend, &captured, &shown, &everything);
+}
+
+mod oauth2_secrets_never_leak {
+    use super::common::Backend;
+
+    #[test]
+    fn tokio() {
+        super::oauth2_secrets_never_leak(Backend::Tokio);
+    }
+
+    #[test]
+    fn async_std() {
+        super::oauth2_secrets_never_leak(Backend::AsyncStd);
     }
 }

@@ -49,8 +49,9 @@ pub enum EntitiesError {
         #[source]
         source: Error,
     },
-    /// The service refused our credentials (401) or their rights (403). A configuration
-    /// problem: retrying will not help.
+    /// The service refused our credentials (401) or their rights (403), or the authorization
+    /// server refused to issue an access token for them (such as `invalid_client`). A
+    /// configuration problem: retrying will not help.
     #[error("the entities service refused our credentials")]
     Unauthorized {
         /// The core error.
@@ -81,7 +82,11 @@ impl EntitiesError {
         if let (true, Some(id)) = (error.is_not_found(), id) {
             return Self::NotFound(id.clone());
         }
-        if error.is_unauthorized() || error.is_forbidden() {
+        // An access token the authorization server refused to issue is our credentials too.
+        let token_refused = error
+            .token_error()
+            .is_some_and(egress_core::TokenError::is_final);
+        if error.is_unauthorized() || error.is_forbidden() || token_refused {
             return Self::Unauthorized { source: error };
         }
         if error.is_retryable() {

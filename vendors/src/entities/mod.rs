@@ -11,6 +11,69 @@
 //! | [`get_entity`](EntitiesClient::get_entity) | `GET /entities/{id}` | 200 + [`EntityPayload`] | [`NotFound`](EntitiesError::NotFound), [`Unavailable`](EntitiesError::Unavailable) |
 //! | [`get_entities`](EntitiesClient::get_entities) | one `GET` per ID, at most N at once | one result per ID, in order | per ID |
 //! | [`create_entity`](EntitiesClient::create_entity) | `POST /entities` with an `Idempotency-Key` | 2xx + [`EntityPayload`] | [`InvalidPayload`](EntitiesError::InvalidPayload), [`Upstream`](EntitiesError::Upstream) (400, 409) |
+//!
+//! # Credentials: OAuth 2.0 client credentials
+//!
+//! The vendor client never handles credentials: the base client does. When the entities service
+//! sits behind an OAuth 2.0 authorization server, give the base client an `[auth.oauth2]`
+//! section, or one line on the backend's builder:
+//!
+//! ```no_run
+//! use egress_tokio::egress_core::{Config, OAuth2Config};
+//! use egress_vendors::entities::EntitiesClient;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let oauth2 = OAuth2Config::from_env(
+//!     "https://login.example.com/oauth2/token",
+//!     "inventory-service",
+//!     "ENTITIES_CLIENT_SECRET", // read once, when the client is built; held as a SecretString
+//! )
+//! .with_scopes(["entities:read", "entities:write"]);
+//! let base = egress_tokio::Builder::new(Config::default().with_base_url("https://entities.internal/v1"))
+//!     .with_oauth2(oauth2)
+//!     .build()?;
+//! let entities = EntitiesClient::new(base);
+//! # drop(entities); Ok(()) }
+//! ```
+//!
+//! Every call then carries a bearer token, fetched once and shared by concurrent calls,
+//! refreshed ahead of expiry, and replaced once when the service answers 401 with
+//! `error="invalid_token"`. A token that cannot be obtained maps to
+//! [`EntitiesError::Unauthorized`] when the authorization server refused the credentials, and to
+//! [`EntitiesError::Unavailable`] when it could not be reached (see [`egress_core::token`]). The same in virtual time:
+//!
+//! ```
+//! use egress_core::test_util::{ScriptedTransport, block_on, step};
+//! use egress_core::{Client, Config, OAuth2Config};
+//! use egress_vendors::entities::{EntitiesClient, EntitiesError};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let upstream = ScriptedTransport::new(); // the token endpoint and the service, in order
+//! upstream
+//!     .push(step(200).json(r#"{"access_token":"tok-1","token_type":"Bearer","expires_in":3600}"#))
+//!     .push(step(401).header("www-authenticate", r#"Bearer error="invalid_token""#))
+//!     .push(step(200).json(r#"{"access_token":"tok-2","token_type":"Bearer","expires_in":3600}"#))
+//!     .push(step(200).json(r#"{"id":"e-7","name":"Widget","status":"active","version":1}"#))
+//!     .push(step(401).json(r#"{"error":"invalid_client"}"#));
+//! let oauth2 = OAuth2Config::new("https://login.example.com/oauth2/token", "inventory", "s3cret".into());
+//! let base = Client::builder(Config::default().with_base_url("https://entities.internal/v1"), upstream.runtime())
+//!     .with_oauth2(oauth2.clone())
+//!     .build()?;
+//! let entities = EntitiesClient::new(base);
+//! // The first token was revoked: replaced once, and the request re-sent.
+//! let entity = block_on(entities.get_entity(&"e-7".parse()?))?;
+//! assert_eq!(entity.name, "Widget");
+//! assert_eq!(upstream.requests()[3].header("authorization"), Some("Bearer tok-2"));
+//!
+//! // Credentials the authorization server refuses: the service is never called.
+//! let base = Client::builder(Config::default().with_base_url("https://entities.internal/v1"), upstream.runtime())
+//!     .with_oauth2(oauth2)
+//!     .build()?;
+//! let error = block_on(EntitiesClient::new(base).get_entity(&"e-7".parse()?)).unwrap_err();
+//! assert!(matches!(error, EntitiesError::Unauthorized { .. }), "{error:?}");
+//! assert_eq!(upstream.requests().len(), 5);
+//! # Ok(()) }
+//! ```
 
 mod error;
 mod types;
