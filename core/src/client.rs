@@ -203,6 +203,7 @@ pub struct ClientOptions {
     default_headers: Vec<(String, String)>,
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
+    coordinator: Option<Arc<dyn crate::rt::Coordinator>>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -217,11 +218,19 @@ impl fmt::Debug for ClientOptions {
             .field("default_headers", &names)
             .field("auth", &self.auth)
             .field("service", &self.service)
+            .field("coordinator", &self.coordinator)
             .finish()
     }
 }
 
 impl ClientOptions {
+    /// Shares quota, holds and circuits with the fleet through `coordinator` (used when the
+    /// configuration's `[fleet]` is enabled).
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn crate::rt::Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
+        self
+    }
+
     /// Adds a header sent with every request (checked when the client is built).
     pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
         self.default_headers
@@ -254,6 +263,7 @@ pub struct ClientBuilder {
     default_headers: HeaderMap,
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
+    coordinator: Option<Arc<dyn crate::rt::Coordinator>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -265,6 +275,7 @@ impl fmt::Debug for ClientBuilder {
             .field("default_headers", &redactor.headers(&self.default_headers))
             .field("auth", &self.auth)
             .field("service", &self.service)
+            .field("coordinator", &self.coordinator)
             .finish()
     }
 }
@@ -308,12 +319,22 @@ impl ClientBuilder {
         if let Some(service) = options.service {
             self = self.with_service(service);
         }
+        if let Some(coordinator) = options.coordinator {
+            self = self.with_coordinator(coordinator);
+        }
         Ok(self)
     }
 
     /// Names the service (vendor) in the telemetry of every call, such as `github`.
     pub fn with_service(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.service = Some(name.into());
+        self
+    }
+
+    /// Shares quota, holds and circuits with the fleet through `coordinator` (used when the
+    /// configuration's `[fleet]` is enabled).
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn crate::rt::Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
         self
     }
 
@@ -330,7 +351,7 @@ impl ClientBuilder {
             }
             (None, _) => None,
         };
-        let policy = self.config.build()?;
+        let policy = self.config.build_with_coordinator(self.coordinator)?;
         // Units and descriptions reach the recorder installed now (see `describe_metrics`).
         #[cfg(feature = "metrics")]
         crate::describe_metrics();
@@ -357,6 +378,7 @@ impl Client {
             default_headers: HeaderMap::new(),
             auth: None,
             service: None,
+            coordinator: None,
         }
     }
 
