@@ -41,8 +41,8 @@
 //!   as with the local limiter. A client without a fleet never takes this step.
 //! - **Leases**: the script reserves `lease` consecutive slots per round trip (`lease = 1`,
 //!   the default, is exact); the replica spends them locally on its next calls. A leased slot
-//!   not taken within one emission interval of its time is dropped (quota wasted, never
-//!   overrun). With 32 callers at 200/s, a lease of 16 cuts the round trips per call to about
+//!   not taken within one emission interval (at least 1 ms) of its time is dropped (quota
+//!   wasted, never spent late). With 32 callers at 200/s, a lease of 16 cuts the round trips per call to about
 //!   1/16 at the price of each replica holding up to 16 slots the others cannot use.
 //! - **Holds and circuits** never cost a round trip on the call path: they are published
 //!   fire-and-forget (a script sets a key with an expiry and `PUBLISH`es), and every replica

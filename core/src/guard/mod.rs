@@ -436,8 +436,9 @@ impl Guards {
             }
             let shared_limit = fleet.filter(|_| !ask.local_only);
             if let (true, Some(fleet)) = (limit_on, shared_limit) {
-                // A leased slot more than one interval old is dropped, never spent late.
-                let stale = self.gcra.interval();
+                // A leased slot more than one interval (at least 1 ms) old is dropped, never
+                // spent late: a window of the upstream sees at most 1 ms worth of slots more.
+                let stale = self.gcra.interval().max(Duration::from_millis(1));
                 while h
                     .lease
                     .front()
