@@ -172,6 +172,14 @@ impl Builder {
         self
     }
 
+    /// Shares the rate limit, host holds and open circuits with the other replicas through
+    /// `coordinator` (such as `egress_fleet::Fleet::start(&config.fleet)?`), when the
+    /// configuration's `[fleet]` is enabled.
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn egress_core::rt::Coordinator>) -> Self {
+        self.options = self.options.with_coordinator(coordinator);
+        self
+    }
+
     /// The native-tls connector, built once for the client (an OpenSSL context reads the
     /// system's CA bundle when it is made), requesting ALPN `alpns`, presenting the client
     /// identity if there is one.

@@ -171,6 +171,14 @@ impl Builder {
         self
     }
 
+    /// Shares the rate limit, host holds and open circuits with the other replicas through
+    /// `coordinator` (such as `egress_fleet::Fleet::start(&config.fleet)?`), when the
+    /// configuration's `[fleet]` is enabled.
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn egress_core::rt::Coordinator>) -> Self {
+        self.options = self.options.with_coordinator(coordinator);
+        self
+    }
+
     fn tls_config(&self) -> Result<rustls::ClientConfig, ConfigError> {
         let mut roots = rustls::RootCertStore::empty();
         match self.roots {

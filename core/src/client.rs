@@ -215,6 +215,7 @@ pub struct ClientOptions {
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
     tokens: Option<Tokens>,
+    coordinator: Option<Arc<dyn crate::rt::Coordinator>>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -230,6 +231,7 @@ impl fmt::Debug for ClientOptions {
             .field("auth", &self.auth)
             .field("service", &self.service)
             .field("tokens", &self.tokens)
+            .field("coordinator", &self.coordinator)
             .finish()
     }
 }
@@ -245,6 +247,13 @@ impl ClientOptions {
     /// ([`crate::token`]).
     pub fn with_oauth2(mut self, config: OAuth2Config) -> Self {
         self.tokens = Some(Tokens::OAuth2(Box::new(config)));
+        self
+    }
+
+    /// Shares quota, holds and circuits with the fleet through `coordinator` (used when the
+    /// configuration's `[fleet]` is enabled).
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn crate::rt::Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
         self
     }
 
@@ -281,6 +290,7 @@ pub struct ClientBuilder {
     auth: Option<Arc<dyn Auth>>,
     service: Option<Cow<'static, str>>,
     tokens: Option<Tokens>,
+    coordinator: Option<Arc<dyn crate::rt::Coordinator>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -293,6 +303,7 @@ impl fmt::Debug for ClientBuilder {
             .field("auth", &self.auth)
             .field("service", &self.service)
             .field("tokens", &self.tokens)
+            .field("coordinator", &self.coordinator)
             .finish()
     }
 }
@@ -356,12 +367,22 @@ impl ClientBuilder {
         if let Some(tokens) = options.tokens {
             self.tokens = Some(tokens);
         }
+        if let Some(coordinator) = options.coordinator {
+            self = self.with_coordinator(coordinator);
+        }
         Ok(self)
     }
 
     /// Names the service (vendor) in the telemetry of every call, such as `github`.
     pub fn with_service(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.service = Some(name.into());
+        self
+    }
+
+    /// Shares quota, holds and circuits with the fleet through `coordinator` (used when the
+    /// configuration's `[fleet]` is enabled).
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn crate::rt::Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
         self
     }
 
@@ -389,7 +410,7 @@ impl ClientBuilder {
             (None, _) => None,
         };
         let tokens = tokens.map(TokenCache::new).transpose()?;
-        let policy = self.config.build()?;
+        let policy = self.config.build_with_coordinator(self.coordinator)?;
         // Units and descriptions reach the recorder installed now (see `describe_metrics`).
         #[cfg(feature = "metrics")]
         crate::describe_metrics();
@@ -432,6 +453,7 @@ impl Client {
             auth: None,
             service: None,
             tokens: None,
+            coordinator: None,
         }
     }
 

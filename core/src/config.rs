@@ -152,6 +152,9 @@ pub struct Config {
     pub hold: HoldConfig,
     /// The client-side rate limit, per host (off by default).
     pub rate_limit: RateLimitConfig,
+    /// Quota, holds and circuits shared across replicas (off by default; needs a coordinator
+    /// such as `egress-fleet`'s on the client builder).
+    pub fleet: crate::guard::fleet::FleetConfig,
     /// The largest response body accepted, in bytes (default 10 MiB): received, and decoded.
     pub max_response_body: u64,
     /// Whether requests ask for compressed bodies (`Accept-Encoding` with every coding this
@@ -194,6 +197,7 @@ impl fmt::Debug for Config {
             .field("circuit_breaker", &self.circuit_breaker)
             .field("hold", &self.hold)
             .field("rate_limit", &self.rate_limit)
+            .field("fleet", &self.fleet)
             .field("max_response_body", &self.max_response_body)
             .field("decompress", &self.decompress)
             .field("max_decompression_ratio", &self.max_decompression_ratio)
@@ -288,6 +292,7 @@ impl Default for Config {
             circuit_breaker: CircuitBreakerConfig::default(),
             hold: HoldConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            fleet: crate::guard::fleet::FleetConfig::default(),
             max_response_body: 10 * 1024 * 1024,
             decompress: true,
             max_decompression_ratio: 100,
@@ -343,6 +348,8 @@ impl Config {
         with_hold, hold: HoldConfig);
     setter!(/// Sets the client-side rate limit.
         with_rate_limit, rate_limit: RateLimitConfig);
+    setter!(/// Sets the fleet section (state shared across replicas).
+        with_fleet, fleet: crate::guard::fleet::FleetConfig);
     setter!(/// Sets the largest response body accepted, in bytes.
         with_max_response_body, max_response_body: u64);
     setter!(/// Turns asking for and decoding compressed bodies on or off.
@@ -373,6 +380,16 @@ impl Config {
     /// Validates the configuration and builds the [`Policy`] exchanges run under, with a fresh
     /// retry budget.
     pub fn build(self) -> Result<Policy, ConfigError> {
+        self.build_with_coordinator(None)
+    }
+
+    /// [`build`](Self::build), sharing the rate limit, holds and circuits through
+    /// `coordinator` when one is given and `[fleet]` is enabled.
+    pub fn build_with_coordinator(
+        self,
+        coordinator: Option<Arc<dyn crate::rt::Coordinator>>,
+    ) -> Result<Policy, ConfigError> {
+        self.fleet.validate()?;
         let t = &self.timeouts;
         for (field, value) in [
             ("timeouts.connect", t.connect),
@@ -520,11 +537,15 @@ impl Config {
         }
         let redactor = Redactor::new(&self.redact);
         let budget = Arc::new(RetryBudget::new(self.budget.clone()));
-        let guards = Arc::new(Guards::new(
+        let mut guards = Guards::new(
             self.circuit_breaker.clone(),
             self.hold.clone(),
             self.rate_limit.clone(),
-        ));
+        );
+        if let (true, Some(coordinator)) = (self.fleet.enabled, coordinator) {
+            guards = guards.with_coordinator(coordinator, &self.fleet);
+        }
+        let guards = Arc::new(guards);
         Ok(Policy {
             inner: Arc::new(PolicyInner {
                 base_target: base_url.as_ref().and_then(crate::url::BaseTarget::new),

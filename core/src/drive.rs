@@ -46,6 +46,8 @@ pub(crate) async fn drive_mut(
     transport: &dyn Transport,
 ) -> Result<Response, Error> {
     let mut in_flight: Option<Attempt<'_>> = None;
+    // A slot request to the fleet's coordinator (only with one; never with an attempt).
+    let mut acquiring: Option<Acquiring> = None;
     // The exchange is polled with the time of the input it was just fed (one clock reading
     // per event, not one more per poll); a send takes no time the exchange needs to see.
     let mut now = clock.now();
@@ -59,7 +61,15 @@ pub(crate) async fn drive_mut(
                 continue;
             }
             Output::Wait { until, .. } => until,
+            Output::Acquire(acquire) => {
+                acquiring = Some(acquire.start());
+                continue;
+            }
         };
+        if let Some(request) = acquiring.take() {
+            now = acquire(exchange, request, until, clock, sleeper).await;
+            continue;
+        }
         now = match in_flight.take() {
             Some(attempt) => {
                 let (attempt, at) = race(exchange, attempt, until, clock, sleeper).await;
@@ -68,6 +78,47 @@ pub(crate) async fn drive_mut(
             }
             None => sleep(exchange, until, clock, sleeper).await,
         };
+    }
+}
+
+/// A slot request in flight to the fleet's coordinator.
+type Acquiring = BoxFuture<
+    'static,
+    Result<crate::guard::fleet::SlotGrant, crate::guard::fleet::CoordinatorError>,
+>;
+
+/// Waits for the coordinator's answer or `until` (its timeout, never past the call's deadline),
+/// whichever comes first, and feeds the exchange; a late answer is dropped.
+async fn acquire(
+    exchange: &mut Exchange,
+    mut request: Acquiring,
+    until: Instant,
+    clock: &dyn Clock,
+    sleeper: &dyn Sleeper,
+) -> Instant {
+    let mut timer = sleeper.sleep_until(until);
+    let answer = poll_fn(|cx| {
+        if let Poll::Ready(result) = request.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    let at = clock.now();
+    match answer {
+        Some(result) => {
+            exchange.handle_input(Input::Slots { at, result });
+            at
+        }
+        None => {
+            // The timer fired: it is `until` at least, even on a clock that lags the sleeper.
+            let at = at.max(until);
+            exchange.handle_input(Input::Timer { at });
+            at
+        }
     }
 }
 

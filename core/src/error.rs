@@ -128,6 +128,8 @@ pub enum StopReason {
     CircuitOpen,
     /// The client-side rate limiter had no slot before the deadline.
     RateLimiter,
+    /// The fleet's coordinator could not answer and the client fails closed.
+    FleetUnavailable,
 }
 
 impl fmt::Display for StopReason {
@@ -142,6 +144,7 @@ impl fmt::Display for StopReason {
             Self::HostHold => "host held",
             Self::CircuitOpen => "circuit open",
             Self::RateLimiter => "client rate limit",
+            Self::FleetUnavailable => "fleet unavailable",
         })
     }
 }
@@ -632,6 +635,15 @@ pub enum Error {
         /// The call's metadata.
         meta: CallMeta,
     },
+    /// The fleet's coordinator (shared rate limit) could not answer in time and the client is
+    /// configured to fail closed, so the call was refused without sending.
+    #[error("fleet coordinator unavailable: {source}")]
+    FleetUnavailable {
+        /// What went wrong with the coordinator.
+        source: crate::guard::fleet::CoordinatorError,
+        /// The call's metadata.
+        meta: CallMeta,
+    },
     /// The retry budget refused a retry. The attempt before it was sent.
     #[error("retry budget exhausted; last attempt: {last}")]
     RetryBudgetExhausted {
@@ -682,6 +694,7 @@ impl Error {
             | Self::Status { meta, .. }
             | Self::RateLimited { meta, .. }
             | Self::CircuitOpen { meta, .. }
+            | Self::FleetUnavailable { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
             | Self::Token { meta, .. }
@@ -697,6 +710,7 @@ impl Error {
             | Self::Status { meta, .. }
             | Self::RateLimited { meta, .. }
             | Self::CircuitOpen { meta, .. }
+            | Self::FleetUnavailable { meta, .. }
             | Self::RetryBudgetExhausted { meta, .. }
             | Self::Validation { meta, .. }
             | Self::Token { meta, .. }
@@ -763,6 +777,7 @@ impl Error {
             }
             Self::RateLimited { .. }
             | Self::CircuitOpen { .. }
+            | Self::FleetUnavailable { .. }
             | Self::RetryBudgetExhausted { .. } => true,
             Self::Timeout { .. } => true,
             Self::Token { source, .. } => !source.is_final(),
@@ -793,6 +808,7 @@ impl Error {
             Self::Timeout { kind, meta, .. } => kind.may_have_been_sent() || meta.attempts > 1,
             Self::Transport { source, meta } => source.may_have_been_sent() || meta.attempts > 1,
             Self::RateLimited { last, .. } | Self::CircuitOpen { last, .. } => last.is_some(),
+            Self::FleetUnavailable { .. } => false,
             Self::Status { .. }
             | Self::RetryBudgetExhausted { .. }
             | Self::Validation { .. }
@@ -834,6 +850,12 @@ impl Error {
         }
     }
 
+    /// Whether the call was refused because the fleet's coordinator was unavailable and the
+    /// client fails closed.
+    pub fn is_fleet_unavailable(&self) -> bool {
+        matches!(self, Self::FleetUnavailable { .. })
+    }
+
     /// Whether the call was refused because its host's circuit is open.
     pub fn is_circuit_open(&self) -> bool {
         matches!(self, Self::CircuitOpen { .. })
@@ -848,6 +870,7 @@ impl Error {
             Self::Status { .. } => "status",
             Self::RateLimited { .. } => "rate_limited",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::FleetUnavailable { .. } => "fleet_unavailable",
             Self::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::Token { .. } => "token",

@@ -37,6 +37,7 @@ use crate::config::Policy;
 use crate::error::{
     CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
 };
+use crate::guard::fleet::{CoordinatorError, FailureMode, SlotGrant};
 use crate::guard::{
     Admission, Ask, CallGuards, Hold, HoldReason, Refusal, Verdict, WaitWhy, hints,
 };
@@ -97,6 +98,8 @@ pub struct Exchange {
     host_offset: usize,
     /// The wait in progress ends at a rate-limiter slot reserved for this call.
     slot_due: bool,
+    /// This call's dealings with the fleet's coordinator (all empty without one).
+    fleet: FleetCall,
     /// The attempt in flight is a half-open probe (of this episode).
     probe: Option<crate::guard::breaker::ProbeId>,
     /// A monotonic time and the wall-clock time at that moment, to express local refusals
@@ -327,6 +330,7 @@ impl Exchange {
             guard_key: o.guard_key.clone(),
             host_offset,
             slot_due: false,
+            fleet: FleetCall::default(),
             probe: None,
             anchor: wall.map(|wall| (now, wall)),
             last_error: None,
@@ -362,6 +366,13 @@ impl Exchange {
                 }
                 let at = self.observe(at);
                 self.on_failure(at, error);
+            }
+            Input::Slots { at, result } => {
+                if !self.fleet.waiting {
+                    return;
+                }
+                let at = self.observe(at);
+                self.on_slots(at, result);
             }
         }
     }
@@ -404,6 +415,9 @@ impl Exchange {
                         continue;
                     }
                     if !self.admit(now) {
+                        if let Some(acquire) = self.fleet.pending.take() {
+                            return Output::Acquire(*acquire);
+                        }
                         continue;
                     }
                     return Output::Send(self.start_attempt(now));
@@ -422,6 +436,11 @@ impl Exchange {
                 }
                 State::Waiting { until, reason } => {
                     if now >= *until {
+                        if self.fleet.waiting {
+                            // The coordinator did not answer in time.
+                            self.on_slots(now, Err(CoordinatorError::Timeout));
+                            continue;
+                        }
                         self.state = State::Ready;
                         continue;
                     }
@@ -508,6 +527,7 @@ impl Exchange {
             deadline: self.deadline,
             guards: self.call_guards,
             has_slot: self.slot_due,
+            local_only: self.fleet.local,
         };
         let admission = guards.admit(&ask);
         self.slot_due = false;
@@ -560,6 +580,65 @@ impl Exchange {
                 self.fail(now, stop, error);
                 false
             }
+            Admission::Acquire(ask) => {
+                let Some(fleet) = self.policy.guards().fleet() else {
+                    // Only a client with a coordinator is asked to acquire; go unlimited
+                    // rather than stall if that ever changes.
+                    return true;
+                };
+                let until = saturating_add(now, fleet.timeout).min(self.deadline);
+                let acquire = crate::io::Acquire::new(*ask, fleet.coordinator.clone());
+                self.fleet.pending = Some(Box::new(acquire));
+                self.fleet.waiting = true;
+                let reason = WaitReason::Coordinator;
+                self.state = State::Waiting { until, reason };
+                false
+            }
+        }
+    }
+
+    /// The coordinator's answer to this call's [`Output::Acquire`] (or its timeout).
+    fn on_slots(&mut self, at: Instant, result: Result<SlotGrant, CoordinatorError>) {
+        self.fleet.waiting = false;
+        self.state = State::Ready;
+        let failure = match result {
+            Ok(grant) if !grant.slots.is_empty() => {
+                let key = self.guard_key().to_owned();
+                self.policy
+                    .guards()
+                    .lease(&key, at, &grant, |t| self.wall_at(t));
+                return;
+            }
+            Ok(grant) => match grant.next {
+                // No slot before the deadline anywhere in the fleet: refused, never sent.
+                Some(next) => {
+                    let error = Error::RateLimited {
+                        retry_at: self.wall_at(saturating_add(at, next)),
+                        last: self.last_error.take(),
+                        meta: CallMeta::default(),
+                    };
+                    return self.fail(at, StopReason::RateLimiter, error);
+                }
+                None => CoordinatorError::Protocol("no slot and no next slot".to_owned()),
+            },
+            Err(error) => error,
+        };
+        let mode = self
+            .policy
+            .guards()
+            .fleet()
+            .map_or(FailureMode::Open, |f| f.failure_mode);
+        self.telemetry.fleet_fallback(mode, &failure);
+        match mode {
+            FailureMode::Closed => {
+                let error = Error::FleetUnavailable {
+                    source: failure,
+                    meta: CallMeta::default(),
+                };
+                self.fail(at, StopReason::FleetUnavailable, error);
+            }
+            // Fail open: this call's limits are the local ones from now on.
+            _ => self.fleet.local = true,
         }
     }
 
@@ -950,6 +1029,17 @@ impl Exchange {
         self.telemetry.failed(&error, answer);
         self.state = State::Done(Err(error));
     }
+}
+
+/// One call's dealings with the fleet's coordinator.
+#[derive(Debug, Default)]
+struct FleetCall {
+    /// The `Acquire` to hand out at the next poll.
+    pending: Option<Box<crate::io::Acquire>>,
+    /// An `Acquire` is out and unanswered.
+    waiting: bool,
+    /// The coordinator failed this call, which fails open: local limits only.
+    local: bool,
 }
 
 /// `at + d`, or the latest representable time not far past it: a limit too large for `Instant`

@@ -40,6 +40,15 @@ pub enum Input {
         /// When it fired.
         at: Instant,
     },
+    /// The fleet's coordinator answered the [`Output::Acquire`] (only with a coordinator).
+    /// When it has not answered by the wait that follows the `Acquire`, feed
+    /// [`Input::Timer`] instead: the exchange counts that as the coordinator failing.
+    Slots {
+        /// When the answer arrived.
+        at: Instant,
+        /// The slots reserved, or why none could be.
+        result: Result<crate::guard::fleet::SlotGrant, crate::guard::fleet::CoordinatorError>,
+    },
 }
 
 /// What the driver must do next, from [`Exchange::poll_output`](crate::Exchange::poll_output).
@@ -58,6 +67,45 @@ pub enum Output {
     },
     /// The call is over. Polling again returns the same result.
     Done(Result<Response, Error>),
+    /// Ask the fleet's coordinator for rate slots ([`Acquire::start`]), then keep polling: the
+    /// next output is the wait for its answer ([`WaitReason::Coordinator`]). Feed the answer
+    /// as [`Input::Slots`]. Only a client with a coordinator and a rate limit asks this.
+    Acquire(Acquire),
+}
+
+/// A request for rate slots to the fleet's coordinator, from [`Output::Acquire`].
+#[non_exhaustive]
+pub struct Acquire {
+    /// What to reserve.
+    pub ask: crate::guard::fleet::SlotAsk,
+    coordinator: std::sync::Arc<dyn crate::rt::Coordinator>,
+}
+
+impl Acquire {
+    pub(crate) fn new(
+        ask: crate::guard::fleet::SlotAsk,
+        coordinator: std::sync::Arc<dyn crate::rt::Coordinator>,
+    ) -> Self {
+        Self { ask, coordinator }
+    }
+
+    /// Starts the request on the client's coordinator.
+    pub fn start(
+        &self,
+    ) -> crate::rt::BoxFuture<
+        'static,
+        Result<crate::guard::fleet::SlotGrant, crate::guard::fleet::CoordinatorError>,
+    > {
+        self.coordinator.acquire(&self.ask)
+    }
+}
+
+impl fmt::Debug for Acquire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("ask", &self.ask)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the exchange is waiting.
@@ -85,11 +133,14 @@ pub enum WaitReason {
     CircuitOpen,
     /// Waiting for the client-side rate limiter's slot.
     RateLimiter,
+    /// Waiting for the fleet's coordinator to answer an [`Output::Acquire`]; `until` is its
+    /// timeout (never past the call's deadline).
+    Coordinator,
 }
 
 impl WaitReason {
     /// A short stable name for telemetry (`backoff`, `retry_after`, `attempt_deadline`,
-    /// `host_hold`, `circuit_open`, `rate_limiter`).
+    /// `host_hold`, `circuit_open`, `rate_limiter`, `coordinator`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AttemptDeadline { .. } => "attempt_deadline",
@@ -98,6 +149,7 @@ impl WaitReason {
             Self::HostHold => "host_hold",
             Self::CircuitOpen => "circuit_open",
             Self::RateLimiter => "rate_limiter",
+            Self::Coordinator => "coordinator",
         }
     }
 }
@@ -177,6 +229,11 @@ impl fmt::Debug for Input {
                 .field("error", error)
                 .finish(),
             Self::Timer { at } => f.debug_struct("Timer").field("at", at).finish(),
+            Self::Slots { at, result } => f
+                .debug_struct("Slots")
+                .field("at", at)
+                .field("result", result)
+                .finish(),
         }
     }
 }

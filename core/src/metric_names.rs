@@ -13,3 +13,4 @@ pub(crate) const GUARD_REFUSALS: &str = "egress.guard.refusals";
 pub(crate) const CIRCUIT_STATE: &str = "egress.circuit.state";
 pub(crate) const CIRCUIT_TRANSITIONS: &str = "egress.circuit.transitions";
 pub(crate) const HOLDS: &str = "egress.holds";
+pub(crate) const FLEET_FALLBACKS: &str = "egress.fleet.fallbacks";

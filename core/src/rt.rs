@@ -57,3 +57,34 @@ pub trait Entropy: Debug + Send + Sync {
     /// Fills `dest` with random bytes.
     fn fill(&self, dest: &mut [u8]);
 }
+
+/// State shared with the other replicas of a service: rate slots, holds and open circuits (see
+/// [`guard::fleet`](crate::guard::fleet)). The core decides; a coordinator only loads and stores.
+///
+/// Only [`acquire`](Self::acquire) does IO, and the driver runs it (on
+/// [`Output::Acquire`](crate::Output::Acquire)), racing it against the exchange's timer. The
+/// other methods run on the call path and must answer from memory at once: holds and circuits
+/// are published fire-and-forget and read from a local cache the coordinator keeps up to date
+/// in the background. [`LocalCoordinator`](crate::guard::fleet::LocalCoordinator) is the
+/// in-memory one; `egress-fleet` has the Redis one.
+pub trait Coordinator: Debug + Send + Sync {
+    /// Reserves up to `ask.count` GCRA slots for `ask.key`, with the core's arithmetic
+    /// ([`Gcra::reserve`](crate::guard::Gcra::reserve) once per slot) and the coordinator's
+    /// own clock.
+    fn acquire(
+        &self,
+        ask: &crate::guard::fleet::SlotAsk,
+    ) -> BoxFuture<
+        'static,
+        Result<crate::guard::fleet::SlotGrant, crate::guard::fleet::CoordinatorError>,
+    >;
+    /// The hold on `key` in force at `now` that another replica published, from memory.
+    fn hold(&self, key: &str, now: Instant) -> Option<crate::guard::Hold>;
+    /// Tells the fleet that `key` is held (fire-and-forget; never blocks).
+    fn publish_hold(&self, key: &str, now: Instant, hold: &crate::guard::Hold);
+    /// Until when another replica opened the circuit of `key`, if it is still open at `now`,
+    /// from memory.
+    fn circuit_open_until(&self, key: &str, now: Instant) -> Option<Instant>;
+    /// Tells the fleet that the circuit of `key` opened for `open_for` (fire-and-forget).
+    fn publish_circuit_open(&self, key: &str, now: Instant, open_for: std::time::Duration);
+}

@@ -263,6 +263,28 @@ impl Telemetry {
         }
     }
 
+    /// The fleet's coordinator failed this call: it goes on with local limits (`open`) or
+    /// ends (`closed`).
+    pub(crate) fn fleet_fallback(
+        &self,
+        mode: crate::guard::fleet::FailureMode,
+        error: &crate::guard::fleet::CoordinatorError,
+    ) {
+        tracing::warn!(
+            parent: &self.call,
+            correlation_id = %self.correlation_id,
+            server.address = %self.host,
+            mode = mode.as_str(),
+            "fleet coordinator failed: {error}"
+        );
+        #[cfg(feature = "metrics")]
+        {
+            let mut labels = self.labels();
+            labels.push(metrics::Label::from_static_parts("mode", mode.as_str()));
+            metrics::counter!(crate::metric_names::FLEET_FALLBACKS, labels).increment(1);
+        }
+    }
+
     pub(crate) fn succeeded(&self, status: u16, attempts: u32, elapsed: Duration) {
         // Recorded once, at the end: a field recorded per attempt shows once per attempt in
         // `tracing_subscriber::fmt`'s output.
@@ -354,6 +376,7 @@ impl Telemetry {
                 Some(S::HostHold) => Some("host_hold"),
                 Some(S::CircuitOpen) => Some("circuit_open"),
                 Some(S::RateLimiter) => Some("rate_limiter"),
+                Some(S::FleetUnavailable) => Some("fleet_unavailable"),
                 _ => None,
             };
             if let Some(reason) = reason {
@@ -467,5 +490,10 @@ pub fn describe_metrics() {
         crate::metric_names::HOLDS,
         Unit::Count,
         "Holds put on a host, by reason."
+    );
+    describe_counter!(
+        crate::metric_names::FLEET_FALLBACKS,
+        Unit::Count,
+        "Calls the fleet's coordinator failed, by failure mode (open: local limits; closed: refused)."
     );
 }

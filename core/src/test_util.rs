@@ -615,6 +615,12 @@ impl Scenario {
                     clock.advance_to(until);
                     exchange.handle_input(Input::Timer { at: until });
                 }
+                Output::Acquire(acquire) => {
+                    // A coordinator answers at once in virtual time.
+                    timeline.push(format!("{t} acquire {}", acquire.ask.count));
+                    let result = block_on(acquire.start());
+                    exchange.handle_input(Input::Slots { at: now, result });
+                }
             }
         }
         let mut stuck = String::new();

@@ -252,6 +252,27 @@ impl Spawned {
     }
 }
 
+/// A `redis-server` of the test's own on `127.0.0.1:port` (installed from the OS packages when
+/// missing): no persistence, its working files in a fresh temporary folder, `requirepass` when
+/// `password` is given; stopped by its PID when the guard drops. Start it again on the same
+/// port to play a restart.
+pub fn redis_server(port: u16, password: Option<&str>) -> Spawned {
+    let binary = apt_binary("redis-server", "redis-server");
+    let dir = std::env::temp_dir().join(format!("egress-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("the temporary folder is writable");
+    let mut command = Command::new(binary);
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null());
+    if let Some(password) = password {
+        command.args(["--requirepass", password]);
+    }
+    Spawned::start(command, port, Duration::from_secs(10))
+}
+
 impl Drop for Spawned {
     fn drop(&mut self) {
         // `Child::kill` signals this child's own PID; reaping it leaves no zombie behind.

@@ -187,6 +187,25 @@ impl Gcra {
         }
     }
 
+    /// The algorithm with emission interval `interval` and tolerance `tolerance` (as a
+    /// coordinator receives them in a [`SlotAsk`](super::fleet::SlotAsk)).
+    pub fn from_parts(interval: Duration, tolerance: Duration) -> Self {
+        Self {
+            interval,
+            tolerance,
+        }
+    }
+
+    /// The emission interval `T`.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The tolerance `tau = (burst - 1) * T`.
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
+    }
+
     /// Asks for one request at `now` with state `tat` (`None` for a limiter never used).
     ///
     /// - `Ok(now)`: it conforms now; `tat` moved on.

@@ -52,12 +52,15 @@
 //! ```
 
 pub mod breaker;
+pub mod fleet;
 pub mod hints;
 pub mod limiter;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::rt::Coordinator;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::ids::CorrelationId;
@@ -142,6 +145,17 @@ pub struct Hold {
     pub reason: HoldReason,
 }
 
+impl Hold {
+    /// A hold until `until` (monotonic), the server's `retry_at`, for `reason`.
+    pub fn new(until: Instant, retry_at: SystemTime, reason: HoldReason) -> Self {
+        Self {
+            until,
+            retry_at,
+            reason,
+        }
+    }
+}
+
 /// How one call takes part in the state it shares with the other calls to its host. Every part
 /// is on by default except waiting for an open circuit; an endpoint that knows better turns a
 /// part off (GitHub's `/rate_limit`, which does not count against the quota, skips the hold and
@@ -197,7 +211,7 @@ impl Default for CallGuards {
 }
 
 /// What a call may do now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
     /// Send; `probe` when the attempt is a half-open probe.
     Go { probe: Option<breaker::ProbeId> },
@@ -209,6 +223,8 @@ pub(crate) enum Admission {
     },
     /// End the call at once.
     Refuse(Refusal),
+    /// Ask the fleet's coordinator for rate slots first (only with a coordinator).
+    Acquire(Box<fleet::SlotAsk>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +252,8 @@ pub(crate) struct Ask<'a> {
     pub(crate) guards: CallGuards,
     /// The call waited for a limiter slot that is now due.
     pub(crate) has_slot: bool,
+    /// The fleet's coordinator failed this call and it fails open: the local limiter decides.
+    pub(crate) local_only: bool,
 }
 
 #[derive(Debug)]
@@ -244,6 +262,8 @@ struct HostState {
     breaker: Option<Breaker>,
     hold: Option<Hold>,
     tat: Option<Instant>,
+    /// Rate slots the fleet's coordinator leased for this key, ascending, not yet taken.
+    lease: VecDeque<Instant>,
 }
 
 /// Hosts idle for longer than this are forgotten once the map holds [`MAX_HOSTS`].
@@ -259,6 +279,7 @@ pub struct Guards {
     hold: HoldConfig,
     limit: RateLimitConfig,
     gcra: Gcra,
+    fleet: Option<fleet::FleetLink>,
     hosts: Mutex<HashMap<String, HostState, foldhash::fast::RandomState>>,
 }
 
@@ -270,8 +291,24 @@ impl Guards {
             breaker,
             hold,
             limit,
+            fleet: None,
             hosts: Mutex::new(HashMap::default()),
         }
+    }
+
+    /// Shares the rate limit, holds and (when configured) open circuits through `coordinator`.
+    pub fn with_coordinator(
+        mut self,
+        coordinator: Arc<dyn Coordinator>,
+        config: &fleet::FleetConfig,
+    ) -> Self {
+        self.fleet = Some(fleet::FleetLink::new(coordinator, config));
+        self
+    }
+
+    /// The coordinator and its settings, when the client has one.
+    pub(crate) fn fleet(&self) -> Option<&fleet::FleetLink> {
+        self.fleet.as_ref()
     }
 
     /// Whether any part is on (else exchanges skip the state entirely).
@@ -305,6 +342,7 @@ impl Guards {
             breaker: None,
             hold: None,
             tat: None,
+            lease: VecDeque::new(),
         });
         f(state)
     }
@@ -329,7 +367,21 @@ impl Guards {
         let g = ask.guards;
         let breaker_on = self.breaker.enabled && g.circuit_breaker;
         let limit_on = self.limit.enabled && g.rate_limit && !ask.has_slot;
+        // The fleet's word, from the coordinator's memory (no round trip): a hold or an open
+        // circuit another replica published.
+        let fleet = self.fleet.as_ref();
+        let shared_hold = fleet
+            .filter(|_| g.hold)
+            .and_then(|f| f.coordinator.hold(ask.key, now));
+        let shared_open = fleet
+            .filter(|f| breaker_on && f.share_circuit)
+            .and_then(|f| f.coordinator.circuit_open_until(ask.key, now));
         let (admission, changed) = self.with_host(ask.key, now, |h| {
+            if let Some(shared) = shared_hold {
+                if h.hold.is_none_or(|local| local.until < shared.until) {
+                    h.hold = Some(shared);
+                }
+            }
             if g.hold {
                 if let Some(hold) = h.hold {
                     if hold.until > now {
@@ -349,6 +401,17 @@ impl Guards {
             }
             let mut probe = false;
             let mut changed = None;
+            if let Some(until) = shared_open {
+                if g.wait_for_circuit && until < ask.deadline {
+                    let wait = Admission::Wait {
+                        until,
+                        why: WaitWhy::Circuit,
+                        slot: false,
+                    };
+                    return (wait, None);
+                }
+                return (Admission::Refuse(Refusal::CircuitOpen { until }), None);
+            }
             if breaker_on {
                 let breaker = h
                     .breaker
@@ -371,7 +434,47 @@ impl Guards {
                     }
                 }
             }
-            if limit_on {
+            let shared_limit = fleet.filter(|_| !ask.local_only);
+            if let (true, Some(fleet)) = (limit_on, shared_limit) {
+                // A leased slot more than one interval (at least 1 ms) old is dropped, never
+                // spent late: a window of the upstream sees at most 1 ms worth of slots more.
+                let stale = self.gcra.interval().max(Duration::from_millis(1));
+                while h
+                    .lease
+                    .front()
+                    .is_some_and(|s| now.saturating_duration_since(*s) > stale)
+                {
+                    h.lease.pop_front();
+                }
+                match h.lease.front().copied() {
+                    Some(slot) if slot <= now => {
+                        h.lease.pop_front();
+                    }
+                    Some(slot) if slot < ask.deadline => {
+                        h.lease.pop_front();
+                        let wait = Admission::Wait {
+                            until: slot,
+                            why: WaitWhy::RateLimit,
+                            slot: true,
+                        };
+                        return (wait, changed);
+                    }
+                    // Kept for a call with a later deadline.
+                    Some(slot) => {
+                        return (Admission::Refuse(Refusal::RateLimited { slot }), changed);
+                    }
+                    None => {
+                        let ask = fleet::SlotAsk::new(
+                            ask.key,
+                            now,
+                            fleet.lease,
+                            &self.gcra,
+                            ask.deadline.saturating_duration_since(now),
+                        );
+                        return (Admission::Acquire(Box::new(ask)), changed);
+                    }
+                }
+            } else if limit_on {
                 match self.gcra.reserve(&mut h.tat, now, ask.deadline) {
                     Ok(slot) if slot <= now => {}
                     Ok(slot) => {
@@ -425,8 +528,37 @@ impl Guards {
         });
         if let Some((state, break_for)) = changed {
             let until = (state == CircuitState::Open).then_some(break_for);
+            if let (Some(open_for), Some(fleet)) = (until, &self.fleet) {
+                if fleet.share_circuit {
+                    fleet.coordinator.publish_circuit_open(key, now, open_for);
+                }
+            }
             circuit_changed(key, state, until, cause);
         }
+    }
+
+    /// Takes the slots a coordinator leased for `key` (offsets from `at`, when its answer
+    /// arrived: a slot is never earlier than the coordinator meant), and any hold it found
+    /// (`retry_at`: the wall-clock time that hold ends).
+    pub(crate) fn lease(
+        &self,
+        key: &str,
+        at: Instant,
+        grant: &fleet::SlotGrant,
+        retry_at: impl Fn(Instant) -> SystemTime,
+    ) {
+        let until = |d: Duration| at.checked_add(d).unwrap_or(at);
+        self.with_host(key, at, |h| {
+            h.lease.extend(grant.slots.iter().map(|d| until(*d)));
+            h.lease.make_contiguous().sort_unstable();
+            if let Some(left) = grant.hold.filter(|d| !d.is_zero()) {
+                let end = until(left);
+                let hold = Hold::new(end, retry_at(end), HoldReason::RetryAfter);
+                if h.hold.is_none_or(|local| local.until < hold.until) {
+                    h.hold = Some(hold);
+                }
+            }
+        });
     }
 
     /// Holds `key` until `hold.until` (a later hold already in force stays).
@@ -439,6 +571,9 @@ impl Guards {
             }
         });
         if longer {
+            if let Some(fleet) = &self.fleet {
+                fleet.coordinator.publish_hold(key, now, &hold);
+            }
             let until = hold.until.saturating_duration_since(now);
             tracing::info!(
                 correlation_id = %cause,
