@@ -24,7 +24,7 @@
 //!   the token is invalidated, a new one is fetched and the request is re-sent once, whatever
 //!   its method (a 401 proves the request was not processed). A second rejection ends the call.
 //! - **Failures are typed.** A token that cannot be obtained ends the call with
-//!   [`Error::Token`], which says why ([`TokenError`]); the request itself
+//!   [`Error::Token`](crate::Error::Token), which says why ([`TokenError`]); the request itself
 //!   is never sent. After a failed refresh, calls fail at once for
 //!   [`RefreshPolicy::failure_cooldown`] (or use the old token while it is valid) instead of
 //!   hammering the token endpoint.
