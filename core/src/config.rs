@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use secrecy::{ExposeSecret, SecretString};
 
+pub use crate::error::ConfigError;
 use crate::guard::{CircuitBreakerConfig, Guards, HoldConfig, RateLimitConfig};
 use crate::network::{ProxyConfig, TlsConfig};
 use crate::redact::{RedactConfig, Redactor};
@@ -566,34 +567,6 @@ impl Config {
 fn header_name(field: &'static str, value: &str) -> Result<HeaderName, ConfigError> {
     HeaderName::from_bytes(value.as_bytes())
         .map_err(|_| ConfigError::new(field, format!("{value:?} is not a valid header name")))
-}
-
-/// A configuration that was rejected, naming the field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {field}: {reason}")]
-pub struct ConfigError {
-    field: &'static str,
-    reason: String,
-}
-
-impl ConfigError {
-    /// A rejected setting: `field` is its dotted path (such as `tls.roots`), `reason` what is wrong.
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The dotted path of the offending field, such as `retry.max_attempts`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What is wrong with it.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
 }
 
 /// A validated configuration plus the state every exchange of one client shares (the retry

@@ -83,7 +83,6 @@ use crate::coding::{BodyLimit, DecodeError};
 use crate::ids::CorrelationId;
 use crate::redact::Redactor;
 
-pub use crate::config::ConfigError;
 pub use crate::retry_after::RetryAfterError;
 pub use crate::url::InvalidUrl;
 pub use crate::validate::{ValidationError, ValidationKind};
@@ -640,7 +639,7 @@ pub enum Error {
     #[error("fleet coordinator unavailable: {source}")]
     FleetUnavailable {
         /// What went wrong with the coordinator.
-        source: crate::guard::fleet::CoordinatorError,
+        source: crate::guard::shared::CoordinatorError,
         /// The call's metadata.
         meta: CallMeta,
     },
@@ -1020,5 +1019,33 @@ impl TokenError {
             Self::Deadline => "deadline",
             Self::Source { .. } => "token_source",
         }
+    }
+}
+
+/// A configuration that was rejected, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    field: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    /// A rejected setting: `field` is its dotted path (such as `tls.roots`), `reason` what is wrong.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The dotted path of the offending field, such as `retry.max_attempts`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }

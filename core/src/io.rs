@@ -1,13 +1,14 @@
 //! The two enums an [`Exchange`](crate::Exchange) is driven with: [`Input`] in, [`Output`] out.
 
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
 use crate::error::{Error, TransportError};
 use crate::redact::Redactor;
 use crate::response::Response;
+pub use crate::rt::{AttemptDeadlines, AttemptRequest};
 
 /// Something that happened, fed to [`Exchange::handle_input`](crate::Exchange::handle_input).
 /// Every variant carries the monotonic time at which it happened; times must never go backwards
@@ -47,7 +48,7 @@ pub enum Input {
         /// When the answer arrived.
         at: Instant,
         /// The slots reserved, or why none could be.
-        result: Result<crate::guard::fleet::SlotGrant, crate::guard::fleet::CoordinatorError>,
+        result: Result<crate::guard::shared::SlotGrant, crate::guard::shared::CoordinatorError>,
     },
 }
 
@@ -77,13 +78,13 @@ pub enum Output {
 #[non_exhaustive]
 pub struct Acquire {
     /// What to reserve.
-    pub ask: crate::guard::fleet::SlotAsk,
+    pub ask: crate::guard::shared::SlotAsk,
     coordinator: std::sync::Arc<dyn crate::rt::Coordinator>,
 }
 
 impl Acquire {
     pub(crate) fn new(
-        ask: crate::guard::fleet::SlotAsk,
+        ask: crate::guard::shared::SlotAsk,
         coordinator: std::sync::Arc<dyn crate::rt::Coordinator>,
     ) -> Self {
         Self { ask, coordinator }
@@ -94,7 +95,7 @@ impl Acquire {
         &self,
     ) -> crate::rt::BoxFuture<
         'static,
-        Result<crate::guard::fleet::SlotGrant, crate::guard::fleet::CoordinatorError>,
+        Result<crate::guard::shared::SlotGrant, crate::guard::shared::CoordinatorError>,
     > {
         self.coordinator.acquire(&self.ask)
     }
@@ -154,56 +155,6 @@ impl WaitReason {
     }
 }
 
-/// The absolute deadlines of one attempt. Each is already the minimum of its own phase limit
-/// and what is left of the attempt and of the whole call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AttemptDeadlines {
-    /// When the attempt started: the time the driver gave the exchange when it issued the
-    /// attempt, on the driver's clock. A transport measures a limit that starts with the
-    /// attempt (the response head's) from here instead of reading a clock again.
-    pub started: Instant,
-    /// Connected (TCP and TLS) by then.
-    pub connect: Instant,
-    /// A pooled connection acquired by then.
-    pub pool: Instant,
-    /// The whole attempt, last body byte included, by then.
-    pub attempt: Instant,
-}
-
-impl AttemptDeadlines {
-    /// When a phase that starts at `from` and may last `limit` must end, if that is before the
-    /// attempt deadline. `None` when the attempt deadline comes first: the driver's own timer
-    /// then ends the attempt, so a transport needs no timer for the phase.
-    pub fn phase_end(&self, from: Instant, limit: Duration) -> Option<Instant> {
-        from.checked_add(limit).filter(|at| *at < self.attempt)
-    }
-}
-
-/// One attempt to send: the exact request and the limits the transport must enforce.
-/// Its `Debug` shows the URI and headers redacted.
-#[non_exhaustive]
-pub struct AttemptRequest {
-    /// The attempt number, 1 for the first; echo it back in the [`Input`].
-    pub attempt: u32,
-    /// The exact request, every header included.
-    pub request: http::Request<Bytes>,
-    /// Absolute deadlines.
-    pub deadlines: AttemptDeadlines,
-    /// Idle limit for the response head and between body chunks (never past `deadlines.attempt`).
-    pub read_timeout: Duration,
-    /// Limit on writing the request (never past `deadlines.attempt`).
-    pub write_timeout: Duration,
-    /// Stop reading and fail with [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
-    /// past this many body bytes.
-    pub body_limit: u64,
-    /// Whether the body is decoded, within which limits: a transport feeds a body whose
-    /// `Content-Encoding` names a coding through [`Decoding::decoder`](crate::coding::Decoding::decoder).
-    pub decoding: crate::coding::Decoding,
-    /// The attempt's span (`egress.attempt`); run the transport inside it.
-    pub span: tracing::Span,
-}
-
 impl fmt::Debug for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redactor = Redactor::default();
@@ -235,44 +186,5 @@ impl fmt::Debug for Input {
                 .field("result", result)
                 .finish(),
         }
-    }
-}
-
-impl fmt::Debug for AttemptRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redactor = Redactor::default();
-        f.debug_struct("AttemptRequest")
-            .field("attempt", &self.attempt)
-            .field("method", self.request.method())
-            .field("uri", &redactor.uri(self.request.uri()))
-            .field("headers", &redactor.headers(self.request.headers()))
-            .field("body_len", &self.request.body().len())
-            .field("deadlines", &self.deadlines)
-            .field("read_timeout", &self.read_timeout)
-            .field("write_timeout", &self.write_timeout)
-            .field("body_limit", &self.body_limit)
-            .field("decoding", &self.decoding)
-            .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_phase_gets_an_end_only_when_it_comes_before_the_attempt_deadline() {
-        let start = Instant::now();
-        let deadlines = AttemptDeadlines {
-            started: start,
-            connect: start,
-            pool: start,
-            attempt: start + Duration::from_secs(10),
-        };
-        let second = Duration::from_secs(1);
-        assert_eq!(deadlines.phase_end(start, second), Some(start + second));
-        assert_eq!(deadlines.phase_end(start, 10 * second), None);
-        assert_eq!(deadlines.phase_end(start + 5 * second, 5 * second), None);
-        assert_eq!(deadlines.phase_end(start, Duration::MAX), None);
     }
 }

@@ -1,15 +1,15 @@
 //! The runtime seam: the three small object-safe traits a backend implements (plus a source of
 //! random bytes for IDs and jitter seeds). Std futures only, so no runtime is a dependency here.
 
-use std::fmt::Debug;
+use std::fmt::{self, Debug};
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 use crate::error::TransportError;
-use crate::io::AttemptRequest;
+use crate::redact::Redactor;
 
 /// A boxed, sendable future, as returned by the runtime traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -73,18 +73,108 @@ pub trait Coordinator: Debug + Send + Sync {
     /// own clock.
     fn acquire(
         &self,
-        ask: &crate::guard::fleet::SlotAsk,
+        ask: &crate::guard::shared::SlotAsk,
     ) -> BoxFuture<
         'static,
-        Result<crate::guard::fleet::SlotGrant, crate::guard::fleet::CoordinatorError>,
+        Result<crate::guard::shared::SlotGrant, crate::guard::shared::CoordinatorError>,
     >;
     /// The hold on `key` in force at `now` that another replica published, from memory.
-    fn hold(&self, key: &str, now: Instant) -> Option<crate::guard::Hold>;
+    fn hold(&self, key: &str, now: Instant) -> Option<crate::guard::shared::Hold>;
     /// Tells the fleet that `key` is held (fire-and-forget; never blocks).
-    fn publish_hold(&self, key: &str, now: Instant, hold: &crate::guard::Hold);
+    fn publish_hold(&self, key: &str, now: Instant, hold: &crate::guard::shared::Hold);
     /// Until when another replica opened the circuit of `key`, if it is still open at `now`,
     /// from memory.
     fn circuit_open_until(&self, key: &str, now: Instant) -> Option<Instant>;
     /// Tells the fleet that the circuit of `key` opened for `open_for` (fire-and-forget).
     fn publish_circuit_open(&self, key: &str, now: Instant, open_for: std::time::Duration);
+}
+
+/// The absolute deadlines of one attempt. Each is already the minimum of its own phase limit
+/// and what is left of the attempt and of the whole call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptDeadlines {
+    /// When the attempt started: the time the driver gave the exchange when it issued the
+    /// attempt, on the driver's clock. A transport measures a limit that starts with the
+    /// attempt (the response head's) from here instead of reading a clock again.
+    pub started: Instant,
+    /// Connected (TCP and TLS) by then.
+    pub connect: Instant,
+    /// A pooled connection acquired by then.
+    pub pool: Instant,
+    /// The whole attempt, last body byte included, by then.
+    pub attempt: Instant,
+}
+
+impl AttemptDeadlines {
+    /// When a phase that starts at `from` and may last `limit` must end, if that is before the
+    /// attempt deadline. `None` when the attempt deadline comes first: the driver's own timer
+    /// then ends the attempt, so a transport needs no timer for the phase.
+    pub fn phase_end(&self, from: Instant, limit: Duration) -> Option<Instant> {
+        from.checked_add(limit).filter(|at| *at < self.attempt)
+    }
+}
+
+/// One attempt to send: the exact request and the limits the transport must enforce.
+/// Its `Debug` shows the URI and headers redacted.
+#[non_exhaustive]
+pub struct AttemptRequest {
+    /// The attempt number, 1 for the first; echo it back in the [`Input`](crate::Input).
+    pub attempt: u32,
+    /// The exact request, every header included.
+    pub request: http::Request<Bytes>,
+    /// Absolute deadlines.
+    pub deadlines: AttemptDeadlines,
+    /// Idle limit for the response head and between body chunks (never past `deadlines.attempt`).
+    pub read_timeout: Duration,
+    /// Limit on writing the request (never past `deadlines.attempt`).
+    pub write_timeout: Duration,
+    /// Stop reading and fail with [`TransportErrorKind::BodyTooLarge`](crate::TransportErrorKind::BodyTooLarge)
+    /// past this many body bytes.
+    pub body_limit: u64,
+    /// Whether the body is decoded, within which limits: a transport feeds a body whose
+    /// `Content-Encoding` names a coding through [`Decoding::decoder`](crate::coding::Decoding::decoder).
+    pub decoding: crate::coding::Decoding,
+    /// The attempt's span (`egress.attempt`); run the transport inside it.
+    pub span: tracing::Span,
+}
+
+impl fmt::Debug for AttemptRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redactor = Redactor::default();
+        f.debug_struct("AttemptRequest")
+            .field("attempt", &self.attempt)
+            .field("method", self.request.method())
+            .field("uri", &redactor.uri(self.request.uri()))
+            .field("headers", &redactor.headers(self.request.headers()))
+            .field("body_len", &self.request.body().len())
+            .field("deadlines", &self.deadlines)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("body_limit", &self.body_limit)
+            .field("decoding", &self.decoding)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_phase_gets_an_end_only_when_it_comes_before_the_attempt_deadline() {
+        let start = Instant::now();
+        let deadlines = AttemptDeadlines {
+            started: start,
+            connect: start,
+            pool: start,
+            attempt: start + Duration::from_secs(10),
+        };
+        let second = Duration::from_secs(1);
+        assert_eq!(deadlines.phase_end(start, second), Some(start + second));
+        assert_eq!(deadlines.phase_end(start, 10 * second), None);
+        assert_eq!(deadlines.phase_end(start + 5 * second, 5 * second), None);
+        assert_eq!(deadlines.phase_end(start, Duration::MAX), None);
+    }
 }

@@ -55,6 +55,7 @@ pub mod breaker;
 pub mod fleet;
 pub mod hints;
 pub mod limiter;
+pub mod shared;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -68,6 +69,7 @@ use serde::{Deserialize, Serialize};
 
 pub use breaker::{Breaker, CircuitBreakerConfig, CircuitState, Verdict};
 pub use limiter::{Gcra, InvalidRate, Rate, RateLimitConfig};
+pub use shared::{Hold, HoldReason};
 
 /// Host-wide hold settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,39 +112,6 @@ impl HoldConfig {
         self.rate_limit_fields = on;
         self
     }
-}
-
-/// Why a host is held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HoldReason {
-    /// A throttling answer with `Retry-After` (or a vendor's equivalent).
-    RetryAfter,
-    /// A response whose rate-limit fields say no quota is left.
-    QuotaExhausted,
-}
-
-impl HoldReason {
-    /// A short stable name (`retry_after`, `quota_exhausted`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RetryAfter => "retry_after",
-            Self::QuotaExhausted => "quota_exhausted",
-        }
-    }
-}
-
-/// A hold on one host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Hold {
-    /// No call is sent before this (monotonic time).
-    pub until: Instant,
-    /// When the server said a request may succeed again (wall-clock time; may lie past `until`
-    /// when the hold was capped).
-    pub retry_at: SystemTime,
-    /// Why.
-    pub reason: HoldReason,
 }
 
 impl Hold {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::lifecycle::{CurrentToken, Decision, RefreshReason, Ticket, TokenLifecycle};
 use super::{FetchContext, TokenError, TokenSource};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::rt::{Clock, Entropy, Sleeper};
 
 struct Shared {

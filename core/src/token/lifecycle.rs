@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::{Token, TokenError};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::exchange::saturating_add;
 
 /// When tokens are refreshed. Defaults: at 80 % of the lifetime or 60 s before expiry,

@@ -15,7 +15,7 @@ use url::form_urlencoded;
 
 use super::{FetchContext, RefreshPolicy, Token, TokenError, TokenSource};
 use crate::client::Client;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::error::{Error, StatusError};
 use crate::request::Request;
 use crate::rt::BoxFuture;
