@@ -3,18 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use egress_core::client::{AmbientCorrelation, Auth};
-use egress_core::{
-    Client, ClientOptions, Config, ConfigError, OAuth2Config, Runtime, SecretString, TokenSource,
-};
+use egress_core::{Client, ClientOptions, Config, ConfigError};
 
 use egress_core::rt::Transport;
 use egress_transport::{ClientIdentity, Connect, Connector, HttpTransport, Proxies};
 
 use crate::connector::AsyncStdDial;
-use crate::rt::{
-    AsyncStdClock, AsyncStdRuntime, AsyncStdSleeper, ThreadEntropy, current_correlation_id,
-};
+use crate::rt::{AsyncStdRuntime, current_correlation_id};
 use crate::surf::SurfTransport;
 
 /// Which certificates a client trusts.
@@ -120,65 +115,7 @@ impl Builder {
         self
     }
 
-    /// Adds a header sent with every request.
-    pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
-        self.options = self.options.with_default_header(name, value);
-        self
-    }
-
-    /// Sets the authentication hook.
-    pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
-        self.options = self.options.with_auth(auth);
-        self
-    }
-
-    /// Sends `Authorization: Bearer <token>` with every request.
-    pub fn with_bearer_token(mut self, token: SecretString) -> Self {
-        self.options = self.options.with_bearer_token(token);
-        self
-    }
-
-    /// Sends an OAuth 2.0 client-credentials access token (RFC 6749 4.4) with every request:
-    /// fetched from the token endpoint, cached, refreshed ahead of expiry by one call at a time,
-    /// and replaced once when the API rejects it (see [`egress_core::token`]). An `[auth.oauth2]`
-    /// section of the configuration does the same without this line.
-    ///
-    /// ```no_run
-    /// use egress_async_std::egress_core::{Config, OAuth2Config};
-    ///
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let oauth2 = OAuth2Config::from_env("https://login.example.com/oauth2/token", "inventory", "INVENTORY_SECRET")
-    ///     .with_scopes(["entities:read"]);
-    /// let client = egress_async_std::Builder::new(Config::default().with_base_url("https://api.example.com"))
-    ///     .with_oauth2(oauth2)
-    ///     .build()?;
-    /// # drop(client); Ok(()) }
-    /// ```
-    pub fn with_oauth2(mut self, config: OAuth2Config) -> Self {
-        self.options = self.options.with_oauth2(config);
-        self
-    }
-
-    /// Sends an access token from a token source of your own with every request, with the same
-    /// lifecycle as [`with_oauth2`](Self::with_oauth2).
-    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
-        self.options = self.options.with_token_source(source);
-        self
-    }
-
-    /// Names the service (vendor) in telemetry.
-    pub fn with_service(mut self, name: impl Into<String>) -> Self {
-        self.options = self.options.with_service(name.into());
-        self
-    }
-
-    /// Shares the rate limit, host holds and open circuits with the other replicas through
-    /// `coordinator` (such as `egress_fleet::Fleet::start(&config.fleet)?`), when the
-    /// configuration's `[fleet]` is enabled.
-    pub fn with_coordinator(mut self, coordinator: Arc<dyn egress_core::rt::Coordinator>) -> Self {
-        self.options = self.options.with_coordinator(coordinator);
-        self
-    }
+    egress_core::client_options_methods!(options);
 
     /// The native-tls connector, built once for the client (an OpenSSL context reads the
     /// system's CA bundle when it is made), requesting ALPN `alpns`, presenting the client
@@ -271,17 +208,13 @@ impl Builder {
         self,
         transport: impl Transport + 'static,
     ) -> Result<Client, ConfigError> {
-        let ambient: AmbientCorrelation = Arc::new(current_correlation_id);
-        let runtime = Runtime::new(
-            Arc::new(transport),
-            Arc::new(AsyncStdClock::new()),
-            Arc::new(AsyncStdSleeper),
-            Arc::new(ThreadEntropy),
+        egress_transport::build_client(
+            self.config,
+            self.options,
+            transport,
+            Arc::new(AsyncStdRuntime),
+            Arc::new(current_correlation_id),
         )
-        .with_ambient_correlation(ambient);
-        Client::builder(self.config, runtime)
-            .with_options(self.options)?
-            .build()
     }
 }
 

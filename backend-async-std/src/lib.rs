@@ -63,9 +63,9 @@
 //!   middleware. [`SurfTransport`] says what that path gives up: surf's pool reuses
 //!   connections whose exchange was abandoned, **async-h1 logs whole requests, secrets
 //!   included, at `log` TRACE**, HTTP/1.1 only.
-//! - **Time**: [`AsyncStdClock`] reads `std::time::Instant`, the clock of async-io's timers;
-//!   [`AsyncStdSleeper`] uses `async_io::Timer::at`. async-std has no paused time: tests that
-//!   need virtual time use the core's `test-util` clock and sleeper.
+//! - **Time**: `std::time::Instant`, the clock of async-io's timers, and `async_io::Timer::at`;
+//!   the wall clock advances with it ([`egress_transport::RuntimeClock`]). async-std has no
+//!   paused time: tests that need virtual time use the core's `test-util` clock and sleeper.
 //! - **Correlation**: [`with_correlation_id`] sets an ambient ID (a thread-local set around
 //!   each poll of the wrapped future) used by every call inside it that carries none.
 //!
@@ -116,8 +116,5 @@ pub use native_tls;
 
 pub use client::{Builder, client};
 pub use egress_transport::ClientIdentity;
-pub use rt::{
-    AsyncStdClock, AsyncStdSleeper, OsEntropy, ThreadEntropy, current_correlation_id,
-    with_correlation_id,
-};
+pub use rt::{OsEntropy, ThreadEntropy, current_correlation_id, with_correlation_id};
 pub use surf::SurfTransport;

@@ -49,9 +49,9 @@
 //!   `HTTP_PROXY`, `NO_PROXY`; see [`ProxyConfig`](egress_core::network::ProxyConfig) for
 //!   the rules), `CONNECT` tunnels with TLS and ALPN to the origin inside; a client
 //!   certificate for mutual TLS from `[tls]` or [`Builder::with_client_identity`] (PEM).
-//! - **Time**: [`TokioClock`] reads `tokio::time::Instant`, so `#[tokio::test(start_paused = true)]`
-//!   controls egress time (the pool's idle timers included); [`TokioSleeper`] uses
-//!   `tokio::time::sleep_until`.
+//! - **Time**: `tokio::time::Instant` and `tokio::time::sleep_until`, so
+//!   `#[tokio::test(start_paused = true)]` controls egress time (the pool's idle timers
+//!   included); the wall clock advances with it ([`egress_transport::RuntimeClock`]).
 //! - **Correlation**: [`with_correlation_id`] sets an ambient ID (a task-local) used by every call
 //!   inside it that carries none.
 //!
@@ -88,6 +88,4 @@ pub use egress_transport;
 
 pub use client::{Builder, client};
 pub use egress_transport::ClientIdentity;
-pub use rt::{
-    OsEntropy, ThreadEntropy, TokioClock, TokioSleeper, current_correlation_id, with_correlation_id,
-};
+pub use rt::{OsEntropy, ThreadEntropy, current_correlation_id, with_correlation_id};

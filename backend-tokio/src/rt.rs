@@ -1,61 +1,11 @@
-//! The tokio runtime pieces: clock, sleeper, entropy and the correlation scope.
+//! The tokio runtime pieces: spawn, timers, clock, entropy and the correlation scope.
 
 use std::future::Future;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use egress_core::CorrelationId;
-use egress_core::rt::{BoxFuture, Clock, Sleeper};
+use egress_core::rt::BoxFuture;
 pub use egress_entropy::{OsEntropy, ThreadEntropy};
-
-/// Time through `tokio::time::Instant`, so that `#[tokio::test(start_paused = true)]` controls
-/// egress time too. The wall clock advances with it from the moment the clock was made, which
-/// keeps `Retry-After` dates consistent with paused time and immune to system clock jumps.
-#[derive(Debug)]
-pub struct TokioClock {
-    start: tokio::time::Instant,
-    wall_start: SystemTime,
-}
-
-impl TokioClock {
-    /// A clock starting now.
-    pub fn new() -> Self {
-        Self {
-            start: tokio::time::Instant::now(),
-            wall_start: SystemTime::now(),
-        }
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Instant {
-        tokio::time::Instant::now().into_std()
-    }
-
-    fn wall(&self) -> SystemTime {
-        self.now_and_wall().1
-    }
-
-    fn now_and_wall(&self) -> (Instant, SystemTime) {
-        let now = tokio::time::Instant::now();
-        (now.into_std(), self.wall_start + (now - self.start))
-    }
-}
-
-/// Sleeps with `tokio::time::sleep_until`.
-#[derive(Debug, Default)]
-pub struct TokioSleeper;
-
-impl Sleeper for TokioSleeper {
-    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
-        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at)))
-    }
-}
 
 tokio::task_local! {
     static CORRELATION_ID: CorrelationId;
@@ -83,7 +33,9 @@ pub fn current_correlation_id() -> Option<CorrelationId> {
     CORRELATION_ID.try_with(CorrelationId::clone).ok()
 }
 
-/// The transport's runtime on tokio: `tokio::spawn`, tokio's timers and clock.
+/// The runtime on tokio: `tokio::spawn`, tokio's timers, and `tokio::time::Instant` as the
+/// clock, so that `#[tokio::test(start_paused = true)]` controls egress time too (the pool's
+/// idle timers included).
 #[derive(Debug, Default)]
 pub(crate) struct TokioRuntime;
 
@@ -93,10 +45,31 @@ impl egress_transport::Runtime for TokioRuntime {
     }
 
     fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
-        TokioSleeper.sleep_until(at)
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at)))
     }
 
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egress_core::rt::Clock;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_of_a_tokio_client_follows_paused_time_wall_clock_included() {
+        let clock = egress_transport::RuntimeClock::new(Arc::new(TokioRuntime));
+        let (now, wall) = clock.now_and_wall();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let (later, later_wall) = clock.now_and_wall();
+        assert_eq!(later - now, Duration::from_secs(3));
+        assert_eq!(
+            later_wall.duration_since(wall).unwrap(),
+            Duration::from_secs(3)
+        );
     }
 }

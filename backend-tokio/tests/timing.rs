@@ -152,19 +152,3 @@ async fn the_deadline_cuts_retries_short() {
     assert_eq!(error.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(error.elapsed(), Duration::from_secs(4));
 }
-
-#[tokio::test(start_paused = true)]
-async fn one_clock_reading_gives_the_same_times_as_two_under_paused_time() {
-    use egress_core::rt::Clock;
-    let clock = egress_tokio::TokioClock::new();
-    let (now, wall) = clock.now_and_wall();
-    assert_eq!((now, wall), (clock.now(), clock.wall()));
-    tokio::time::advance(Duration::from_secs(3)).await;
-    let (later, later_wall) = clock.now_and_wall();
-    assert_eq!(later - now, Duration::from_secs(3));
-    assert_eq!(
-        later_wall.duration_since(wall).unwrap(),
-        Duration::from_secs(3)
-    );
-    assert_eq!((later, later_wall), (clock.now(), clock.wall()));
-}

@@ -206,9 +206,14 @@ impl fmt::Debug for Client {
     }
 }
 
-/// What every backend's builder passes through to the base client: default headers,
-/// authentication and the service name. A backend keeps one and hands it over with
-/// [`ClientBuilder::with_options`] when it builds, so the backends share this plumbing.
+/// The settings every client builder takes, whatever its backend: default headers,
+/// authentication, access tokens, the service name and the fleet coordinator.
+///
+/// This is their one home: [`ClientBuilder`] and each backend's `Builder` hold a
+/// `ClientOptions` and offer the same `with_*` methods, which hand over to these (through
+/// [`client_options_methods!`](crate::client_options_methods)). Values are checked when the
+/// client is built, so every builder reports a bad default header the same way: a
+/// [`ConfigError`] from `build`.
 #[derive(Clone, Default)]
 pub struct ClientOptions {
     default_headers: Vec<(String, String)>,
@@ -237,34 +242,16 @@ impl fmt::Debug for ClientOptions {
 }
 
 impl ClientOptions {
-    /// Sends an access token from `source` with every request ([`crate::token`]).
-    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
-        self.tokens = Some(Tokens::Source(source));
-        self
-    }
-
-    /// Sends an OAuth 2.0 client-credentials access token with every request
-    /// ([`crate::token`]).
-    pub fn with_oauth2(mut self, config: OAuth2Config) -> Self {
-        self.tokens = Some(Tokens::OAuth2(Box::new(config)));
-        self
-    }
-
-    /// Shares quota, holds and circuits with the fleet through `coordinator` (used when the
-    /// configuration's `[fleet]` is enabled).
-    pub fn with_coordinator(mut self, coordinator: Arc<dyn crate::rt::Coordinator>) -> Self {
-        self.coordinator = Some(coordinator);
-        self
-    }
-
-    /// Adds a header sent with every request (checked when the client is built).
+    /// Adds a header sent with every request unless the request sets it. The name and value
+    /// are checked when the client is built (a [`ConfigError`] naming `default_headers`); a
+    /// value the redaction rules call sensitive never appears in telemetry or `Debug`.
     pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
         self.default_headers
             .push((name.to_owned(), value.to_owned()));
         self
     }
 
-    /// Sets the authentication hook.
+    /// Sets the authentication hook, in place of the configuration's credentials.
     pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
         self.auth = Some(auth);
         self
@@ -275,102 +262,31 @@ impl ClientOptions {
         self.with_auth(Arc::new(BearerToken::new(token)))
     }
 
-    /// Names the service (vendor) in telemetry.
-    pub fn with_service(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.service = Some(name.into());
-        self
-    }
-}
-
-/// Builds a [`Client`].
-pub struct ClientBuilder {
-    config: Config,
-    runtime: Runtime,
-    default_headers: HeaderMap,
-    auth: Option<Arc<dyn Auth>>,
-    service: Option<Cow<'static, str>>,
-    tokens: Option<Tokens>,
-    coordinator: Option<Arc<dyn crate::rt::Coordinator>>,
-}
-
-impl fmt::Debug for ClientBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redactor = crate::redact::Redactor::new(&self.config.redact);
-        f.debug_struct("ClientBuilder")
-            .field("config", &self.config)
-            .field("runtime", &self.runtime)
-            .field("default_headers", &redactor.headers(&self.default_headers))
-            .field("auth", &self.auth)
-            .field("service", &self.service)
-            .field("tokens", &self.tokens)
-            .field("coordinator", &self.coordinator)
-            .finish()
-    }
-}
-
-impl ClientBuilder {
-    /// Sends an access token from `source` with every request: cached, refreshed ahead of
-    /// expiry by one call at a time, and replaced once when the API rejects it
-    /// ([`crate::token`]). It takes the place of [`with_auth`](Self::with_auth) and of the
-    /// configuration's credentials.
-    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
-        self.tokens = Some(Tokens::Source(source));
-        self
-    }
-
-    /// Sends an OAuth 2.0 client-credentials access token (RFC 6749 4.4) with every request,
-    /// as [`with_token_source`](Self::with_token_source) does; the token requests go through a
-    /// client of the same runtime and configuration (no base URL, no credentials).
+    /// Sends an OAuth 2.0 client-credentials access token (RFC 6749 4.4) with every request:
+    /// fetched from the token endpoint, cached, refreshed ahead of expiry by one call at a time,
+    /// and replaced once when the API rejects it ([`crate::token`]). The token requests go
+    /// through a client of the same runtime and configuration (no base URL, no credentials). An
+    /// `[auth.oauth2]` section of the configuration does the same without this line.
+    ///
+    /// ```no_run
+    /// use egress_core::OAuth2Config;
+    ///
+    /// let oauth2 = OAuth2Config::from_env("https://login.example.com/oauth2/token", "inventory", "INVENTORY_SECRET")
+    ///     .with_scopes(["entities:read"]);
+    /// let options = egress_core::ClientOptions::default().with_oauth2(oauth2);
+    /// # drop(options);
+    /// ```
     pub fn with_oauth2(mut self, config: OAuth2Config) -> Self {
         self.tokens = Some(Tokens::OAuth2(Box::new(config)));
         self
     }
 
-    /// Adds a header sent with every request (unless the request sets it).
-    pub fn with_default_header(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            ConfigError::new(
-                "default_headers",
-                format!("{name:?} is not a valid header name"),
-            )
-        })?;
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            ConfigError::new("default_headers", format!("invalid value for {name}"))
-        })?;
-        self.default_headers.append(name, value);
-        Ok(self)
-    }
-
-    /// Sets the authentication hook.
-    pub fn with_auth(mut self, auth: Arc<dyn Auth>) -> Self {
-        self.auth = Some(auth);
+    /// Sends an access token from a token source of your own with every request, with the
+    /// same lifecycle as [`with_oauth2`](Self::with_oauth2). It takes the place of
+    /// [`with_auth`](Self::with_auth) and of the configuration's credentials.
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.tokens = Some(Tokens::Source(source));
         self
-    }
-
-    /// Sends `Authorization: Bearer <token>` with every request.
-    pub fn with_bearer_token(self, token: SecretString) -> Self {
-        self.with_auth(Arc::new(BearerToken::new(token)))
-    }
-
-    /// Applies a backend's [`ClientOptions`]: its default headers (rejected here if invalid),
-    /// authentication and service name.
-    pub fn with_options(mut self, options: ClientOptions) -> Result<Self, ConfigError> {
-        for (name, value) in &options.default_headers {
-            self = self.with_default_header(name, value)?;
-        }
-        if let Some(auth) = options.auth {
-            self = self.with_auth(auth);
-        }
-        if let Some(service) = options.service {
-            self = self.with_service(service);
-        }
-        if let Some(tokens) = options.tokens {
-            self.tokens = Some(tokens);
-        }
-        if let Some(coordinator) = options.coordinator {
-            self = self.with_coordinator(coordinator);
-        }
-        Ok(self)
     }
 
     /// Names the service (vendor) in the telemetry of every call, such as `github`.
@@ -379,17 +295,155 @@ impl ClientBuilder {
         self
     }
 
-    /// Shares quota, holds and circuits with the fleet through `coordinator` (used when the
-    /// configuration's `[fleet]` is enabled).
+    /// Shares the rate limit, host holds and open circuits with the other replicas through
+    /// `coordinator` (such as `egress_fleet::Fleet::start(&config.fleet)?`), when the
+    /// configuration's `[fleet]` is enabled.
     pub fn with_coordinator(mut self, coordinator: Arc<dyn crate::rt::Coordinator>) -> Self {
         self.coordinator = Some(coordinator);
+        self
+    }
+
+    /// These options with `later`'s on top: its default headers added after these, and each
+    /// of its other settings in place of this one's when it has it.
+    fn merged(mut self, later: ClientOptions) -> Self {
+        self.default_headers.extend(later.default_headers);
+        self.auth = later.auth.or(self.auth);
+        self.service = later.service.or(self.service);
+        self.tokens = later.tokens.or(self.tokens);
+        self.coordinator = later.coordinator.or(self.coordinator);
+        self
+    }
+
+    /// The default headers as a map, each name and value checked.
+    fn header_map(&self) -> Result<HeaderMap, ConfigError> {
+        let mut map = HeaderMap::new();
+        for (name, value) in &self.default_headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    "default_headers",
+                    format!("{name:?} is not a valid header name"),
+                )
+            })?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                ConfigError::new("default_headers", format!("invalid value for {name}"))
+            })?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
+
+/// The `with_*` methods of [`ClientOptions`] on a builder that holds one in the field named
+/// `$field`: [`ClientBuilder`] and each backend's `Builder` take them from here, so that the
+/// settings every builder shares are written once. Each method hands its arguments to the
+/// `ClientOptions` method of the same name, whose documentation it links.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! client_options_methods {
+    ($field:ident) => {
+        /// Adds a header sent with every request unless the request sets it, checked when
+        /// the client is built
+        /// ([`ClientOptions::with_default_header`](egress_core::ClientOptions::with_default_header)).
+        pub fn with_default_header(mut self, name: &str, value: &str) -> Self {
+            self.$field = ::core::mem::take(&mut self.$field).with_default_header(name, value);
+            self
+        }
+
+        /// Sets the authentication hook, in place of the configuration's credentials
+        /// ([`ClientOptions::with_auth`](egress_core::ClientOptions::with_auth)).
+        pub fn with_auth(mut self, auth: ::std::sync::Arc<dyn $crate::Auth>) -> Self {
+            self.$field = ::core::mem::take(&mut self.$field).with_auth(auth);
+            self
+        }
+
+        /// Sends `Authorization: Bearer <token>` with every request
+        /// ([`ClientOptions::with_bearer_token`](egress_core::ClientOptions::with_bearer_token)).
+        pub fn with_bearer_token(mut self, token: $crate::SecretString) -> Self {
+            self.$field = ::core::mem::take(&mut self.$field).with_bearer_token(token);
+            self
+        }
+
+        /// Sends an OAuth 2.0 client-credentials access token with every request: cached,
+        /// refreshed ahead of expiry, replaced once when the API rejects it
+        /// ([`ClientOptions::with_oauth2`](egress_core::ClientOptions::with_oauth2)).
+        pub fn with_oauth2(mut self, config: $crate::OAuth2Config) -> Self {
+            self.$field = ::core::mem::take(&mut self.$field).with_oauth2(config);
+            self
+        }
+
+        /// Sends an access token from a token source of your own with every request
+        /// ([`ClientOptions::with_token_source`](egress_core::ClientOptions::with_token_source)).
+        pub fn with_token_source(
+            mut self,
+            source: ::std::sync::Arc<dyn $crate::TokenSource>,
+        ) -> Self {
+            self.$field = ::core::mem::take(&mut self.$field).with_token_source(source);
+            self
+        }
+
+        /// Names the service (vendor) in the telemetry of every call
+        /// ([`ClientOptions::with_service`](egress_core::ClientOptions::with_service)).
+        pub fn with_service(
+            mut self,
+            name: impl ::core::convert::Into<::std::borrow::Cow<'static, str>>,
+        ) -> Self {
+            self.$field = ::core::mem::take(&mut self.$field).with_service(name);
+            self
+        }
+
+        /// Shares the rate limit, host holds and open circuits with the other replicas
+        /// ([`ClientOptions::with_coordinator`](egress_core::ClientOptions::with_coordinator)).
+        pub fn with_coordinator(
+            mut self,
+            coordinator: ::std::sync::Arc<dyn $crate::rt::Coordinator>,
+        ) -> Self {
+            self.$field = ::core::mem::take(&mut self.$field).with_coordinator(coordinator);
+            self
+        }
+    };
+}
+
+/// Builds a [`Client`] over a backend's runtime pieces ([`Client::builder`]). The backends'
+/// own builders (`egress_tokio::Builder`, `egress_async_std::Builder`) make one of these when
+/// they build.
+pub struct ClientBuilder {
+    config: Config,
+    runtime: Runtime,
+    options: ClientOptions,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .field("runtime", &self.runtime)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    crate::client_options_methods!(options);
+
+    /// Adds `options` (a backend builder's): their default headers after those set so far,
+    /// and each of their other settings in place of the one set so far.
+    pub fn with_options(mut self, options: ClientOptions) -> Self {
+        self.options = self.options.merged(options);
         self
     }
 
     /// Validates the configuration and builds the client. Credentials from the configuration
     /// are used unless [`with_auth`](Self::with_auth) set others.
     pub fn build(self) -> Result<Client, ConfigError> {
-        let auth = match (self.auth, &self.config.auth) {
+        let mut default_headers = self.options.header_map()?;
+        let ClientOptions {
+            default_headers: _,
+            auth,
+            service,
+            tokens,
+            coordinator,
+        } = self.options;
+        let auth = match (auth, &self.config.auth) {
             (Some(auth), _) => Some(auth),
             (None, Some(Credentials::Bearer { token })) => {
                 Some(Arc::new(BearerToken::new(token.clone())) as Arc<dyn Auth>)
@@ -399,7 +453,7 @@ impl ClientBuilder {
             }
             (None, _) => None,
         };
-        let tokens = match (self.tokens, &self.config.auth) {
+        let tokens = match (tokens, &self.config.auth) {
             (Some(Tokens::Source(source)), _) => Some(source),
             (Some(Tokens::OAuth2(oauth2)), _) => {
                 Some(client_credentials(*oauth2, &self.config, &self.runtime)?)
@@ -410,11 +464,10 @@ impl ClientBuilder {
             (None, _) => None,
         };
         let tokens = tokens.map(TokenCache::new).transpose()?;
-        let policy = self.config.build_with_coordinator(self.coordinator)?;
+        let policy = self.config.build_with_coordinator(coordinator)?;
         // Units and descriptions reach the recorder installed now (see `describe_metrics`).
         #[cfg(feature = "metrics")]
         crate::describe_metrics();
-        let mut default_headers = self.default_headers;
         policy.redactor().mark_sensitive(&mut default_headers);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -422,7 +475,7 @@ impl ClientBuilder {
                 runtime: self.runtime,
                 default_headers,
                 auth,
-                service: self.service,
+                service,
                 tokens,
             }),
         })
@@ -449,11 +502,7 @@ impl Client {
         ClientBuilder {
             config,
             runtime,
-            default_headers: HeaderMap::new(),
-            auth: None,
-            service: None,
-            tokens: None,
-            coordinator: None,
+            options: ClientOptions::default(),
         }
     }
 

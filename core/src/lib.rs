@@ -98,6 +98,10 @@
 //!
 //! The `rust-version` of the workspace manifest (Rust 1.85, for edition 2024).
 
+// The crate by its own name, so that the documentation of `client_options_methods!` links
+// the same paths wherever the macro is used.
+extern crate self as egress_core;
+
 pub mod client;
 pub mod coding;
 #[doc = include_str!("telemetry.md")]

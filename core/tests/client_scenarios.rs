@@ -804,17 +804,27 @@ fn client_options_from_a_backend_reach_every_request_and_bad_headers_fail_the_bu
         .with_bearer_token(SecretString::from("opt-token-1"))
         .with_service("entities");
     let client = Client::builder(no_jitter(), transport.runtime())
+        .with_service("overridden")
+        .with_default_header("x-first", "builder")
         .with_options(options)
-        .unwrap()
         .build()
         .unwrap();
     block_on(client.get("/x").send()).unwrap();
     let seen = &transport.requests()[0];
     assert_eq!(seen.header("x-team"), Some("payments"));
     assert_eq!(seen.header("authorization"), Some("Bearer opt-token-1"));
+    // The builder's own header stays: options add to what was set, and replace the rest.
+    assert_eq!(seen.header("x-first"), Some("builder"));
     let bad = egress_core::ClientOptions::default().with_default_header("bad header", "v");
     let error = Client::builder(no_jitter(), transport.runtime())
         .with_options(bad)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.field(), "default_headers");
+    // The same check, the same error, whichever builder took the header.
+    let error = Client::builder(no_jitter(), transport.runtime())
+        .with_default_header("bad header", "v")
+        .build()
         .unwrap_err();
     assert_eq!(error.field(), "default_headers");
     assert!(

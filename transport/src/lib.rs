@@ -57,6 +57,7 @@
 //!   and IO errors by stage (closed before the response or during the body; malformed
 //!   framing is `Protocol`, never a close).
 
+mod client;
 mod error;
 mod identity;
 mod limit;
@@ -75,6 +76,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+pub use crate::client::{RuntimeClock, RuntimeSleeper, build_client};
 pub use crate::error::{Stage, error_kind};
 pub use crate::identity::ClientIdentity;
 use crate::limit::{Limit, within};

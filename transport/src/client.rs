@@ -1,0 +1,130 @@
+//! A [`Client`] over a backend's [`Runtime`]: the core's clock, sleeper and entropy made from
+//! it, so that a backend hands over only what is its own (the runtime, the connector and its
+//! correlation scope).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use egress_core::client::AmbientCorrelation;
+use egress_core::rt::{BoxFuture, Clock, Sleeper, Transport};
+use egress_core::{Client, ClientOptions, Config, ConfigError};
+use egress_entropy::ThreadEntropy;
+
+use crate::Runtime;
+
+/// The core's [`Clock`] on a backend's [`Runtime`]: the monotonic time is the runtime's (under
+/// tokio, `tokio::time::Instant`, so paused time controls egress time too), and the wall clock
+/// advances with it from the moment the clock was made, which keeps `Retry-After` dates
+/// consistent with the runtime's time and immune to system clock jumps.
+pub struct RuntimeClock {
+    runtime: Arc<dyn Runtime>,
+    start: Instant,
+    wall_start: SystemTime,
+}
+
+impl RuntimeClock {
+    /// A clock on `runtime`, starting now.
+    pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        Self {
+            start: runtime.now(),
+            wall_start: SystemTime::now(),
+            runtime,
+        }
+    }
+}
+
+impl fmt::Debug for RuntimeClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeClock")
+            .field("runtime", &self.runtime)
+            .field("wall_start", &self.wall_start)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clock for RuntimeClock {
+    fn now(&self) -> Instant {
+        self.runtime.now()
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.now_and_wall().1
+    }
+
+    fn now_and_wall(&self) -> (Instant, SystemTime) {
+        let now = self.runtime.now();
+        (now, self.wall_start + (now - self.start))
+    }
+}
+
+/// The core's [`Sleeper`] on a backend's [`Runtime`] timers.
+#[derive(Debug)]
+pub struct RuntimeSleeper(pub Arc<dyn Runtime>);
+
+impl Sleeper for RuntimeSleeper {
+    fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
+        self.0.sleep_until(at)
+    }
+}
+
+/// The client a backend's builder makes: `transport` (an [`HttpTransport`](crate::HttpTransport)
+/// or one of the backend's own), the time of `runtime`, per-thread entropy, `ambient` as the
+/// correlation scope, and the settings every builder shares (`options`).
+pub fn build_client(
+    config: Config,
+    options: ClientOptions,
+    transport: impl Transport + 'static,
+    runtime: Arc<dyn Runtime>,
+    ambient: AmbientCorrelation,
+) -> Result<Client, ConfigError> {
+    let runtime = egress_core::Runtime::new(
+        Arc::new(transport),
+        Arc::new(RuntimeClock::new(runtime.clone())),
+        Arc::new(RuntimeSleeper(runtime)),
+        Arc::new(ThreadEntropy),
+    )
+    .with_ambient_correlation(ambient);
+    Client::builder(config, runtime)
+        .with_options(options)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A runtime whose clock moves only when told.
+    #[derive(Debug)]
+    struct Manual(Mutex<Instant>);
+
+    impl Runtime for Manual {
+        fn spawn(&self, future: BoxFuture<'static, ()>) {
+            drop(future);
+        }
+        fn sleep_until(&self, _: Instant) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+        fn now(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn one_clock_reading_gives_the_same_times_as_two_and_the_wall_moves_with_the_runtime() {
+        let runtime = Arc::new(Manual(Mutex::new(Instant::now())));
+        let clock = RuntimeClock::new(runtime.clone());
+        let (now, wall) = clock.now_and_wall();
+        assert_eq!((now, wall), (clock.now(), clock.wall()));
+        *runtime.0.lock().unwrap() += Duration::from_secs(3);
+        let (later, later_wall) = clock.now_and_wall();
+        assert_eq!(later - now, Duration::from_secs(3));
+        assert_eq!(
+            later_wall.duration_since(wall).unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!((later, later_wall), (clock.now(), clock.wall()));
+    }
+}
