@@ -136,7 +136,7 @@ impl std::fmt::Debug for Exchange {
 }
 
 /// The headers an attempt sends: the caller's, then the `User-Agent` (unless the caller gave
-/// one), the `Host` of a plain-HTTP URI (unless given; [`crate::url::host_header`]), the
+/// one), the `Host` (unless given; [`crate::url::host_header`] has the rule), the
 /// correlation ID and the idempotency key. Composed into the caller's own map, which the first
 /// attempt then takes whole, so that an attempt does not clone a map (and a transport that adds
 /// a header does not grow a copy made without spare room).
@@ -155,7 +155,7 @@ fn compose_headers(
             headers.insert(ACCEPT_ENCODING, accepted.clone());
         }
     }
-    // `host_header` gives none for a URI it leaves to the backend (or one with no authority).
+    // `host_header` gives none only for a URI that is not absolute http or https.
     if !headers.contains_key(HOST) {
         let host = match policy.base_target() {
             Some(base) => base.host_header(uri),

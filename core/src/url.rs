@@ -152,36 +152,47 @@ pub(crate) struct BaseTarget {
     authority: http::uri::Authority,
     /// The base's path as a directory: ends with `/`.
     dir: String,
-    /// The `Host` header of a plain-HTTP base ([`host_header`]), made once.
+    /// The `Host` header of the base ([`host_header`]), made once.
     host: Option<http::HeaderValue>,
 }
 
-/// The `Host` header an HTTP/1 client writes for `uri` when the request has none (what
-/// hyper-util and async-h1 write): its authority, for a plain-HTTP URI whose authority has no
-/// userinfo and does not spell out port 80 (those, and HTTPS, which may go out as HTTP/2 where
-/// `:authority` says it, are left to the backend).
+/// The `Host` header of a request to `uri` (RFC 9110 7.2, RFC 9112 3.2): the host, and the
+/// port unless it is the scheme's default (80 for `http`, 443 for `https`); userinfo is never
+/// sent. `None` for a URI that is not absolute `http` or `https`.
 ///
-/// An exchange sets it once per call, so that each attempt's copy of the headers has it and a
-/// backend inserts nothing into it (an insert into a copy reallocates its entries).
+/// This is the one place egress decides `Host`: an exchange sets it once per call (unless the
+/// caller gave one), so that each attempt's copy of the headers has it and a transport inserts
+/// nothing into it (an insert into a copy reallocates its entries). A transport that sends the
+/// request over HTTP/2 carries the authority in `:authority` instead (RFC 9113 8.3.1).
 pub(crate) fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
-    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
-        return None;
+    let (default_port, default) = match uri.scheme_str() {
+        Some("http") => ("80", 80),
+        Some("https") => ("443", 443),
+        _ => return None,
+    };
+    let authority = uri.authority()?;
+    let text = authority.as_str();
+    if !text.contains('@') && !spells_port(text, default_port) {
+        // The common case: the authority's own text, with no allocation of a string.
+        return http::HeaderValue::from_str(text).ok();
     }
-    let authority = uri.authority()?.as_str();
-    if authority.contains('@') || spells_port_80(authority) {
-        return None;
-    }
-    http::HeaderValue::from_str(authority).ok()
+    // `Authority::host` keeps an IPv6 literal's brackets.
+    let host = authority.host();
+    let value = match authority.port_u16() {
+        Some(port) if port != default => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    http::HeaderValue::from_str(&value).ok()
 }
 
-/// Whether an authority (without userinfo) names port 80 as `Authority::port_u16` would read
-/// it (`:80`, `:080`...), without parsing the port as a number.
-fn spells_port_80(authority: &str) -> bool {
-    authority.rsplit_once(':').is_some_and(|(_, port)| {
+/// Whether an authority (without userinfo) names `port` (`:80`, `:080`...) as
+/// `Authority::port_u16` would read it, without parsing the port as a number.
+fn spells_port(authority: &str, port: &str) -> bool {
+    authority.rsplit_once(':').is_some_and(|(_, spelled)| {
         // After an IPv6 literal's last `:` comes `...]`, never digits alone.
-        !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.trim_start_matches('0') == "80"
+        !spelled.is_empty()
+            && spelled.bytes().all(|b| b.is_ascii_digit())
+            && spelled.trim_start_matches('0') == port
     })
 }
 
@@ -360,29 +371,37 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_http_uri_gets_the_host_hyper_util_would_have_written() {
-        // The host, and the port unless it is the scheme's default.
-        assert_eq!(
-            host_of("http://127.0.0.1:8080/x").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            host_of("http://api.example.com/x").as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(
-            host_of("http://[::1]:8080/x").as_deref(),
-            Some("[::1]:8080")
-        );
+    fn the_host_names_the_port_only_when_it_is_not_the_scheme_default() {
+        // RFC 9110 7.2: `Host = uri-host [ ":" port ]`; RFC 3986 3.2.3: a scheme's default
+        // port may be left out, and userinfo is not part of the host (RFC 9110 4.2.4).
+        for (uri, expected) in [
+            ("http://127.0.0.1:8080/x", "127.0.0.1:8080"),
+            ("http://api.example.com/x", "api.example.com"),
+            ("http://[::1]:8080/x", "[::1]:8080"),
+            ("http://a.example:80/x", "a.example"),
+            ("http://a.example:080/x", "a.example"),
+            ("http://a.example:443/x", "a.example:443"),
+            ("https://a.example/x", "a.example"),
+            ("https://a.example:443/x", "a.example"),
+            ("https://a.example:0443/x", "a.example"),
+            ("https://a.example:80/x", "a.example:80"),
+            ("https://a.example:8443/x", "a.example:8443"),
+            ("http://user:pw@a.example:81/x", "a.example:81"),
+            ("http://user@a.example/x", "a.example"),
+            ("https://user:pw@a.example:443/x", "a.example"),
+            ("http://[::1]:80/x", "[::1]"),
+            ("http://[::80]:80/x", "[::80]"),
+            ("http://[::80]/x", "[::80]"),
+            ("http://[::1]:9000/x", "[::1]:9000"),
+        ] {
+            assert_eq!(host_of(uri).as_deref(), Some(expected), "{uri}");
+        }
     }
 
     #[test]
-    fn https_userinfo_and_a_spelled_out_default_port_are_left_to_the_backend() {
-        assert_eq!(host_of("https://api.example.com/x"), None);
-        assert_eq!(host_of("http://user@api.example.com/x"), None);
-        assert_eq!(host_of("http://api.example.com:80/x"), None);
-        assert_eq!(host_of("http://api.example.com:080/x"), None);
-        assert_eq!(host_of("http://[::80]:80/x"), None);
+    fn a_uri_that_is_not_absolute_http_or_https_has_no_host() {
+        assert_eq!(host_of("/x"), None);
+        assert_eq!(host_of("ftp://a.example/x"), None);
     }
 
     #[test]
@@ -392,6 +411,8 @@ mod tests {
             ("http://api.example.com", "x"),
             ("http://api.example.com:80/v1", "x"),
             ("https://api.example.com/v1", "x"),
+            ("https://api.example.com:443/v1", "x"),
+            ("https://127.0.0.1:8443", "x"),
         ] {
             let target =
                 BaseTarget::new(&parse_base(base).unwrap()).expect("a base without userinfo");
@@ -411,9 +432,7 @@ mod tests {
         let target = BaseTarget::new(&parse_base("http://api.example.com:8080/v1").unwrap())
             .expect("a base without userinfo");
         let shouting: http::Uri = "http://API.Example.COM:8080/v1/x".parse().unwrap();
-        let host = target
-            .host_header(&shouting)
-            .expect("plain http has a Host");
+        let host = target.host_header(&shouting).expect("http has a Host");
         assert_eq!(host, "API.Example.COM:8080");
         assert_eq!(Some(host), host_header(&shouting));
     }
@@ -438,7 +457,7 @@ mod tests {
         ] {
             let parsed: http::uri::Authority = authority.parse().expect("a valid authority");
             assert_eq!(
-                spells_port_80(authority),
+                spells_port(authority, "80"),
                 parsed.port_u16() == Some(80),
                 "{authority}"
             );

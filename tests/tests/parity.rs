@@ -821,6 +821,35 @@ mod scenarios {
         }
     }
 
+    /// `Host` over TLS: over HTTP/1.1 every request carries exactly one, naming the host and
+    /// the port unless it is the scheme's default (RFC 9112 3.2: a client MUST send Host in
+    /// every HTTP/1.1 request; RFC 9110 7.2); over HTTP/2 the authority travels as
+    /// `:authority` and no `Host` is sent beside it (RFC 9113 8.3.1). The core decides the
+    /// value once; the transport only moves it for HTTP/2.
+    pub(super) async fn the_host_goes_in_one_header_over_http_1_1_and_as_the_authority_over_http_2(
+        b: Backend,
+    ) {
+        let h1 = FaultServer::start_tls_http1_only(FaultServer::always(Reply::json(200, ENTITY)));
+        let client = b.client_trusting(config(&h1.url("")), h1.certificate_der().unwrap());
+        client.get("/x").send().await.unwrap();
+        let seen = h1.requests();
+        assert_eq!(seen[0].version, "HTTP/1.1");
+        let hosts: Vec<&str> = seen[0]
+            .headers
+            .iter()
+            .filter(|(name, _)| name == "host")
+            .map(|(_, value)| value.as_str())
+            .collect();
+        assert_eq!(hosts, [format!("localhost:{}", h1.addr().port())], "{b:?}");
+
+        let h2 = FaultServer::start_tls(FaultServer::always(Reply::json(200, ENTITY)));
+        let client = b.client_trusting(config(&h2.url("")), h2.certificate_der().unwrap());
+        client.get("/x").send().await.unwrap();
+        let seen = h2.requests();
+        assert_eq!(seen[0].version, "HTTP/2");
+        assert_eq!(seen[0].header("host"), None, "{b:?}");
+    }
+
     /// Malformed chunked framing is an unrecoverable framing error (RFC 9112 7.1: `chunk-size =
     /// 1*HEXDIG`, and `chunk-data` is exactly `chunk-size` octets followed by CRLF; RFC 9112 8
     /// and 11.2 on incomplete and smuggled messages): a typed protocol error, never retried,
@@ -1454,6 +1483,7 @@ parity!(
     a_header_value_that_is_not_ascii_is_kept_as_its_bytes,
     an_interim_response_before_the_answer_is_skipped,
     every_request_names_the_server_in_one_host_header,
+    the_host_goes_in_one_header_over_http_1_1_and_as_the_authority_over_http_2,
     tls_with_a_trusted_certificate_succeeds,
     tls_with_an_untrusted_certificate_fails_without_retry,
     the_correlation_id_and_idempotency_key_are_identical_on_every_attempt,

@@ -45,8 +45,9 @@
 //!   response was read to the end; an abandoned one (a timeout, a dropped call, a body over
 //!   the limit) is closed. A request that a reused connection closed before writing it is sent
 //!   again on another connection (hyper gives it back unsent).
-//! - **The request as given**: the core decides every header; for HTTP/1.1 the request line is
-//!   in origin form and `Host` is added only when the core left it out (RFC 9112 3.2).
+//! - **The request as given**: the core decides every header, `Host` included; for HTTP/1.1
+//!   the request line is in origin form (RFC 9112 3.2.1), and over HTTP/2 the authority goes
+//!   as `:authority` with no `Host` beside it (RFC 9113 8.3.1).
 //! - **Limits**: opening a connection within the attempt's connect deadline; a pooled
 //!   connection ready within its pool deadline; the response head within `min(write, read)`
 //!   of the attempt's start (hyper does not report when writing ends); each body chunk within

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use egress_core::{PoolConfig, TransportError, TransportErrorKind};
 use http::header::{HOST, PROXY_AUTHORIZATION};
-use http::uri::{Authority, Uri};
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::uri::Uri;
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -311,7 +311,7 @@ impl Pool {
                         Some(Err(e)) => return Err(send_failed(e, tls_failed.as_deref())),
                         Some(Ok(())) => {}
                     }
-                    for_http1(&mut request, &origin, forward.as_ref());
+                    for_http1(&mut request, forward.as_ref());
                     match sender.try_send_request(request).await {
                         Ok(response) if forward.is_some() && response.status() == PROXY_AUTH => {
                             // RFC 9110 15.5.8: the proxy, not the origin, wants credentials.
@@ -346,12 +346,19 @@ impl Pool {
                     }
                 }
                 Conn::H2(mut sender) => {
+                    // RFC 9113 8.3.1: the authority goes as `:authority` (from the URI), and a
+                    // `Host` beside it is not sent (it must not differ, and would say it twice).
+                    let host = request.headers_mut().remove(HOST);
                     *request.version_mut() = Version::HTTP_2;
                     match sender.try_send_request(request).await {
                         Ok(response) => return Ok((response, None)),
                         Err(mut failed) => match failed.take_message() {
                             Some(mut unsent) if reused => {
                                 self.forget_closed_h2(&origin);
+                                // It may go out over HTTP/1.1 now, which needs its `Host`.
+                                if let Some(host) = host {
+                                    unsent.headers_mut().insert(HOST, host);
+                                }
                                 *unsent.version_mut() = Version::HTTP_11;
                                 request = unsent;
                             }
@@ -562,15 +569,10 @@ impl Lease {
 const PROXY_AUTH: StatusCode = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
 
 /// Makes `request` what hyper's HTTP/1.1 connection writes: the request line in origin form
-/// (RFC 9112 3.2.1) and a `Host` header when the request has none (RFC 9112 3.2). To a
-/// forwarding proxy, the request line stays in absolute-form (RFC 9112 3.2.2) and the proxy's
-/// credentials go along (`Proxy-Authorization`, RFC 9110 11.7.1, marked sensitive).
-fn for_http1(request: &mut Request<Body>, origin: &Origin, forward: Option<&Forward>) {
-    if !request.headers().contains_key(HOST) {
-        if let Some(host) = host_of(origin.authority(), origin.is_https()) {
-            request.headers_mut().insert(HOST, host);
-        }
-    }
+/// (RFC 9112 3.2.1); the `Host` header is the core's. To a forwarding proxy, the request line
+/// stays in absolute-form (RFC 9112 3.2.2) and the proxy's credentials go along
+/// (`Proxy-Authorization`, RFC 9110 11.7.1, marked sensitive).
+fn for_http1(request: &mut Request<Body>, forward: Option<&Forward>) {
     match forward {
         None => *request.uri_mut() = origin_form(request.uri()),
         Some(forward) => {
@@ -595,18 +597,6 @@ fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
-/// The `Host` for `authority`: the host, and the port unless it is the scheme's default
-/// (RFC 9110 7.2; userinfo is never sent).
-fn host_of(authority: &Authority, https: bool) -> Option<HeaderValue> {
-    let host = authority.host();
-    let default = if https { 443 } else { 80 };
-    let text = match authority.port_u16() {
-        Some(port) if port != default => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    HeaderValue::from_str(&text).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,30 +611,6 @@ mod tests {
         ] {
             let uri: Uri = uri.parse().unwrap();
             assert_eq!(origin_form(&uri), expected, "{uri}");
-        }
-    }
-
-    #[test]
-    fn the_host_names_the_port_only_when_it_is_not_the_scheme_default() {
-        for (uri, expected) in [
-            ("http://a.example/x", "a.example"),
-            ("http://a.example:80/x", "a.example"),
-            ("http://a.example:080/x", "a.example"),
-            ("http://a.example:8080/x", "a.example:8080"),
-            ("http://a.example:443/x", "a.example:443"),
-            ("https://a.example:443/x", "a.example"),
-            ("https://a.example:80/x", "a.example:80"),
-            ("http://user:pw@a.example:81/x", "a.example:81"),
-            ("http://[::1]:80/x", "[::1]"),
-            ("http://[::1]:9000/x", "[::1]:9000"),
-        ] {
-            let uri: Uri = uri.parse().unwrap();
-            let https = uri.scheme_str() == Some("https");
-            assert_eq!(
-                host_of(uri.authority().unwrap(), https).unwrap(),
-                expected,
-                "{uri}"
-            );
         }
     }
 
