@@ -1,12 +1,10 @@
 //! Building a [`Client`] on async-std.
 
-use std::fmt;
 use std::sync::Arc;
 
 use egress_core::{Client, ClientOptions, Config, ConfigError};
 
-use egress_core::rt::Transport;
-use egress_transport::{ClientIdentity, Connect, Connector, HttpTransport, Proxies};
+use egress_transport::{ClientIdentity, Connect, Connector, Proxies};
 
 use crate::connector::AsyncStdDial;
 use crate::rt::{AsyncStdRuntime, current_correlation_id};
@@ -25,19 +23,23 @@ enum Roots {
 /// Builds an async-std [`Client`]: configuration, trust roots, TLS versions, default headers,
 /// authentication, a connector of your own, or a surf client of your own.
 ///
+/// The settings every backend shares (default headers, credentials, tokens, the service name)
+/// are the same methods as on `egress_tokio::Builder`; what is this backend's own is OpenSSL's
+/// trust and TLS versions:
+///
 /// ```no_run
-/// use std::sync::Arc;
-/// use egress_async_std::egress_core::{Config, SecretString};
+/// use egress_async_std::egress_core::Config;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = egress_async_std::Builder::new(Config::default().with_base_url("https://api.internal/v1"))
+/// let config = Config::default().with_base_url("https://api.internal/v1");
+/// let client = egress_async_std::Builder::new(config)
 ///     .with_root_certificate(std::fs::read("internal-ca.der")?) // trust only this CA
-///     .with_bearer_token(SecretString::from(std::env::var("API_TOKEN")?))
-///     .with_default_header("x-team", "platform")
-///     .with_service("internal-api") // the name telemetry gives this upstream
+///     .with_min_tls_version(native_tls::Protocol::Tlsv12)
+///     .with_service("internal-api")
 ///     .build()?;
 /// # drop(client); Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct Builder {
     config: Config,
     roots: Roots,
@@ -45,19 +47,6 @@ pub struct Builder {
     min_tls_version: Option<native_tls::Protocol>,
     identity: Option<ClientIdentity>,
     options: ClientOptions,
-}
-
-impl fmt::Debug for Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("config", &self.config)
-            .field("roots", &self.roots)
-            .field("custom_roots", &self.custom_roots.len())
-            .field("min_tls_version", &self.min_tls_version)
-            .field("identity", &self.identity)
-            .field("options", &self.options)
-            .finish()
-    }
 }
 
 impl Builder {
@@ -181,8 +170,7 @@ impl Builder {
             self.tls_connector(identity.as_ref(), &["h2", "http/1.1"])?,
             self.tls_connector(identity.as_ref(), &["http/1.1"])?,
         );
-        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(AsyncStdRuntime);
-        self.build_with_connector(Connector::new(dial, proxies, runtime))
+        self.build_with_connector(Connector::new(dial, proxies, backend().runtime()))
     }
 
     /// Builds the client over a connector of your own (which opens TCP, and TLS for
@@ -190,9 +178,7 @@ impl Builder {
     /// trust roots, TLS version, client identity and proxies set on this builder or in
     /// `[proxy]` and `[tls]` do not apply to it.
     pub fn build_with_connector(self, connector: impl Connect) -> Result<Client, ConfigError> {
-        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(AsyncStdRuntime);
-        let transport = HttpTransport::new(connector, runtime, &self.config.pool);
-        self.build_with_transport(transport)
+        backend().http_client(self.config, self.options, connector)
     }
 
     /// Builds the client over an existing surf client (its HTTP client and middleware apply),
@@ -201,37 +187,18 @@ impl Builder {
     /// logs secrets at TRACE, HTTP/1.1 only. The trust roots and TLS version set on this
     /// builder do not apply.
     pub fn build_with_surf_client(self, surf: surf::Client) -> Result<Client, ConfigError> {
-        self.build_with_transport(SurfTransport::new(surf))
-    }
-
-    fn build_with_transport(
-        self,
-        transport: impl Transport + 'static,
-    ) -> Result<Client, ConfigError> {
-        egress_transport::build_client(
-            self.config,
-            self.options,
-            transport,
-            Arc::new(AsyncStdRuntime),
-            Arc::new(current_correlation_id),
-        )
+        backend().client(self.config, self.options, SurfTransport::new(surf))
     }
 }
 
 /// A client for `config`, trusting the operating system's roots. Build it once at start-up
 /// and clone it.
-///
-/// ```no_run
-/// use egress_async_std::egress_core::Config;
-///
-/// #[derive(serde::Deserialize)]
-/// struct Entity { id: String }
-///
-/// # #[async_std::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = egress_async_std::client(Config::default().with_base_url("https://api.example.com/v1"))?;
-/// let entity: Entity = client.get("/entities/7").send().await?.json()?;
-/// # let _ = entity.id; Ok(()) }
-/// ```
+/// The [crate docs](crate) show it in use.
 pub fn client(config: Config) -> Result<Client, ConfigError> {
     Builder::new(config).build()
+}
+
+/// This backend, as the transport builds clients on it.
+fn backend() -> egress_transport::Backend {
+    egress_transport::Backend::new(Arc::new(AsyncStdRuntime), Arc::new(current_correlation_id))
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use async_std::io::ReadExt;
 use bytes::{Bytes, BytesMut};
+use egress_core::rt::{AttemptDeadlines, AttemptRequest};
 use egress_core::rt::{BoxFuture, Transport};
-use egress_core::{AttemptDeadlines, AttemptRequest, TransportError, TransportErrorKind};
+use egress_core::{TransportError, TransportErrorKind};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 
 use crate::convert;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
+use egress_core::{Backoff, JitterMode, RetryPolicy};
 use egress_core::{Client, Config, CorrelationId};
 use egress_tests::server::{FaultServer, Reply};
 

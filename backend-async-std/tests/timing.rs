@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
 use egress_core::test_util::{ScriptedTransport, step};
+use egress_core::{Backoff, JitterMode, RetryPolicy};
 use egress_core::{Client, Config, CorrelationId};
 
 fn ms(n: u64) -> Duration {

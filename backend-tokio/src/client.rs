@@ -1,11 +1,9 @@
 //! Building a [`Client`] on tokio.
 
-use std::fmt;
 use std::sync::Arc;
 
-use egress_core::rt::Transport;
 use egress_core::{Client, ClientOptions, Config, ConfigError};
-use egress_transport::{ClientIdentity, Connect, Connector, HttpTransport, Proxies};
+use egress_transport::{ClientIdentity, Connect, Connector, Proxies};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -41,24 +39,13 @@ enum Roots {
 ///     .build()?;
 /// # drop(client); Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct Builder {
     config: Config,
     roots: Roots,
     custom_roots: Vec<CertificateDer<'static>>,
     identity: Option<ClientIdentity>,
     options: ClientOptions,
-}
-
-impl fmt::Debug for Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("config", &self.config)
-            .field("roots", &self.roots)
-            .field("custom_roots", &self.custom_roots.len())
-            .field("identity", &self.identity)
-            .field("options", &self.options)
-            .finish()
-    }
 }
 
 impl Builder {
@@ -197,8 +184,11 @@ impl Builder {
     /// through the proxy `[proxy]` or the environment names, as the [crate docs](crate) say.
     pub fn build(self) -> Result<Client, ConfigError> {
         let proxies = Proxies::from_config_and_env(&self.config.proxy)?;
-        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(TokioRuntime);
-        let connector = Connector::new(TokioDial::new(self.tls_config()?), proxies, runtime);
+        let connector = Connector::new(
+            TokioDial::new(self.tls_config()?),
+            proxies,
+            backend().runtime(),
+        );
         self.build_with_connector(connector)
     }
 
@@ -207,38 +197,17 @@ impl Builder {
     /// trust roots, client identity and proxies set on this builder or in `[proxy]` and `[tls]`
     /// do not apply to it.
     pub fn build_with_connector(self, connector: impl Connect) -> Result<Client, ConfigError> {
-        let runtime: Arc<dyn egress_transport::Runtime> = Arc::new(TokioRuntime);
-        let transport = HttpTransport::new(connector, runtime, &self.config.pool);
-        self.build_with_transport(transport)
-    }
-
-    fn build_with_transport(
-        self,
-        transport: impl Transport + 'static,
-    ) -> Result<Client, ConfigError> {
-        egress_transport::build_client(
-            self.config,
-            self.options,
-            transport,
-            Arc::new(TokioRuntime),
-            Arc::new(current_correlation_id),
-        )
+        backend().http_client(self.config, self.options, connector)
     }
 }
 
 /// A client for `config`, trusting Mozilla's roots. Build it once at start-up and clone it.
-///
-/// ```no_run
-/// use egress_tokio::egress_core::Config;
-///
-/// #[derive(serde::Deserialize)]
-/// struct Entity { id: String }
-///
-/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = egress_tokio::client(Config::default().with_base_url("https://api.example.com/v1"))?;
-/// let entity: Entity = client.get("/entities/7").send().await?.json()?;
-/// # let _ = entity.id; Ok(()) }
-/// ```
+/// The [crate docs](crate) show it in use.
 pub fn client(config: Config) -> Result<Client, ConfigError> {
     Builder::new(config).build()
+}
+
+/// This backend, as the transport builds clients on it.
+fn backend() -> egress_transport::Backend {
+    egress_transport::Backend::new(Arc::new(TokioRuntime), Arc::new(current_correlation_id))
 }

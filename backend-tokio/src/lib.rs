@@ -46,7 +46,7 @@
 //!   [`Builder::build_with_connector`] takes a connector of your own. Redirects are not
 //!   followed.
 //! - **Networks**: outbound proxies from `[proxy]` or the environment (`HTTPS_PROXY`,
-//!   `HTTP_PROXY`, `NO_PROXY`; see [`ProxyConfig`](egress_core::network::ProxyConfig) for
+//!   `HTTP_PROXY`, `NO_PROXY`; see [`ProxyConfig`](egress_core::ProxyConfig) for
 //!   the rules), `CONNECT` tunnels with TLS and ALPN to the origin inside; a client
 //!   certificate for mutual TLS from `[tls]` or [`Builder::with_client_identity`] (PEM).
 //! - **Time**: `tokio::time::Instant` and `tokio::time::sleep_until`, so

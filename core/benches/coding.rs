@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::io::Write;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use egress_core::coding::{DecodeLimits, Decoding};
 use egress_core::http::HeaderMap;
+use egress_core::rt::{DecodeLimits, Decoding};
 
 fn entity(i: usize) -> String {
     format!(

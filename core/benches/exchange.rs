@@ -45,7 +45,7 @@ fn benches(c: &mut Criterion) {
     let policy = Config::default().build().expect("the defaults are valid");
     // Retries are decided under the budget; keep it from filling over millions of iterations.
     let no_budget = Config::default()
-        .with_budget(egress_core::retry::BudgetConfig::default().with_enabled(false))
+        .with_budget(egress_core::BudgetConfig::default().with_enabled(false))
         .build()
         .expect("valid");
     let now = Instant::now();

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use egress_core::error::TransportErrorKind;
+use egress_core::TransportErrorKind;
 use egress_core::http::Method;
-use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::test_util::{Run, Scenario, Step, fail, hang, step};
+use egress_core::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::{Config, KeyChoice, Policy, Request};
 
 fn policy(config: Config) -> Policy {

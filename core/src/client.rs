@@ -1,9 +1,4 @@
-//! The base [`Client`]: configuration, the shared retry budget, default headers, user agent,
-//! authentication and correlation, over the runtime pieces a backend supplies.
-//!
-//! A client is built once at start-up and cloned wherever it is needed (clones share the
-//! connection pool and the retry budget). It can only be built with all of its runtime pieces, so
-//! there is no "no timer configured" failure at call time.
+//! The base [`Client`] and its builder.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -163,7 +158,14 @@ enum Tokens {
     OAuth2(Box<OAuth2Config>),
 }
 
-/// The base client. Cheap to clone; build it once at start-up. See the [module docs](self).
+/// The base client. Cheap to clone; build it once at start-up..
+///
+/// The base [`Client`]: configuration, the shared retry budget, default headers, user agent,
+/// authentication and correlation, over the runtime pieces a backend supplies.
+///
+/// A client is built once at start-up and cloned wherever it is needed (clones share the
+/// connection pool and the retry budget). It can only be built with all of its runtime pieces, so
+/// there is no "no timer configured" failure at call time.
 ///
 /// A backend crate builds it (`egress_tokio::client(config)`); tests build it over the
 /// scripted transport (feature `test-util`):
@@ -264,7 +266,7 @@ impl ClientOptions {
 
     /// Sends an OAuth 2.0 client-credentials access token (RFC 6749 4.4) with every request:
     /// fetched from the token endpoint, cached, refreshed ahead of expiry by one call at a time,
-    /// and replaced once when the API rejects it ([`crate::token`]). The token requests go
+    /// and replaced once when the API rejects it ([`TokenSource`](crate::TokenSource)). The token requests go
     /// through a client of the same runtime and configuration (no base URL, no credentials). An
     /// `[auth.oauth2]` section of the configuration does the same without this line.
     ///

@@ -1,35 +1,4 @@
-//! Content codings (RFC 9110 8.4): what a client asks for in `Accept-Encoding`, and the
-//! streaming decoder a transport feeds the body through, chunk by chunk as it arrives.
-//!
-//! Decoding is sans-IO like the rest of the core: [`BodyDecoder::push`] takes wire bytes and
-//! [`BodyDecoder::finish`] gives the decoded body. Stacked codings (`Content-Encoding: gzip,
-//! br`) are undone in reverse order (RFC 9110 8.4). Every stage's output is bounded while it is
-//! written, so memory stays within the body limit whatever a stream expands to; a ratio
-//! limit (decoded bytes per wire byte, past a first allowance) stops decompression bombs
-//! early. A coding this build does not decode, or a corrupt or truncated stream, is a
-//! [`DecodeError`], never a panic.
-//!
-//! Which codings a build decodes follows egress-core's cargo features `gzip` (also `x-gzip`),
-//! `deflate`, `brotli` (`br`) and `zstd`; the backends turn all four on by default.
-//!
-//! ```
-//! use egress_core::coding::{Decoding, DecodeLimits};
-//! # #[cfg(feature = "gzip")] {
-//! use std::io::Write;
-//! let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-//! gz.write_all(br#"{"id":"7"}"#).unwrap();
-//! let wire = gz.finish().unwrap();
-//!
-//! let decoding = Decoding::new(true, DecodeLimits::new(1 << 20));
-//! let mut headers = http::HeaderMap::new();
-//! headers.insert("content-encoding", "gzip".parse().unwrap());
-//! let mut decoder = decoding.decoder(&headers).unwrap().expect("the body is encoded");
-//! for chunk in wire.chunks(3) {
-//!     decoder.push(chunk).unwrap();
-//! }
-//! assert_eq!(&decoder.finish().unwrap()[..], br#"{"id":"7"}"#);
-//! # }
-//! ```
+//! Content codings of response bodies; the whole story is on [`Coding`].
 
 // The decoders of codings whose features are off are compiled out, leaving parts unused.
 #![cfg_attr(
@@ -64,6 +33,39 @@ fn accepted() -> &'static str {
 }
 
 /// A content coding egress knows by name.
+///
+/// Content codings (RFC 9110 8.4): what a client asks for in `Accept-Encoding`, and the
+/// streaming decoder a transport feeds the body through, chunk by chunk as it arrives.
+///
+/// Decoding is sans-IO like the rest of the core: [`BodyDecoder::push`] takes wire bytes and
+/// [`BodyDecoder::finish`] gives the decoded body. Stacked codings (`Content-Encoding: gzip,
+/// br`) are undone in reverse order (RFC 9110 8.4). Every stage's output is bounded while it is
+/// written, so memory stays within the body limit whatever a stream expands to; a ratio
+/// limit (decoded bytes per wire byte, past a first allowance) stops decompression bombs
+/// early. A coding this build does not decode, or a corrupt or truncated stream, is a
+/// [`DecodeError`], never a panic.
+///
+/// Which codings a build decodes follows egress-core's cargo features `gzip` (also `x-gzip`),
+/// `deflate`, `brotli` (`br`) and `zstd`; the backends turn all four on by default.
+///
+/// ```
+/// use egress_core::rt::{DecodeLimits, Decoding};
+/// # #[cfg(feature = "gzip")] {
+/// use std::io::Write;
+/// let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+/// gz.write_all(br#"{"id":"7"}"#).unwrap();
+/// let wire = gz.finish().unwrap();
+///
+/// let decoding = Decoding::new(true, DecodeLimits::new(1 << 20));
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("content-encoding", "gzip".parse().unwrap());
+/// let mut decoder = decoding.decoder(&headers).unwrap().expect("the body is encoded");
+/// for chunk in wire.chunks(3) {
+///     decoder.push(chunk).unwrap();
+/// }
+/// assert_eq!(&decoder.finish().unwrap()[..], br#"{"id":"7"}"#);
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Coding {
@@ -198,7 +200,7 @@ impl DecodeLimits {
 }
 
 /// Whether and within what limits a client decodes response bodies; carried by every
-/// [`AttemptRequest`](crate::AttemptRequest) for the transport.
+/// [`AttemptRequest`](crate::rt::AttemptRequest) for the transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decoding {
     // Kept flat (16 bytes): it travels in every attempt.
@@ -294,7 +296,7 @@ impl Decoding {
     }
 }
 
-/// Undoes a response's content codings, fed chunk by chunk; see the [module docs](self).
+/// Undoes a response's content codings, fed chunk by chunk;.
 pub struct BodyDecoder {
     stages: Vec<Stage>,
     limits: DecodeLimits,

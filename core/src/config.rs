@@ -1,31 +1,4 @@
-//! Configuration: a plain serde struct with defaults (each field's docs give its own; the
-//! README's "Default policy" table lists them), consuming `with_*` setters, and one validating
-//! [`Config::build`] that turns it into a [`Policy`].
-//!
-//! ```
-//! use std::time::Duration;
-//! use egress_core::{Config, RetryPolicy};
-//!
-//! // From a file (durations as human strings; every field optional):
-//! let config: Config = serde_json::from_str(r#"{
-//!     "base_url": "https://api.example.com/v1",
-//!     "timeouts": { "connect": "1s", "attempt": "2s", "deadline": "5s" },
-//!     "retry": { "max_attempts": 4, "backoff": { "jitter": "equal", "initial": "50ms" } }
-//! }"#).unwrap();
-//! let policy = config.build().unwrap();
-//! assert_eq!(policy.config().retry.max_attempts, 4);
-//!
-//! // Or in code:
-//! let policy = Config::default()
-//!     .with_retry(RetryPolicy::standard().with_max_attempts(5))
-//!     .with_deadline(Duration::from_secs(20))
-//!     .build()
-//!     .unwrap();
-//!
-//! // Nonsense is rejected with the field's name:
-//! let err = Config::default().with_retry(RetryPolicy::standard().with_max_attempts(0)).build();
-//! assert_eq!(err.unwrap_err().field(), "retry.max_attempts");
-//! ```
+//! Configuration; the whole story is on [`Config`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use secrecy::{ExposeSecret, SecretString};
 
-pub use crate::error::ConfigError;
+pub(crate) use crate::error::ConfigError;
 use crate::guard::{CircuitBreakerConfig, Guards, HoldConfig, RateLimitConfig};
 use crate::network::{ProxyConfig, TlsConfig};
 use crate::redact::{RedactConfig, Redactor};
@@ -116,6 +89,35 @@ fn decoding(config: &Config) -> crate::coding::Decoding {
 /// retry budget on (0.2 retries earned per successful attempt over 10 s, plus a reserve of
 /// 10/s); the circuit breaker on (50 % over 30 s, at least 100 attempts, break 5 s to 30 s);
 /// the host-wide hold on; the client-side rate limit off; 10 MiB bodies; decompression on.
+///
+/// Configuration: a plain serde struct with defaults (each field's docs give its own; the
+/// README's "Default policy" table lists them), consuming `with_*` setters, and one validating
+/// [`Config::build`] that turns it into a [`Policy`].
+///
+/// ```
+/// use std::time::Duration;
+/// use egress_core::{Config, RetryPolicy};
+///
+/// // From a file (durations as human strings; every field optional):
+/// let config: Config = serde_json::from_str(r#"{
+///     "base_url": "https://api.example.com/v1",
+///     "timeouts": { "connect": "1s", "attempt": "2s", "deadline": "5s" },
+///     "retry": { "max_attempts": 4, "backoff": { "jitter": "equal", "initial": "50ms" } }
+/// }"#).unwrap();
+/// let policy = config.build().unwrap();
+/// assert_eq!(policy.config().retry.max_attempts, 4);
+///
+/// // Or in code:
+/// let policy = Config::default()
+///     .with_retry(RetryPolicy::standard().with_max_attempts(5))
+///     .with_deadline(Duration::from_secs(20))
+///     .build()
+///     .unwrap();
+///
+/// // Nonsense is rejected with the field's name:
+/// let err = Config::default().with_retry(RetryPolicy::standard().with_max_attempts(0)).build();
+/// assert_eq!(err.unwrap_err().field(), "retry.max_attempts");
+/// ```
 ///
 /// ```
 /// use std::time::Duration;
@@ -233,7 +235,7 @@ pub enum Credentials {
         key: SecretString,
     },
     /// OAuth 2.0 client credentials (RFC 6749 4.4): tokens fetched, cached and refreshed
-    /// ([`crate::token`]).
+    /// ([`TokenSource`](crate::TokenSource)).
     OAuth2(OAuth2Config),
 }
 

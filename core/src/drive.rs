@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, TransportError};
 use crate::exchange::Exchange;
-use crate::io::{AttemptRequest, Input, Output};
+use crate::messages::{AttemptRequest, Input, Output};
 use crate::response::Response;
 use crate::rt::{BoxFuture, Clock, Sleeper, Transport};
 

@@ -1,75 +1,4 @@
-//! Every error type of the core, sorted by the phase of the call in which it happens.
-//!
-//! [`Error`] is what a call returns. Its predicates ([`Error::is_timeout`],
-//! [`Error::is_retryable`], [`Error::may_have_been_sent`], [`Error::status`]) are the stable
-//! contract; the `Display` text is for humans and may change in any release.
-//!
-//! # Mapping to a domain error
-//!
-//! A vendor client turns [`Error`] into the errors its callers think in, once, with the
-//! predicates and helpers (never by parsing messages), and keeps the original for the rest:
-//!
-//! ```
-//! use std::time::SystemTime;
-//! use egress_core::Error;
-//!
-//! /// What callers of an entities service care about.
-//! #[derive(Debug, thiserror::Error)]
-//! pub enum EntitiesError {
-//!     #[error("entity {0} not found")]
-//!     NotFound(String),
-//!     #[error("rate limited")]
-//!     RateLimited { retry_at: Option<SystemTime> },
-//!     #[error("entities service unavailable")]
-//!     Unavailable(#[source] Error),
-//!     #[error("invalid payload at {path}")]
-//!     InvalidPayload { path: String, #[source] source: Error },
-//!     #[error("unauthorized")]
-//!     Unauthorized,
-//!     #[error(transparent)]
-//!     Upstream(Error),
-//! }
-//!
-//! #[derive(serde::Deserialize)]
-//! struct ApiError { code: String }
-//!
-//! fn map(id: &str, error: Error) -> EntitiesError {
-//!     if error.is_not_found() {
-//!         return EntitiesError::NotFound(id.to_owned());
-//!     }
-//!     if error.is_unauthorized() || error.is_forbidden() {
-//!         return EntitiesError::Unauthorized;
-//!     }
-//!     if error.is_rate_limited() {
-//!         return EntitiesError::RateLimited { retry_at: error.retry_at() };
-//!     }
-//!     if let Some(v) = error.validation() {
-//!         let path = v.path().unwrap_or("").to_owned();
-//!         return EntitiesError::InvalidPayload { path, source: error };
-//!     }
-//!     // A vendor error body, decoded from the status error when there is one.
-//!     if let Some(Ok(body)) = error.status_error().map(|s| s.json::<ApiError>()) {
-//!         if body.code == "maintenance" {
-//!             return EntitiesError::Unavailable(error);
-//!         }
-//!     }
-//!     if error.is_server_error() || error.is_timeout() || error.is_retryable() {
-//!         return EntitiesError::Unavailable(error);
-//!     }
-//!     EntitiesError::Upstream(error)
-//! }
-//!
-//! // Against a scripted upstream (the `test-util` doubles):
-//! use egress_core::Config;
-//! use egress_core::test_util::{ScriptedTransport, block_on, step};
-//! let upstream = ScriptedTransport::new();
-//! upstream.push(step(404)).push(step(503).json(r#"{"code":"maintenance"}"#));
-//! let client = upstream.client(Config::default().with_base_url("https://entities.example")).unwrap();
-//! let error = block_on(client.get("/entities/7").send()).unwrap_err();
-//! assert!(matches!(map("7", error), EntitiesError::NotFound(id) if id == "7"));
-//! let error = block_on(client.post("/entities").send()).unwrap_err();
-//! assert!(matches!(map("8", error), EntitiesError::Unavailable(_)));
-//! ```
+//! The errors of a call; the whole story is on [`Error`].
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -83,9 +12,7 @@ use crate::coding::{BodyLimit, DecodeError};
 use crate::ids::CorrelationId;
 use crate::redact::Redactor;
 
-pub use crate::retry_after::RetryAfterError;
-pub use crate::url::InvalidUrl;
-pub use crate::validate::{ValidationError, ValidationKind};
+use crate::validate::ValidationError;
 
 /// What every [`Error`] knows about the call that produced it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -533,6 +460,79 @@ impl fmt::Display for StatusError {
 }
 
 /// The error of a call, sorted by phase.
+///
+/// Every error type of the core, sorted by the phase of the call in which it happens.
+///
+/// [`Error`] is what a call returns. Its predicates ([`Error::is_timeout`],
+/// [`Error::is_retryable`], [`Error::may_have_been_sent`], [`Error::status`]) are the stable
+/// contract; the `Display` text is for humans and may change in any release.
+///
+/// # Mapping to a domain error
+///
+/// A vendor client turns [`Error`] into the errors its callers think in, once, with the
+/// predicates and helpers (never by parsing messages), and keeps the original for the rest:
+///
+/// ```
+/// use std::time::SystemTime;
+/// use egress_core::Error;
+///
+/// /// What callers of an entities service care about.
+/// #[derive(Debug, thiserror::Error)]
+/// pub enum EntitiesError {
+///     #[error("entity {0} not found")]
+///     NotFound(String),
+///     #[error("rate limited")]
+///     RateLimited { retry_at: Option<SystemTime> },
+///     #[error("entities service unavailable")]
+///     Unavailable(#[source] Error),
+///     #[error("invalid payload at {path}")]
+///     InvalidPayload { path: String, #[source] source: Error },
+///     #[error("unauthorized")]
+///     Unauthorized,
+///     #[error(transparent)]
+///     Upstream(Error),
+/// }
+///
+/// #[derive(serde::Deserialize)]
+/// struct ApiError { code: String }
+///
+/// fn map(id: &str, error: Error) -> EntitiesError {
+///     if error.is_not_found() {
+///         return EntitiesError::NotFound(id.to_owned());
+///     }
+///     if error.is_unauthorized() || error.is_forbidden() {
+///         return EntitiesError::Unauthorized;
+///     }
+///     if error.is_rate_limited() {
+///         return EntitiesError::RateLimited { retry_at: error.retry_at() };
+///     }
+///     if let Some(v) = error.validation() {
+///         let path = v.path().unwrap_or("").to_owned();
+///         return EntitiesError::InvalidPayload { path, source: error };
+///     }
+///     // A vendor error body, decoded from the status error when there is one.
+///     if let Some(Ok(body)) = error.status_error().map(|s| s.json::<ApiError>()) {
+///         if body.code == "maintenance" {
+///             return EntitiesError::Unavailable(error);
+///         }
+///     }
+///     if error.is_server_error() || error.is_timeout() || error.is_retryable() {
+///         return EntitiesError::Unavailable(error);
+///     }
+///     EntitiesError::Upstream(error)
+/// }
+///
+/// // Against a scripted upstream (the `test-util` doubles):
+/// use egress_core::Config;
+/// use egress_core::test_util::{ScriptedTransport, block_on, step};
+/// let upstream = ScriptedTransport::new();
+/// upstream.push(step(404)).push(step(503).json(r#"{"code":"maintenance"}"#));
+/// let client = upstream.client(Config::default().with_base_url("https://entities.example")).unwrap();
+/// let error = block_on(client.get("/entities/7").send()).unwrap_err();
+/// assert!(matches!(map("7", error), EntitiesError::NotFound(id) if id == "7"));
+/// let error = block_on(client.post("/entities").send()).unwrap_err();
+/// assert!(matches!(map("8", error), EntitiesError::Unavailable(_)));
+/// ```
 ///
 /// Every variant documents whether the request may have reached the server; ask
 /// [`Error::may_have_been_sent`] rather than matching when that is all you need. Every variant

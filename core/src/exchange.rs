@@ -1,30 +1,4 @@
-//! [`Exchange`]: the state machine of one logical call, every attempt and wait included.
-//!
-//! ```text
-//!              new()
-//!                |
-//!                v
-//!   +------> [Ready] --poll_output--> Send(attempt n) --> [InFlight n]
-//!   |                                                        |   poll_output -> Wait(attempt deadline)
-//!   |                                                        |
-//!   |        Response / Failed / Timer past the deadline     |
-//!   |        (stale attempts and early timers are ignored)   v
-//!   |                                                   classify + schedule
-//!   |                                                    /           \
-//!   |      retry allowed (attempts, deadline, budget)   /             \  success or final failure
-//!   |                                                  v               v
-//!   +---- poll_output at/after until <-- [Waiting until]            [Done] -- poll_output --> Done(result), forever
-//! ```
-//!
-//! Before every attempt leaves `[Ready]`, the state the exchange shares with the other calls to
-//! its host ([`guard`](crate::guard)) admits it, makes it wait (`[Waiting until]` with
-//! [`WaitReason::HostHold`], [`WaitReason::CircuitOpen`] or [`WaitReason::RateLimiter`]), or
-//! ends it at once (`[Done]` with `RateLimited` or `CircuitOpen`, the request never sent); every
-//! attempt's outcome is reported back to it.
-//!
-//! The exchange reads no clock and draws no randomness: the caller passes `now` to
-//! [`Exchange::poll_output`], the time of every [`Input`], and a jitter seed to [`Exchange::new`].
-//! The same seed and the same inputs always give the same outputs.
+//! The [`Exchange`] state machine; its documentation tells the whole story.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,18 +13,18 @@ use crate::error::{
 };
 use crate::guard::fleet::{CoordinatorError, FailureMode, SlotGrant};
 use crate::guard::{
-    Admission, Ask, CallGuards, Hold, HoldReason, Refusal, Verdict, WaitWhy, hints,
+    Admission, Ask, CallGuards, CircuitVerdict, Hold, HoldReason, Refusal, WaitWhy, hints,
+    rate_limit_quota,
 };
 use crate::ids::{CorrelationId, IdempotencyKey};
-use crate::io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
+use crate::messages::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
 use crate::redact::Redactor;
 use crate::request::{KeyChoice, Request};
 use crate::response::Response;
 use crate::retry::{
-    ClassifyContext, Jitter, Outcome, RetryAction, RetryReason, SeededJitter, backoff,
-    is_idempotent_method,
+    ClassifyContext, Jitter, Outcome, RetryAction, RetryReason, SeededJitter, is_idempotent_method,
 };
-use crate::retry_after::{resolve, response_date};
+use crate::retry_after::{resolve_retry_after, response_date};
 use crate::telemetry::Telemetry;
 
 #[derive(Debug)]
@@ -61,8 +35,35 @@ enum State {
     Done(Result<Response, Error>),
 }
 
-/// The state machine of one logical call. See the [module docs](self) and the crate docs for
-/// the drive loop. Its `Debug` shows the URI redacted and no header values.
+/// The state machine of one logical call.. Its `Debug` shows the URI redacted and no header values.
+///
+/// [`Exchange`]: the state machine of one logical call, every attempt and wait included.
+///
+/// ```text
+///              new()
+///                |
+///                v
+///   +------> [Ready] --poll_output--> Send(attempt n) --> [InFlight n]
+///   |                                                        |   poll_output -> Wait(attempt deadline)
+///   |                                                        |
+///   |        Response / Failed / Timer past the deadline     |
+///   |        (stale attempts and early timers are ignored)   v
+///   |                                                   classify + schedule
+///   |                                                    /           \
+///   |      retry allowed (attempts, deadline, budget)   /             \  success or final failure
+///   |                                                  v               v
+///   +---- poll_output at/after until <-- [Waiting until]            [Done] -- poll_output --> Done(result), forever
+/// ```
+///
+/// Before every attempt leaves `[Ready]`, the state the exchange shares with the other calls to
+/// its host ([`Guards`](crate::Guards)) admits it, makes it wait (`[Waiting until]` with
+/// [`WaitReason::HostHold`], [`WaitReason::CircuitOpen`] or [`WaitReason::RateLimiter`]), or
+/// ends it at once (`[Done]` with `RateLimited` or `CircuitOpen`, the request never sent); every
+/// attempt's outcome is reported back to it.
+///
+/// The exchange reads no clock and draws no randomness: the caller passes `now` to
+/// [`Exchange::poll_output`], the time of every [`Input`], and a jitter seed to [`Exchange::new`].
+/// The same seed and the same inputs always give the same outputs.
 pub struct Exchange {
     policy: Policy,
     method: Method,
@@ -587,7 +588,7 @@ impl Exchange {
                     return true;
                 };
                 let until = saturating_add(now, fleet.timeout).min(self.deadline);
-                let acquire = crate::io::Acquire::new(*ask, fleet.coordinator.clone());
+                let acquire = crate::messages::Acquire::new(*ask, fleet.coordinator.clone());
                 self.fleet.pending = Some(Box::new(acquire));
                 self.fleet.waiting = true;
                 let reason = WaitReason::Coordinator;
@@ -644,13 +645,15 @@ impl Exchange {
 
     /// Reports what attempt said about its host: a success earns retry budget; the breaker
     /// counts successes and failures (and a neutral outcome frees a probe permit).
-    fn report(&mut self, at: Instant, verdict: Verdict) {
+    fn report(&mut self, at: Instant, verdict: CircuitVerdict) {
         let probe = self.probe.take();
-        if verdict == Verdict::Success {
+        if verdict == CircuitVerdict::Success {
             self.policy.budget().record_success(self.budget_key(), at);
         }
         // The breaker counted the attempt when it admitted it; only failures and probes report.
-        if self.call_guards.circuit_breaker && (verdict == Verdict::Failure || probe.is_some()) {
+        if self.call_guards.circuit_breaker
+            && (verdict == CircuitVerdict::Failure || probe.is_some())
+        {
             self.policy
                 .guards()
                 .record(self.guard_key(), at, verdict, probe, &self.correlation_id);
@@ -751,7 +754,7 @@ impl Exchange {
                 };
                 if kind == TimeoutKind::Deadline {
                     // The upstream did not answer in time: a failure for the breaker too.
-                    self.report(at, Verdict::Failure);
+                    self.report(at, CircuitVerdict::Failure);
                     return self.fail(at, StopReason::Deadline, error);
                 }
                 self.decide(&Outcome::TimedOut(kind), at, None, error);
@@ -821,12 +824,12 @@ impl Exchange {
         };
         let action = self.classify(&outcome, wall);
         let verdict = match action {
-            RetryAction::NoAction => Verdict::Success,
+            RetryAction::NoAction => CircuitVerdict::Success,
             RetryAction::Retry {
                 reason: RetryReason::Throttled,
                 ..
-            } => Verdict::Neutral,
-            _ => Verdict::Failure,
+            } => CircuitVerdict::Neutral,
+            _ => CircuitVerdict::Failure,
         };
         self.report(at, verdict);
         self.hold_on_response(at, wall, &parts.headers, &action);
@@ -877,14 +880,14 @@ impl Exchange {
             } = action
             {
                 let date = response_date(headers);
-                let delay = resolve(*hint, date, wall);
+                let delay = resolve_retry_after(*hint, date, wall);
                 let retry_at = wall.checked_add(delay).unwrap_or(wall);
                 self.hold_host(at, delay, retry_at, HoldReason::RetryAfter);
             }
         }
         if config.rate_limit_fields && hints::has_rate_limit_fields(headers) {
             let date = response_date(headers);
-            if let Some(quota) = hints::quota(headers, date, wall) {
+            if let Some(quota) = rate_limit_quota(headers, date, wall) {
                 if let (true, Some(reset)) = (quota.is_exhausted(), quota.reset) {
                     let retry_at = wall.checked_add(reset).unwrap_or(wall);
                     self.hold_host(at, reset, retry_at, HoldReason::QuotaExhausted);
@@ -917,17 +920,17 @@ impl Exchange {
         let action = self.classify(outcome, wall.unwrap_or(SystemTime::UNIX_EPOCH));
         let verdict = match (outcome, action) {
             // The upstream did not answer within the attempt's time.
-            (Outcome::TimedOut(_), _) => Verdict::Failure,
+            (Outcome::TimedOut(_), _) => CircuitVerdict::Failure,
             (
                 _,
                 RetryAction::Retry {
                     reason: RetryReason::Throttled,
                     ..
                 },
-            ) => Verdict::Neutral,
-            (_, RetryAction::Retry { .. } | RetryAction::Forbidden(_)) => Verdict::Failure,
+            ) => CircuitVerdict::Neutral,
+            (_, RetryAction::Retry { .. } | RetryAction::Forbidden(_)) => CircuitVerdict::Failure,
             // TLS, protocol, an oversize body: not the upstream's health.
-            _ => Verdict::Neutral,
+            _ => CircuitVerdict::Neutral,
         };
         self.report(at, verdict);
         self.schedule(action, at, None, error);
@@ -951,7 +954,9 @@ impl Exchange {
             // A throttled last attempt still says when to come back.
             if let (Some(hint), RetryReason::Throttled) = (hint, reason) {
                 let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
-                let retry_at = wall.checked_add(resolve(hint, date, wall)).unwrap_or(wall);
+                let retry_at = wall
+                    .checked_add(resolve_retry_after(hint, date, wall))
+                    .unwrap_or(wall);
                 let limited = Error::RateLimited {
                     retry_at,
                     last: Some(Box::new(error)),
@@ -965,7 +970,7 @@ impl Exchange {
         let (delay, wait) = match hint {
             Some(hint) => {
                 let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
-                let delay = resolve(hint, date, wall);
+                let delay = resolve_retry_after(hint, date, wall);
                 let cap = self.retry_after_cap;
                 if delay > cap || saturating_add(at, delay) >= self.deadline {
                     let retry_at = wall.checked_add(delay).unwrap_or(wall);
@@ -981,7 +986,7 @@ impl Exchange {
             None => {
                 let random = self.jitter.next_u64();
                 let backoff = &self.policy.config().retry.backoff;
-                let delay = backoff::delay(retry, backoff, self.previous_delay, random);
+                let delay = backoff.delay(retry, self.previous_delay, random);
                 (delay, WaitReason::Backoff { retry })
             }
         };
@@ -1035,7 +1040,7 @@ impl Exchange {
 #[derive(Debug, Default)]
 struct FleetCall {
     /// The `Acquire` to hand out at the next poll.
-    pending: Option<Box<crate::io::Acquire>>,
+    pending: Option<Box<crate::messages::Acquire>>,
     /// An `Acquire` is out and unanswered.
     waiting: bool,
     /// The coordinator failed this call, which fails open: local limits only.

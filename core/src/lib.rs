@@ -5,15 +5,23 @@
 //!
 //! In scope: the exact request of each attempt; timeouts and the whole-call deadline; which
 //! failures retry; how long to back off; honouring `Retry-After`; the retry budget; decisions
-//! across calls ([`guard`]: the circuit breaker, the host-wide hold, the client-side rate limit
+//! across calls ([`Guards`]: the circuit breaker, the host-wide hold, the client-side rate limit
 //! and servers' rate-limit fields); idempotency keys and correlation IDs; access tokens and
-//! their lifecycle ([`token`]: OAuth 2.0 client credentials, refresh ahead of expiry, one refresh
+//! their lifecycle ([`TokenSource`]: OAuth 2.0 client credentials, refresh ahead of expiry, one refresh
 //! at a time, one re-send when the API rejects a token); the mapping of failures to typed
 //! errors.
 //!
 //! Out of scope: sockets, TLS, timers, clocks and randomness. The backend crates (`egress-tokio`,
 //! `egress-async-std`) bring those and drive this core through [`rt`] and [`drive()`]. Anyone can
 //! drive an [`Exchange`] by hand instead: a blocking loop, a third runtime, a test.
+//!
+//! # Where things are
+//!
+//! Every type, trait and function a service or a vendor client uses is at the crate root, at
+//! that one path. Three modules hold the rest: [`rt`], the hooks of backends and transports (the
+//! runtime seam, the fleet coordinator, what an attempt hands a transport, the body decoder),
+//! which may change between minor versions; [`test_util`] (feature `test-util`); and
+//! [`telemetry_reference`], which is documentation only.
 //!
 //! # The drive loop
 //!
@@ -75,7 +83,7 @@
 //! than one already seen is treated as that one. Deadlines leave the core as absolute
 //! [`Instant`](std::time::Instant)s, never as durations from an unknown "now". Jitter comes from
 //! the seed given to [`Exchange::new`], so the same seed and inputs give the same timeline.
-//! IDs are minted from bytes the [`rt::Entropy`] of a backend supplies (see [`ids`]).
+//! IDs are minted from bytes the [`rt::Entropy`] of a backend supplies (see [`CorrelationId`]).
 //!
 //! # Telemetry
 //!
@@ -102,58 +110,97 @@
 // the same paths wherever the macro is used.
 extern crate self as egress_core;
 
-pub mod client;
-pub mod coding;
-#[doc = include_str!("telemetry.md")]
-pub mod telemetry_reference {}
-pub mod config;
-pub mod drive;
-pub mod error;
-pub mod exchange;
-pub mod guard;
-pub mod ids;
-pub mod io;
+mod client;
+mod coding;
+mod config;
+mod drive;
+mod error;
+mod exchange;
+mod guard;
+mod ids;
+mod messages;
 #[cfg(feature = "metrics")]
 mod metric_names;
-pub mod network;
-pub mod redact;
-pub mod request;
-pub mod response;
-pub mod retry;
-pub mod retry_after;
+mod network;
+mod redact;
+mod request;
+mod response;
+mod retry;
+mod retry_after;
 pub mod rt;
 mod telemetry;
-#[cfg(feature = "metrics")]
-pub use telemetry::{DURATION_BUCKETS, describe_metrics};
+#[doc = include_str!("telemetry.md")]
+pub mod telemetry_reference {}
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
-pub mod token;
-pub mod url;
-pub mod validate;
+mod token;
+mod url;
+mod validate;
 
 pub use bytes;
 pub use http;
 pub use secrecy;
 pub use secrecy::SecretString;
+pub use url::Url;
 
+// The client, its requests and responses.
 pub use client::{
-    ApiKeyHeader, Auth, BearerToken, Client, ClientBuilder, ClientOptions, RequestBuilder, Runtime,
+    AmbientCorrelation, ApiKeyHeader, Auth, BearerToken, Client, ClientBuilder, ClientOptions,
+    RequestBuilder, Runtime,
 };
-pub use config::{Config, ConfigError, Credentials, Policy, PoolConfig, Timeouts};
-pub use drive::drive;
-pub use error::{
-    CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
-};
-pub use exchange::Exchange;
-pub use guard::{CallGuards, CircuitBreakerConfig, HoldConfig, Rate, RateLimitConfig};
-pub use ids::{CorrelationId, IdempotencyKey, InvalidId};
-pub use io::{AttemptDeadlines, AttemptRequest, Input, Output, WaitReason};
+pub use ids::{CorrelationId, IdempotencyKey, InvalidId, MAX_ID_LEN};
 pub use request::{KeyChoice, Overrides, Request};
 pub use response::Response;
-pub use retry::RetryPolicy;
-pub use retry_after::RetryAfter;
-pub use token::{ClientCredentials, OAuth2Config, TokenError, TokenSource};
-pub use validate::{Validate, ValidationError, ValidationKind};
 
-#[cfg(test)]
-mod tests;
+// Configuration.
+pub use config::{Config, Credentials, Policy, PoolConfig, Timeouts};
+pub use network::{ProxyConfig, ProxyUrl, TlsConfig};
+pub use redact::{REDACTED, RedactConfig, Redactor};
+
+// Errors.
+pub use coding::{BodyLimit, Coding};
+pub use error::{
+    CallMeta, ConfigError, EXCERPT_LEN, Error, StatusError, StopReason, TimeoutKind, TokenError,
+    TransportError, TransportErrorKind,
+};
+pub use url::InvalidUrl;
+
+// Retries and `Retry-After`.
+pub use retry::{
+    Backoff, BudgetConfig, Classifier, ClassifyContext, DefaultClassifier, ForbidReason, Jitter,
+    JitterMode, NoJitter, Outcome, RetryAction, RetryBudget, RetryPolicy, RetryReason,
+    SeededJitter, classify, is_answer, is_idempotent_method,
+};
+pub use retry_after::{
+    RetryAfter, RetryAfterError, parse_retry_after, resolve_retry_after, response_date,
+    retry_after_from_headers,
+};
+
+// Decisions across calls: circuit breaker, hold, rate limit, rate-limit fields, the fleet.
+pub use guard::{
+    Breaker, CallGuards, CircuitBreakerConfig, CircuitCheck, CircuitSharing, CircuitState,
+    CircuitVerdict, FailureMode, FleetConfig, FleetUrl, Gcra, Guards, Hold, HoldConfig, HoldReason,
+    InvalidRate, LocalCoordinator, ProbeId, Quota, Rate, RateLimitConfig, rate_limit_quota,
+};
+
+// Access tokens.
+pub use token::{
+    ClientAuthMethod, ClientCredentials, CurrentToken, FetchContext, OAuth2Config, RefreshPolicy,
+    RefreshReason, RefreshTicket, RejectionRule, Token, TokenDecision, TokenLifecycle, TokenSource,
+    bearer_error, is_invalid_token, parse_token_response, token_request_failed,
+};
+
+// Validation of response bodies.
+pub use validate::{
+    ContentTypes, Expect, Invalid, Validate, ValidationError, ValidationKind, is_json_content_type,
+    validate, validate_checked,
+};
+
+// The sans-IO engine and its driver.
+pub use drive::drive;
+pub use exchange::Exchange;
+pub use messages::{Acquire, Input, Output, WaitReason};
+
+#[cfg(feature = "metrics")]
+pub use telemetry::{DURATION_BUCKETS, describe_metrics};
+

@@ -1,19 +1,4 @@
-//! Network paths: the outbound proxy (`[proxy]`) and the TLS client identity (`[tls]`) of a
-//! client. The backends act on them (egress-transport routes connections through the proxy and
-//! presents the identity); the core only holds and shows them, secrets redacted.
-//!
-//! ```
-//! use egress_core::Config;
-//!
-//! let config: Config = from_file(r#"{
-//!     "proxy": { "https": "http://user:s3cret@proxy.internal:3128", "no_proxy": "localhost,.internal" },
-//!     "tls": { "client_cert": "/etc/egress/client.pem", "client_key": "/etc/egress/client.key" }
-//! }"#);
-//! let shown = format!("{config:?}");
-//! assert!(shown.contains("proxy.internal:3128"));
-//! assert!(!shown.contains("s3cret"), "the proxy password is never shown");
-//! # fn from_file(s: &str) -> Config { serde_json::from_str(s).unwrap() }
-//! ```
+//! Proxies and client certificates; the whole story is on [`ProxyConfig`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -95,6 +80,23 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
 
 /// The outbound proxy of a client (`[proxy]`).
 ///
+/// Network paths: the outbound proxy (`[proxy]`) and the TLS client identity (`[tls]`) of a
+/// client. The backends act on them (egress-transport routes connections through the proxy and
+/// presents the identity); the core only holds and shows them, secrets redacted.
+///
+/// ```
+/// use egress_core::Config;
+///
+/// let config: Config = from_file(r#"{
+///     "proxy": { "https": "http://user:s3cret@proxy.internal:3128", "no_proxy": "localhost,.internal" },
+///     "tls": { "client_cert": "/etc/egress/client.pem", "client_key": "/etc/egress/client.key" }
+/// }"#);
+/// let shown = format!("{config:?}");
+/// assert!(shown.contains("proxy.internal:3128"));
+/// assert!(!shown.contains("s3cret"), "the proxy password is never shown");
+/// # fn from_file(s: &str) -> Config { serde_json::from_str(s).unwrap() }
+/// ```
+///
 /// Which proxy a request takes, in order:
 /// 1. `no_proxy` (here, and `NO_PROXY` when the environment is read) names the host: no proxy.
 /// 2. `http` (for `http://` targets) or `https` (for `https://` targets) is set here: that one.
@@ -114,7 +116,7 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
 /// 11.7.1), never shown.
 ///
 /// ```
-/// use egress_core::network::ProxyConfig;
+/// use egress_core::ProxyConfig;
 ///
 /// let proxy = ProxyConfig::default()
 ///     .with_https("http://proxy.internal:3128")

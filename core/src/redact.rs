@@ -1,26 +1,4 @@
-//! Redaction, one module used everywhere: spans and events, `Debug` of requests, responses,
-//! configuration and errors, error `Display`, and body excerpts.
-//!
-//! What is secret:
-//! - header names `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key`,
-//!   any name containing `token`, `secret`, `password`, `api-key`, `apikey` or `session`, and the
-//!   configured names;
-//! - URL userinfo;
-//! - query parameters and JSON or form fields named `token`, `access_token`, `refresh_token`,
-//!   `id_token`, `key`, `api_key`, `apikey`, `secret`, `client_secret`, `password`, `passwd`,
-//!   `signature`, `sig`, any name containing `token`, `secret` or `password`, and the configured
-//!   names;
-//! - the exact values of every secret the request carried (its sensitive headers, userinfo and
-//!   secret query parameters), wherever they appear in a body excerpt.
-//!
-//! ```
-//! use egress_core::redact::Redactor;
-//! use egress_core::url::Url;
-//! let r = Redactor::default();
-//! let url = Url::parse("https://user:pw@api.example.com/x?token=abc&page=2").unwrap();
-//! assert_eq!(r.url(&url), "https://api.example.com/x?token=REDACTED&page=2");
-//! assert_eq!(r.text(br#"{"id":1,"password":"hunter2"}"#), r#"{"id":1,"password":"REDACTED"}"#);
-//! ```
+//! Redaction of secrets; the whole story is on [`RedactConfig`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -91,6 +69,30 @@ const KNOWN_PUBLIC: [http::HeaderName; 20] = [
 const MIN_VALUE_LEN: usize = 4;
 
 /// Extra names to redact, from configuration.
+///
+/// Redaction, one module used everywhere: spans and events, `Debug` of requests, responses,
+/// configuration and errors, error `Display`, and body excerpts.
+///
+/// What is secret:
+/// - header names `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key`,
+///   any name containing `token`, `secret`, `password`, `api-key`, `apikey` or `session`, and the
+///   configured names;
+/// - URL userinfo;
+/// - query parameters and JSON or form fields named `token`, `access_token`, `refresh_token`,
+///   `id_token`, `key`, `api_key`, `apikey`, `secret`, `client_secret`, `password`, `passwd`,
+///   `signature`, `sig`, any name containing `token`, `secret` or `password`, and the configured
+///   names;
+/// - the exact values of every secret the request carried (its sensitive headers, userinfo and
+///   secret query parameters), wherever they appear in a body excerpt.
+///
+/// ```
+/// use egress_core::Redactor;
+/// use egress_core::Url;
+/// let r = Redactor::default();
+/// let url = Url::parse("https://user:pw@api.example.com/x?token=abc&page=2").unwrap();
+/// assert_eq!(r.url(&url), "https://api.example.com/x?token=REDACTED&page=2");
+/// assert_eq!(r.text(br#"{"id":1,"password":"hunter2"}"#), r#"{"id":1,"password":"REDACTED"}"#);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

@@ -69,7 +69,7 @@ impl Response {
         Expect::any_success(self.body_limit, self.redactor.clone())
     }
 
-    /// Validates the response and decodes its JSON body; see [`crate::validate`].
+    /// Validates the response and decodes its JSON body; see [`Validate`](crate::Validate).
     ///
     /// ```
     /// use egress_core::Config;

@@ -1,12 +1,4 @@
-//! `Retry-After` (RFC 9110 section 10.2.3): parsed, resolved against the response's own `Date`,
-//! then clamped by the exchange.
-//!
-//! Both forms are accepted: delay-seconds (`120`) and an HTTP-date in any of the three forms of
-//! RFC 9110 section 5.6.7 (IMF-fixdate, the obsolete RFC 850 form, and ANSI C's `asctime()`
-//! form). A date is turned into a delay relative to the response's `Date` header when it has a
-//! valid one, so a skewed local clock does not stretch or shrink the wait; otherwise relative to
-//! the wall-clock time at which the response arrived. Malformed values are an error, and the
-//! exchange then falls back to its backoff.
+//! `Retry-After`; the whole story is on [`RetryAfter`].
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +6,16 @@ use http::HeaderMap;
 use http::header::{DATE, RETRY_AFTER};
 
 /// A parsed `Retry-After` hint (or any vendor's equivalent, such as GitHub's reset time).
+///
+/// `Retry-After` (RFC 9110 section 10.2.3): parsed, resolved against the response's own `Date`,
+/// then clamped by the exchange.
+///
+/// Both forms are accepted: delay-seconds (`120`) and an HTTP-date in any of the three forms of
+/// RFC 9110 section 5.6.7 (IMF-fixdate, the obsolete RFC 850 form, and ANSI C's `asctime()`
+/// form). A date is turned into a delay relative to the response's `Date` header when it has a
+/// valid one, so a skewed local clock does not stretch or shrink the wait; otherwise relative to
+/// the wall-clock time at which the response arrived. Malformed values are an error, and the
+/// exchange then falls back to its backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryAfter {
     /// Wait this long.
@@ -35,12 +37,12 @@ const MAX_SECONDS: u64 = u32::MAX as u64;
 ///
 /// ```
 /// use std::time::Duration;
-/// use egress_core::retry_after::{parse, RetryAfter};
-/// assert_eq!(parse(b"120"), Ok(RetryAfter::Delay(Duration::from_secs(120))));
-/// assert!(matches!(parse(b"Wed, 21 Oct 2015 07:28:00 GMT"), Ok(RetryAfter::At(_))));
-/// assert!(parse(b"soon").is_err());
+/// use egress_core::{RetryAfter, parse_retry_after};
+/// assert_eq!(parse_retry_after(b"120"), Ok(RetryAfter::Delay(Duration::from_secs(120))));
+/// assert!(matches!(parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), Ok(RetryAfter::At(_))));
+/// assert!(parse_retry_after(b"soon").is_err());
 /// ```
-pub fn parse(value: &[u8]) -> Result<RetryAfter, RetryAfterError> {
+pub fn parse_retry_after(value: &[u8]) -> Result<RetryAfter, RetryAfterError> {
     let text = std::str::from_utf8(value)
         .map_err(|_| RetryAfterError)?
         .trim();
@@ -59,13 +61,15 @@ pub fn parse(value: &[u8]) -> Result<RetryAfter, RetryAfterError> {
 
 /// Reads `Retry-After` from response headers: `None` when absent, `Some(Err)` when malformed
 /// (including when the header appears more than once with different values).
-pub fn from_headers(headers: &HeaderMap) -> Option<Result<RetryAfter, RetryAfterError>> {
+pub fn retry_after_from_headers(
+    headers: &HeaderMap,
+) -> Option<Result<RetryAfter, RetryAfterError>> {
     let mut values = headers.get_all(RETRY_AFTER).iter();
     let first = values.next()?;
     if values.any(|other| other != first) {
         return Some(Err(RetryAfterError));
     }
-    Some(parse(first.as_bytes()))
+    Some(parse_retry_after(first.as_bytes()))
 }
 
 /// The response's `Date`, when present and valid.
@@ -76,7 +80,11 @@ pub fn response_date(headers: &HeaderMap) -> Option<SystemTime> {
 
 /// Turns a hint into a delay. A date is measured from `date` (the response's `Date` header) when
 /// given, else from `wall` (when the response arrived). A date in the past means no wait.
-pub fn resolve(hint: RetryAfter, date: Option<SystemTime>, wall: SystemTime) -> Duration {
+pub fn resolve_retry_after(
+    hint: RetryAfter,
+    date: Option<SystemTime>,
+    wall: SystemTime,
+) -> Duration {
     match hint {
         RetryAfter::Delay(d) => d,
         RetryAfter::At(at) => at
@@ -99,10 +107,16 @@ mod tests {
 
     #[test]
     fn delay_seconds_parse_to_a_delay() {
-        assert_eq!(parse(b"0"), Ok(RetryAfter::Delay(Duration::ZERO)));
-        assert_eq!(parse(b"2"), Ok(RetryAfter::Delay(Duration::from_secs(2))));
         assert_eq!(
-            parse(b" 120 "),
+            parse_retry_after(b"0"),
+            Ok(RetryAfter::Delay(Duration::ZERO))
+        );
+        assert_eq!(
+            parse_retry_after(b"2"),
+            Ok(RetryAfter::Delay(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            parse_retry_after(b" 120 "),
             Ok(RetryAfter::Delay(Duration::from_secs(120)))
         );
     }
@@ -111,7 +125,7 @@ mod tests {
     fn enormous_delay_seconds_saturate_instead_of_failing() {
         let huge = b"99999999999999999999999999999";
         assert_eq!(
-            parse(huge),
+            parse_retry_after(huge),
             Ok(RetryAfter::Delay(Duration::from_secs(u32::MAX as u64)))
         );
     }
@@ -125,7 +139,7 @@ mod tests {
         ];
         for form in forms {
             assert_eq!(
-                parse(form),
+                parse_retry_after(form),
                 Ok(RetryAfter::At(at(OCT_21))),
                 "{}",
                 String::from_utf8_lossy(form)
@@ -146,7 +160,7 @@ mod tests {
             b"Wed, 32 Oct 2015 07:28:00 GMT",
         ] {
             assert_eq!(
-                parse(bad),
+                parse_retry_after(bad),
                 Err(RetryAfterError),
                 "{}",
                 String::from_utf8_lossy(bad)
@@ -160,12 +174,12 @@ mod tests {
         // From the server's Date the wait is 30 s; from our clock it would be 0.
         let hint = RetryAfter::At(at(OCT_21 + 30));
         assert_eq!(
-            resolve(hint, Some(at(OCT_21)), at(OCT_21 + 100)),
+            resolve_retry_after(hint, Some(at(OCT_21)), at(OCT_21 + 100)),
             Duration::from_secs(30)
         );
         // Without a Date, the local wall time is used: 30 - 10 = 20 s.
         assert_eq!(
-            resolve(hint, None, at(OCT_21 + 10)),
+            resolve_retry_after(hint, None, at(OCT_21 + 10)),
             Duration::from_secs(20)
         );
     }
@@ -173,7 +187,7 @@ mod tests {
     #[test]
     fn a_date_in_the_past_means_no_wait() {
         assert_eq!(
-            resolve(RetryAfter::At(at(10)), None, at(20)),
+            resolve_retry_after(RetryAfter::At(at(10)), None, at(20)),
             Duration::ZERO
         );
     }
@@ -181,19 +195,19 @@ mod tests {
     #[test]
     fn the_header_is_read_once_and_conflicting_repeats_are_malformed() {
         let mut h = HeaderMap::new();
-        assert_eq!(from_headers(&h), None);
+        assert_eq!(retry_after_from_headers(&h), None);
         h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
         assert_eq!(
-            from_headers(&h),
+            retry_after_from_headers(&h),
             Some(Ok(RetryAfter::Delay(Duration::from_secs(3))))
         );
         h.append(RETRY_AFTER, HeaderValue::from_static("3"));
         assert_eq!(
-            from_headers(&h),
+            retry_after_from_headers(&h),
             Some(Ok(RetryAfter::Delay(Duration::from_secs(3))))
         );
         h.append(RETRY_AFTER, HeaderValue::from_static("9"));
-        assert_eq!(from_headers(&h), Some(Err(RetryAfterError)));
+        assert_eq!(retry_after_from_headers(&h), Some(Err(RetryAfterError)));
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! The runtime seam: the three small object-safe traits a backend implements (plus a source of
-//! random bytes for IDs and jitter seeds). Std futures only, so no runtime is a dependency here.
+//! The hooks of egress-core for backends and transports, which may change between minor
+//! versions: the runtime seam (the small object-safe traits a backend implements: a clock, a
+//! sleeper, a transport and a source of random bytes for IDs and jitter seeds), the fleet
+//! coordinator a shared store implements, what an attempt hands a transport, and the streaming
+//! body decoder a transport runs. Std futures only, so no runtime is a dependency here.
+//! Everything else is re-exported at the crate root.
 
 use std::fmt::{self, Debug};
 use std::future::Future;
@@ -10,6 +14,9 @@ use bytes::Bytes;
 
 use crate::error::TransportError;
 use crate::redact::Redactor;
+
+pub use crate::coding::{BodyDecoder, DecodeError, DecodeLimits, Decoding, RATIO_AFTER};
+pub use crate::guard::shared::{CoordinatorError, SlotAsk, SlotGrant};
 
 /// A boxed, sendable future, as returned by the runtime traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -59,7 +66,7 @@ pub trait Entropy: Debug + Send + Sync {
 }
 
 /// State shared with the other replicas of a service: rate slots, holds and open circuits (see
-/// [`guard::fleet`](crate::guard::fleet)). The core decides; a coordinator only loads and stores.
+/// [`FleetConfig`](crate::FleetConfig)). The core decides; a coordinator only loads and stores.
 ///
 /// Only [`acquire`](Self::acquire) does IO, and the driver runs it (on
 /// [`Output::Acquire`](crate::Output::Acquire)), racing it against the exchange's timer. The

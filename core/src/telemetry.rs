@@ -17,7 +17,7 @@ use tracing::field::Empty;
 
 use crate::error::Error;
 use crate::ids::CorrelationId;
-use crate::io::WaitReason;
+use crate::messages::WaitReason;
 use crate::redact::Redactor;
 use crate::request::Request;
 use crate::retry::RetryReason;

@@ -34,7 +34,7 @@ use crate::client::{Client, Runtime};
 use crate::config::{Config, ConfigError, Policy};
 use crate::error::{Error, TransportError, TransportErrorKind};
 use crate::exchange::Exchange;
-use crate::io::{AttemptRequest, Input, Output, WaitReason};
+use crate::messages::{AttemptRequest, Input, Output, WaitReason};
 use crate::request::Request;
 use crate::response::Response;
 use crate::rt::{BoxFuture, Clock, Entropy, Sleeper, Transport};
@@ -477,7 +477,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 ///
 /// ```
 /// use egress_core::{Config, Request, http::Method};
-/// use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
+/// use egress_core::{Backoff, JitterMode, RetryPolicy};
 /// use egress_core::test_util::{Scenario, step};
 ///
 /// let no_jitter = Backoff::default().with_jitter(JitterMode::None);

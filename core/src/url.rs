@@ -26,7 +26,7 @@ impl InvalidUrl {
 }
 
 /// Parses and checks a base URL: `http` or `https`, a host, no query, no fragment.
-pub fn parse_base(base: &str) -> Result<Url, InvalidUrl> {
+pub(crate) fn parse_base(base: &str) -> Result<Url, InvalidUrl> {
     let url = Url::parse(base).map_err(|e| InvalidUrl::new(format!("{e}")))?;
     check_absolute(&url)?;
     if url.query().is_some() || url.fragment().is_some() {
@@ -38,7 +38,7 @@ pub fn parse_base(base: &str) -> Result<Url, InvalidUrl> {
 }
 
 /// Checks an absolute request URL: `http` or `https` and a host.
-pub fn check_absolute(url: &Url) -> Result<(), InvalidUrl> {
+pub(crate) fn check_absolute(url: &Url) -> Result<(), InvalidUrl> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(InvalidUrl::new(format!(
             "unsupported scheme {:?}",
@@ -65,17 +65,10 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 }
 
 /// Joins `path` (with an optional query) onto `base`, staying on the base's origin and under its
-/// path.
-///
-/// ```
-/// use egress_core::url::{join, parse_base};
-/// let base = parse_base("https://api.example.com/v1").unwrap();
-/// assert_eq!(join(&base, "/entities/7?expand=owner").unwrap().as_str(),
-///            "https://api.example.com/v1/entities/7?expand=owner");
-/// assert!(join(&base, "//evil.example/steal").is_err());
-/// assert!(join(&base, "../admin").is_err());
-/// ```
-pub fn join(base: &Url, path: &str) -> Result<Url, InvalidUrl> {
+/// path: `/entities/7?expand=owner` on `https://api.example.com/v1` is
+/// `https://api.example.com/v1/entities/7?expand=owner`; `//evil.example/steal` and
+/// `../admin` are refused.
+pub(crate) fn join(base: &Url, path: &str) -> Result<Url, InvalidUrl> {
     let relative = path.trim_start_matches('/');
     if base.path().ends_with('/') && !path.starts_with("//") && is_plain(relative) {
         // Nothing in a plain path can name a scheme or a host or climb, so the checks below
@@ -295,29 +288,9 @@ const KEPT: [u8; 256] = {
     table
 };
 
-/// Whether the URL parser keeps the path of an `http(s)` URL (after its authority) byte for
-/// byte: only characters it never escapes there, and no dot segment (which it removes; `%2e`
-/// counts as a dot).
-///
-/// ```
-/// use egress_core::url::is_verbatim_path;
-/// assert!(is_verbatim_path("/v1/entities/7:archive"));
-/// assert!(!is_verbatim_path("/v1/../admin"));
-/// assert!(!is_verbatim_path("/v1/%2E%2e/admin"));
-/// assert!(!is_verbatim_path("/a b"));
-/// ```
-pub fn is_verbatim_path(path: &str) -> bool {
-    kept_path(path.as_bytes(), ABSOLUTE)
-}
-
-/// Whether the URL parser keeps the query of an `http(s)` URL (after its `?`) byte for byte.
-///
-/// ```
-/// use egress_core::url::is_verbatim_query;
-/// assert!(is_verbatim_query("page=2&q=a%20b"));
-/// assert!(!is_verbatim_query("q='quoted'"));
-/// ```
-pub fn is_verbatim_query(query: &str) -> bool {
+/// Whether the URL parser keeps the query of an `http(s)` URL (after its `?`) byte for byte:
+/// `page=2&q=a%20b` is kept, `q='quoted'` is not (the parser escapes `'` in a query).
+pub(crate) fn is_verbatim_query(query: &str) -> bool {
     query.bytes().all(|b| KEPT[b as usize] & QUERY != 0)
 }
 
@@ -363,6 +336,23 @@ fn is_verbatim(relative: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_joins_under_the_base_and_never_leaves_it() {
+        let base = parse_base("https://api.example.com/v1").unwrap();
+        assert_eq!(
+            join(&base, "/entities/7?expand=owner").unwrap().as_str(),
+            "https://api.example.com/v1/entities/7?expand=owner"
+        );
+        assert!(join(&base, "//evil.example/steal").is_err());
+        assert!(join(&base, "../admin").is_err());
+    }
+
+    #[test]
+    fn a_query_is_verbatim_unless_the_parser_would_escape_a_byte_of_it() {
+        assert!(is_verbatim_query("page=2&q=a%20b"));
+        assert!(!is_verbatim_query("q='quoted'"));
+    }
 
     fn host_of(uri: &str) -> Option<String> {
         let uri: http::Uri = uri.parse().expect("a valid uri");

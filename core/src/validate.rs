@@ -1,31 +1,4 @@
-//! Typed validation of a response, as a pure function over its parts. Never retried, never
-//! panics on any input.
-//!
-//! In order: the status must be the expected one (any 2xx by default); the `Content-Type` must be
-//! JSON (`application/json` or any `+json` suffix, parameters such as `charset` allowed); the body
-//! must be within the size limit, non-empty, without a byte-order mark, and valid UTF-8; then
-//! `serde_json` (recursion limit on) must decode it into `T`, and failures name the JSON path of
-//! the problem (`items[3].id: invalid type: null, expected a string`); no object may repeat a
-//! key; finally, [`Validate`] adds semantic checks. Every error carries a short redacted excerpt
-//! of the body around the problem.
-//!
-//! ```
-//! use egress_core::validate::{Expect, ValidationKind, validate};
-//! use egress_core::http::{HeaderMap, HeaderValue, StatusCode};
-//!
-//! #[derive(Debug, serde::Deserialize)]
-//! struct Page { items: Vec<Item> }
-//! #[derive(Debug, serde::Deserialize)]
-//! struct Item { id: String }
-//!
-//! let mut headers = HeaderMap::new();
-//! headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
-//! let body = br#"{"items":[{"id":"a"},{"id":null}]}"#;
-//! let err = validate::<Page>(StatusCode::OK, &headers, body, &Expect::default()).unwrap_err();
-//! assert_eq!(err.kind(), ValidationKind::Schema);
-//! assert_eq!(err.path(), Some("items[1].id"));
-//! assert_eq!(err.to_string(), "items[1].id: invalid type: null, expected a string");
-//! ```
+//! Validation of response bodies; the whole story is on [`Validate`].
 
 use std::collections::HashSet;
 use std::fmt;
@@ -202,8 +175,37 @@ impl Invalid {
 
 /// Semantic checks run after a successful decode (a non-empty id, a date in range...).
 ///
+/// Typed validation of a response, as a pure function over its parts. Never retried, never
+/// panics on any input.
+///
+/// In order: the status must be the expected one (any 2xx by default); the `Content-Type` must be
+/// JSON (`application/json` or any `+json` suffix, parameters such as `charset` allowed); the body
+/// must be within the size limit, non-empty, without a byte-order mark, and valid UTF-8; then
+/// `serde_json` (recursion limit on) must decode it into `T`, and failures name the JSON path of
+/// the problem (`items[3].id: invalid type: null, expected a string`); no object may repeat a
+/// key; finally, [`Validate`] adds semantic checks. Every error carries a short redacted excerpt
+/// of the body around the problem.
+///
 /// ```
-/// use egress_core::validate::{Invalid, Validate};
+/// use egress_core::{Expect, ValidationKind, validate};
+/// use egress_core::http::{HeaderMap, HeaderValue, StatusCode};
+///
+/// #[derive(Debug, serde::Deserialize)]
+/// struct Page { items: Vec<Item> }
+/// #[derive(Debug, serde::Deserialize)]
+/// struct Item { id: String }
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+/// let body = br#"{"items":[{"id":"a"},{"id":null}]}"#;
+/// let err = validate::<Page>(StatusCode::OK, &headers, body, &Expect::default()).unwrap_err();
+/// assert_eq!(err.kind(), ValidationKind::Schema);
+/// assert_eq!(err.path(), Some("items[1].id"));
+/// assert_eq!(err.to_string(), "items[1].id: invalid type: null, expected a string");
+/// ```
+///
+/// ```
+/// use egress_core::{Invalid, Validate};
 /// #[derive(serde::Deserialize)]
 /// struct Entity { id: String }
 /// impl Validate for Entity {
@@ -232,7 +234,7 @@ pub struct Expect {
 /// without regard to case.
 ///
 /// ```
-/// use egress_core::validate::ContentTypes;
+/// use egress_core::ContentTypes;
 /// let jsonish = ContentTypes::json();
 /// assert!(jsonish.accepts(Some("application/problem+json; charset=utf-8")));
 /// assert!(!jsonish.accepts(Some("text/plain")));
@@ -382,7 +384,7 @@ impl Expect {
     /// Sets the accepted content types (default: [`ContentTypes::json`]).
     ///
     /// ```
-    /// use egress_core::validate::{ContentTypes, Expect};
+    /// use egress_core::{ContentTypes, Expect};
     /// // A vendor that answers JSON as text/plain.
     /// let expect = Expect::default().content_types(ContentTypes::json().or(["text/plain"]));
     /// # let _ = expect;

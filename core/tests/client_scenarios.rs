@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use egress_core::http::Method;
-use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::test_util::{
     ScriptedTransport, SeenRequest, Step, WALL_EPOCH_SECS, block_on, fail, hang, step,
 };
+use egress_core::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::{
     Client, Config, CorrelationId, Error, IdempotencyKey, Response, Runtime, StopReason,
     TimeoutKind, TransportErrorKind,
@@ -749,21 +749,21 @@ fn a_per_request_retry_after_cap_lets_a_long_hint_be_waited() {
 #[derive(Debug)]
 struct BodySignal;
 
-impl egress_core::retry::Classifier for BodySignal {
+impl egress_core::Classifier for BodySignal {
     fn classify(
         &self,
-        outcome: &egress_core::retry::Outcome<'_>,
-        ctx: &egress_core::retry::ClassifyContext<'_>,
-    ) -> egress_core::retry::RetryAction {
-        if let egress_core::retry::Outcome::Response { status, body, .. } = outcome {
+        outcome: &egress_core::Outcome<'_>,
+        ctx: &egress_core::ClassifyContext<'_>,
+    ) -> egress_core::RetryAction {
+        if let egress_core::Outcome::Response { status, body, .. } = outcome {
             if status.as_u16() == 403 && body.windows(9).any(|w| w == b"secondary") {
-                return egress_core::retry::RetryAction::Retry {
-                    reason: egress_core::retry::RetryReason::Throttled,
+                return egress_core::RetryAction::Retry {
+                    reason: egress_core::RetryReason::Throttled,
                     hint: Some(egress_core::RetryAfter::Delay(Duration::from_secs(1))),
                 };
             }
         }
-        egress_core::retry::classify(outcome, ctx)
+        egress_core::classify(outcome, ctx)
     }
 }
 
@@ -785,7 +785,7 @@ fn a_classifier_can_read_the_response_body() {
 fn a_caller_found_semantic_failure_carries_the_call_metadata() {
     let (_transport, client) = upstream(no_jitter(), [step(200).json(r#"{"id":"8"}"#)]);
     let response = block_on(client.get("/entities/7").send()).unwrap();
-    let failure = egress_core::validate::ValidationError::semantic("id", "expected 7, got 8");
+    let failure = egress_core::ValidationError::semantic("id", "expected 7, got 8");
     let error = response.validation_error(failure);
     let validation = error.validation().unwrap();
     assert_eq!(validation.path(), Some("id"));

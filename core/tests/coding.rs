@@ -4,7 +4,8 @@
 
 use std::io::Write;
 
-use egress_core::coding::{BodyLimit, Coding, DecodeError, DecodeLimits, Decoding};
+use egress_core::rt::{DecodeError, DecodeLimits, Decoding};
+use egress_core::{BodyLimit, Coding};
 use http::HeaderMap;
 use proptest::prelude::*;
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use egress_core::http::Method;
-use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::test_util::{Run, Scenario, Step, WALL_EPOCH_SECS, fail, hang, step};
+use egress_core::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::{
     Config, CorrelationId, Error, IdempotencyKey, KeyChoice, Policy, Request, StopReason,
     TimeoutKind, TransportErrorKind, WaitReason,

@@ -6,10 +6,12 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use egress_core::guard::{Breaker, CircuitBreakerConfig, CircuitState, Gcra, Verdict, breaker};
 use egress_core::http::{self, Method};
-use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::test_util::WALL_EPOCH_SECS;
+use egress_core::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
+use egress_core::{
+    Breaker, CircuitBreakerConfig, CircuitCheck, CircuitState, CircuitVerdict, Gcra,
+};
 use egress_core::{
     Config, Error, Exchange, HoldConfig, Input, Output, Policy, RateLimitConfig, Request, Response,
     StopReason, WaitReason,
@@ -586,12 +588,12 @@ proptest! {
                         episode += 1;
                     }
                     match check {
-                        breaker::Check::Pass => {
+                        CircuitCheck::Pass => {
                             prop_assert_eq!(before, CircuitState::Closed);
                             b.record_attempt(now);
                             in_flight.push((None, now, episode));
                         }
-                        breaker::Check::Probe => {
+                        CircuitCheck::Probe => {
                             prop_assert_eq!(b.state(now), CircuitState::HalfOpen);
                             let id = b.take_probe(now);
                             in_flight.push((Some(id), now + b.break_duration(), episode));
@@ -601,7 +603,7 @@ proptest! {
                                 .count();
                             prop_assert!(live <= probes as usize, "{} probes in flight", live);
                         }
-                        breaker::Check::Blocked { until } => {
+                        CircuitCheck::Blocked { until } => {
                             prop_assert!(until > now);
                             prop_assert_ne!(before, CircuitState::Closed);
                         }
@@ -611,7 +613,7 @@ proptest! {
                 Event::Report(v) => {
                     if !in_flight.is_empty() {
                         let (probe, _, _) = in_flight.remove(0);
-                        let verdict = [Verdict::Success, Verdict::Failure, Verdict::Neutral][v as usize];
+                        let verdict = [CircuitVerdict::Success, CircuitVerdict::Failure, CircuitVerdict::Neutral][v as usize];
                         b.record(now, &config, verdict, probe);
                     }
                 }

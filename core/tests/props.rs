@@ -5,11 +5,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use egress_core::http::{self, Method, StatusCode};
-use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy, backoff};
+use egress_core::rt::AttemptRequest;
 use egress_core::test_util::{Run, Scenario, Step, WALL_EPOCH_SECS, fail, hang, step};
+use egress_core::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::{
-    AttemptRequest, Config, CorrelationId, Error, Exchange, IdempotencyKey, Input, KeyChoice,
-    Output, Policy, Request, Response, StopReason, TransportError, TransportErrorKind, WaitReason,
+    Config, CorrelationId, Error, Exchange, IdempotencyKey, Input, KeyChoice, Output, Policy,
+    Request, Response, StopReason, TransportError, TransportErrorKind, WaitReason,
 };
 use proptest::prelude::*;
 
@@ -1363,9 +1364,9 @@ proptest! {
         random in any::<u64>(),
     ) {
         let b = Backoff::default().with_jitter(mode).with_initial(initial).with_max(max);
-        let d = backoff::delay(retry, &b, previous, random);
+        let d = b.delay(retry, previous, random);
         prop_assert!(d <= max, "{d:?} > {max:?}");
-        let exp = backoff::exponential(retry, &b);
+        let exp = b.exponential(retry);
         prop_assert!(exp <= max);
         match mode {
             JitterMode::None => prop_assert_eq!(d, exp),
@@ -1385,7 +1386,7 @@ proptest! {
         random in any::<u64>(),
     ) {
         let b = Backoff::default().with_jitter(JitterMode::None).with_initial(initial).with_max(max);
-        let delay = |n| backoff::delay(n, &b, previous, random);
+        let delay = |n| b.delay(n, previous, random);
         prop_assert!(delay(retry + 1) >= delay(retry));
         for n in 0..70 {
             prop_assert!(delay(n + 1) >= delay(n), "retry {n}: {:?} then {:?}", delay(n), delay(n + 1));

@@ -487,7 +487,7 @@ fn a_failed_validation_is_a_warning_with_the_correlation_id_kind_and_path() {
 /// failure (WARN); a vendor classifier can say otherwise.
 #[test]
 fn an_answer_logs_at_debug_and_a_failure_at_warn() {
-    use egress_core::retry::{Classifier, ClassifyContext, Outcome, RetryAction, classify};
+    use egress_core::{Classifier, ClassifyContext, Outcome, RetryAction, classify};
 
     #[derive(Debug)]
     struct ConflictsAreFailures;

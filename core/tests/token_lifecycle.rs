@@ -8,9 +8,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use egress_core::retry::jitter::{Jitter, SeededJitter};
-use egress_core::token::{
-    Decision, RefreshPolicy, RefreshReason, Ticket, Token, TokenError, TokenLifecycle,
+use egress_core::{Jitter, SeededJitter};
+use egress_core::{
+    RefreshPolicy, RefreshReason, RefreshTicket, Token, TokenDecision, TokenError, TokenLifecycle,
 };
 use proptest::prelude::*;
 
@@ -71,7 +71,7 @@ fn simulate(world: &World) -> Outcome {
         ..Outcome::default()
     };
     // The flight in progress: (ticket, the refreshing call, the fetch index, when it ends).
-    let mut flight: Option<(Ticket, usize, usize, Duration)> = None;
+    let mut flight: Option<(RefreshTicket, usize, usize, Duration)> = None;
     let mut parked: Vec<usize> = Vec::new();
     let mut had_token = false;
     while let Some(Reverse((at, _, event))) = queue.pop() {
@@ -84,14 +84,14 @@ fn simulate(world: &World) -> Outcome {
         };
         match event {
             Event::Decide(i) if out.ended_after[i].is_none() => match tokens.decide(now) {
-                Decision::Use(token) => {
+                TokenDecision::Use(token) => {
                     assert!(
                         token.is_valid_at(now),
                         "call {i} got an expired token at {at:?}"
                     );
                     end(&mut out, i, format!("sends token {}", token.generation()));
                 }
-                Decision::Refresh { ticket, reason, .. } => {
+                TokenDecision::Refresh { ticket, reason, .. } => {
                     assert!(
                         flight.is_none(),
                         "a second refresh started at {at:?} while one is in flight"
@@ -107,14 +107,16 @@ fn simulate(world: &World) -> Outcome {
                         .push(format!("{at:?} call {i} refreshes ({})", reason.as_str()));
                     push(&mut queue, done, Event::Complete(n));
                 }
-                Decision::Wait => {
+                TokenDecision::Wait => {
                     if had_token {
                         out.waits_after_first_token += 1;
                     }
                     parked.push(i);
                 }
-                Decision::Fail(error) => end(&mut out, i, format!("fails: {}", error.type_name())),
-                _ => unreachable!("Decision is non_exhaustive; these are all its variants"),
+                TokenDecision::Fail(error) => {
+                    end(&mut out, i, format!("fails: {}", error.type_name()))
+                }
+                _ => unreachable!("TokenDecision is non_exhaustive; these are all its variants"),
             },
             Event::Decide(_) => {}
             Event::Complete(n) => {

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use egress_core::rt::{BoxFuture, Clock, Sleeper};
 use egress_core::test_util::{ManualClock, ScriptedTransport, SeededEntropy, block_on, hang, step};
-use egress_core::token::{
-    ClientAuthMethod, FetchContext, OAuth2Config, Token, TokenError, TokenSource,
-};
 use egress_core::{Client, Config, Runtime};
+use egress_core::{ClientAuthMethod, FetchContext, OAuth2Config, Token, TokenError, TokenSource};
 
 const TOKEN_URL: &str = "https://login.example.com/oauth2/token";
 const SECRET: &str = "client-secret-0001";
@@ -248,7 +246,7 @@ fn a_token_is_refreshed_ahead_of_expiry_and_an_expired_one_is_never_sent() {
         .push(step(200));
     let client = client(
         &upstream,
-        oauth2().with_refresh(egress_core::token::RefreshPolicy::default().with_jitter_percent(0)),
+        oauth2().with_refresh(egress_core::RefreshPolicy::default().with_jitter_percent(0)),
     );
     block_on(client.get("/a").send()).unwrap();
     // 100 s: 80 % is 80 s, 60 s ahead is 40 s, never before half: 50 s.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use egress_core::http::{HeaderMap, HeaderValue, StatusCode};
-use egress_core::validate::{
+use egress_core::{
     Expect, Invalid, Validate, ValidationError, ValidationKind, validate, validate_checked,
 };
 use proptest::prelude::*;
@@ -836,7 +836,7 @@ fn a_repeated_key_in_an_object_with_many_keys_is_found() {
 #[test]
 fn accepted_content_types_are_configurable_and_the_error_names_both_sides() {
     use egress_core::http::{HeaderMap, HeaderValue, StatusCode, header::CONTENT_TYPE};
-    use egress_core::validate::{ContentTypes, Expect, ValidationKind, validate};
+    use egress_core::{ContentTypes, Expect, ValidationKind, validate};
 
     let body = br#"{"id":"7"}"#;
     let with = |ct: Option<&str>| {

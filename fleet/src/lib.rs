@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use egress_core::guard::fleet::FleetConfig;
+//! use egress_core::FleetConfig;
 //! use egress_core::{Config, RateLimitConfig};
 //!
 //! let config = Config::default()
@@ -109,9 +109,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use egress_core::guard::fleet::{CoordinatorError, FleetConfig, SlotAsk, SlotGrant};
-use egress_core::guard::{Hold, HoldReason};
+use egress_core::FleetConfig;
 use egress_core::rt::{BoxFuture, Coordinator};
+use egress_core::rt::{CoordinatorError, SlotAsk, SlotGrant};
+use egress_core::{Hold, HoldReason};
 
 /// Why a fleet could not start. The Redis URL appears only redacted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -180,7 +181,7 @@ impl Fleet {
     /// async-io). Never waits for Redis: until it is connected, calls fall back as configured.
     ///
     /// ```
-    /// use egress_core::guard::fleet::FleetConfig;
+    /// use egress_core::FleetConfig;
     /// let bad = egress_fleet::Fleet::start(&FleetConfig::new("redis://:pw@[::1")).unwrap_err();
     /// assert!(!bad.to_string().contains("pw"));
     /// assert!(egress_fleet::Fleet::start(&FleetConfig::default()).is_err());

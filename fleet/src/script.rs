@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use egress_core::guard::fleet::{CoordinatorError, SlotGrant};
+use egress_core::rt::{CoordinatorError, SlotGrant};
 
-/// GCRA over one key, the core's [`Gcra::reserve`](egress_core::guard::Gcra::reserve) once per
+/// GCRA over one key, the core's [`Gcra::reserve`](egress_core::Gcra::reserve) once per
 /// slot, with Redis's `TIME` as the clock (microseconds).
 ///
 /// KEYS: the theoretical arrival time (`tat`, microseconds since the Unix epoch), the hold.

@@ -14,9 +14,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use egress_core::guard::fleet::{CoordinatorError, FleetConfig, SlotAsk};
-use egress_core::guard::{Gcra, Hold, HoldReason};
+use egress_core::FleetConfig;
 use egress_core::rt::Coordinator;
+use egress_core::rt::{CoordinatorError, SlotAsk};
+use egress_core::{Gcra, Hold, HoldReason};
 use egress_fleet::Fleet;
 use egress_fleet::script::{ACQUIRE, grant};
 use egress_tests::tools::{free_port, redis_server};

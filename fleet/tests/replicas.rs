@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use egress_core::guard::fleet::FleetConfig;
+use egress_core::FleetConfig;
 use egress_core::{Client, Config, RateLimitConfig, RetryPolicy};
 use egress_fleet::Fleet;
 use egress_tests::server::{FaultServer, Reply};

@@ -15,12 +15,16 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use egress_core::http::{self, HeaderMap, HeaderValue, Method, StatusCode, header};
-use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
-use egress_core::retry_after::{self, RetryAfter};
-use egress_core::validate::{self, Expect, Invalid, Validate, ValidationKind};
+use egress_core::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::{
     Config, Error, Exchange, Input, KeyChoice, Output, Policy, Request, TransportError,
     TransportErrorKind, WaitReason,
+};
+use egress_core::{
+    Expect, Invalid, Validate, ValidationKind, is_json_content_type, validate, validate_checked,
+};
+use egress_core::{
+    RetryAfter, parse_retry_after, resolve_retry_after, response_date, retry_after_from_headers,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -311,7 +315,7 @@ pub fn validate_json(data: &[u8]) {
         _ => match HeaderValue::from_bytes(r.chunk()) {
             Ok(value) => {
                 let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                let json = validate::is_json_content_type(&text);
+                let json = is_json_content_type(&text);
                 // The predicate is the core's own; check only that it cannot call a value
                 // that does not even mention JSON, JSON.
                 assert!(
@@ -355,7 +359,7 @@ pub fn validate_json(data: &[u8]) {
         0 => {
             let page = agree::<Page>(&case);
             // The semantic checks run exactly when decoding succeeded, and fail as they say.
-            let checked = validate::validate_checked::<Page>(status, &headers, body, &expect);
+            let checked = validate_checked::<Page>(status, &headers, body, &expect);
             match (page, checked) {
                 (Some(page), Ok(again)) => {
                     assert_eq!(page.validate(), Ok(()));
@@ -409,12 +413,12 @@ struct Case<'a> {
 /// that starts with a byte-order mark; egress names those `Empty` and `Bom`, checked before
 /// UTF-8 and before decoding, in that order.
 fn agree<T: DeserializeOwned + PartialEq + Debug>(case: &Case<'_>) -> Option<T> {
-    let got = validate::validate::<T>(case.status, case.headers, case.body, case.expect);
+    let got = validate::<T>(case.status, case.headers, case.body, case.expect);
     if let Err(e) = &got {
         // The error renders, and its excerpt stays short (EXCERPT_LEN plus an ellipsis at each
         // end), whatever the body.
         let _ = (e.to_string(), format!("{e:?}"));
-        let bound = egress_core::error::EXCERPT_LEN + 2 * '…'.len_utf8();
+        let bound = egress_core::EXCERPT_LEN + 2 * '…'.len_utf8();
         assert!(
             e.excerpt().len() <= bound,
             "excerpt of {} bytes",
@@ -569,7 +573,7 @@ pub fn retry_after(data: &[u8]) {
     let date_value = r.rest();
 
     // The parser alone.
-    let parsed = retry_after::parse(value);
+    let parsed = parse_retry_after(value);
     let text = std::str::from_utf8(value).map(str::trim);
     if let Ok(digits) = text {
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -610,14 +614,14 @@ pub fn retry_after(data: &[u8]) {
             headers.insert(header::DATE, v);
         }
     }
-    let from_headers = retry_after::from_headers(&headers);
+    let from_headers = retry_after_from_headers(&headers);
     match (&retry_value, flags & 8 != 0) {
         (None, _) => assert_eq!(from_headers, None),
         (Some(_), true) => assert!(matches!(from_headers, Some(Err(_))), "{from_headers:?}"),
         (Some(_), false) => assert_eq!(from_headers, Some(parsed.clone())),
     }
     let hint = from_headers.and_then(Result::ok);
-    let date = retry_after::response_date(&headers);
+    let date = response_date(&headers);
 
     // The wall clock when the first response arrives.
     let wall = match (flags >> 4) & 3 {
@@ -631,7 +635,7 @@ pub fn retry_after(data: &[u8]) {
     };
     // Resolution.
     if let Some(hint) = hint {
-        let resolved = retry_after::resolve(hint, date, wall);
+        let resolved = resolve_retry_after(hint, date, wall);
         let expected = match hint {
             RetryAfter::Delay(d) => d,
             RetryAfter::At(at) => at.duration_since(date.unwrap_or(wall)).unwrap_or_default(),
@@ -694,7 +698,7 @@ pub fn retry_after(data: &[u8]) {
                     response,
                 });
                 now = at;
-                let delay = hint.map(|h| retry_after::resolve(h, date, wall_now));
+                let delay = hint.map(|h| resolve_retry_after(h, date, wall_now));
                 answered = Some((at, wall_now, delay));
             }
             Output::Wait { until, reason } => {
@@ -1016,7 +1020,12 @@ impl Watch {
         panic!("eight polls at one instant without a wait or a result");
     }
 
-    fn sent(&mut self, exchange: &Exchange, now: Instant, attempt: &egress_core::AttemptRequest) {
+    fn sent(
+        &mut self,
+        exchange: &Exchange,
+        now: Instant,
+        attempt: &egress_core::rt::AttemptRequest,
+    ) {
         assert!(self.done.is_none(), "a send after the result");
         assert!(
             !self.risky,
@@ -1246,7 +1255,7 @@ pub fn link_header(data: &[u8]) {
 /// whole body at once gives the same bytes, or fails too); the validation of the decoded
 /// bytes never panics either.
 pub fn decode_body(data: &[u8]) {
-    use egress_core::coding::{DecodeError, DecodeLimits, Decoding, RATIO_AFTER};
+    use egress_core::rt::{DecodeError, DecodeLimits, Decoding, RATIO_AFTER};
 
     const TOKENS: [&str; 8] = [
         "gzip", "deflate", "br", "zstd", "identity", "x-gzip", "compress", "GZIP",
@@ -1315,6 +1324,6 @@ pub fn decode_body(data: &[u8]) {
             HeaderValue::from_static("application/json"),
         );
         let expect = Expect::default();
-        let _ = validate::validate::<serde_json::Value>(StatusCode::OK, &json, &decoded, &expect);
+        let _ = validate::<serde_json::Value>(StatusCode::OK, &json, &decoded, &expect);
     }
 }

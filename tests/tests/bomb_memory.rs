@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Backend, config, encoded, gzip_at};
+use egress_core::BodyLimit;
 use egress_core::Error;
-use egress_core::coding::BodyLimit;
 use egress_tests::server::FaultServer;
 
 /// The process's peak resident set, in KiB.

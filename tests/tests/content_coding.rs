@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 
 use common::{Backend, config, encoded, gzip};
-use egress_core::coding::BodyLimit;
+use egress_core::BodyLimit;
 use egress_core::{Error, StopReason, TransportErrorKind};
 use egress_tests::server::{Fault, FaultServer, Reply};
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use egress_core::retry::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::test_util::{ScriptedTransport, block_on, step};
+use egress_core::{Backoff, BudgetConfig, JitterMode, RetryPolicy};
 use egress_core::{Client, Config};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{Backend, config, ms};
-use egress_core::network::{ProxyConfig, TlsConfig};
 use egress_core::{Config, Error, TransportErrorKind};
+use egress_core::{ProxyConfig, TlsConfig};
 use egress_tests::proxy::{Tinyproxy, TinyproxyConfig};
 use egress_tests::server::{Fault, FaultServer, MutualTls, Reply};
 use egress_tokio::ClientIdentity;

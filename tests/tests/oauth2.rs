@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::Backend;
-use egress_core::token::{ClientAuthMethod, TokenError};
 use egress_core::{Client, Config, OAuth2Config};
+use egress_core::{ClientAuthMethod, TokenError};
 use egress_tests::oauth::{AuthServer, BASIC_CLIENT, POST_CLIENT};
 
 const SECRET: &str = "oauth2-it-client-secret-1";

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Backend, config, ms};
-use egress_core::retry::{BudgetConfig, RetryPolicy};
+use egress_core::{BudgetConfig, RetryPolicy};
 use egress_core::{
     CircuitBreakerConfig, Error, PoolConfig, RateLimitConfig, Response, StopReason, TimeoutKind,
     TransportErrorKind, ValidationKind,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Backend, Buffer};
-use egress_core::retry::RetryPolicy;
+use egress_core::RetryPolicy;
 use egress_core::{Config, Credentials, SecretString};
 use egress_tests::server::{Fault, FaultServer, Reply};
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -159,7 +159,7 @@ fn base64(input: &[u8]) -> String {
 /// the `Proxy-Authorization` value (RFC 9110 11.7.1) reach no telemetry, no `Debug` of the
 /// configuration, client or errors, and no error text; the origin never sees them either.
 fn no_proxy_secret_leaks(backend: Backend) {
-    use egress_core::network::ProxyConfig;
+    use egress_core::ProxyConfig;
     use egress_tests::proxy::{Tinyproxy, TinyproxyConfig};
     let plain = FaultServer::start(FaultServer::always(Reply::json(200, r#"{"id":"1"}"#)));
     let tls = FaultServer::start_tls(FaultServer::always(Reply::json(200, r#"{"id":"1"}"#)));
@@ -303,7 +303,7 @@ mod no_secret_leaks {
 /// (right and wrong, in the body and in Basic credentials) and every access token the API
 /// accepted never reach the telemetry, a `Debug` or an error's `Display`.
 fn oauth2_secrets_never_leak(backend: Backend) {
-    use egress_core::token::ClientAuthMethod;
+    use egress_core::ClientAuthMethod;
     use egress_core::{Client, OAuth2Config};
     use egress_tests::oauth::{AuthServer, BASIC_CLIENT, POST_CLIENT};
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use egress_core::client::AmbientCorrelation;
+use egress_core::AmbientCorrelation;
 use egress_core::rt::{BoxFuture, Clock, Sleeper, Transport};
 use egress_core::{Client, ClientOptions, Config, ConfigError};
 use egress_entropy::ThreadEntropy;
@@ -68,26 +68,66 @@ impl Sleeper for RuntimeSleeper {
     }
 }
 
-/// The client a backend's builder makes: `transport` (an [`HttpTransport`](crate::HttpTransport)
-/// or one of the backend's own), the time of `runtime`, per-thread entropy, `ambient` as the
-/// correlation scope, and the settings every builder shares (`options`).
-pub fn build_client(
-    config: Config,
-    options: ClientOptions,
-    transport: impl Transport + 'static,
+/// What a backend hands the transport to build its clients: its [`Runtime`] (spawn, timers,
+/// the monotonic clock) and its ambient correlation scope. A backend makes one per build; the
+/// core's clock, sleeper and per-thread entropy are made from it here, the same for every
+/// backend.
+#[derive(Clone)]
+pub struct Backend {
     runtime: Arc<dyn Runtime>,
     ambient: AmbientCorrelation,
-) -> Result<Client, ConfigError> {
-    let runtime = egress_core::Runtime::new(
-        Arc::new(transport),
-        Arc::new(RuntimeClock::new(runtime.clone())),
-        Arc::new(RuntimeSleeper(runtime)),
-        Arc::new(ThreadEntropy),
-    )
-    .with_ambient_correlation(ambient);
-    Client::builder(config, runtime)
-        .with_options(options)
-        .build()
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// A backend of `runtime`, whose calls take the ambient correlation ID from `ambient`.
+    pub fn new(runtime: Arc<dyn Runtime>, ambient: AmbientCorrelation) -> Self {
+        Self { runtime, ambient }
+    }
+
+    /// The runtime, for the pieces a backend builds on it (its [`Connector`](crate::Connector)).
+    pub fn runtime(&self) -> Arc<dyn Runtime> {
+        self.runtime.clone()
+    }
+
+    /// A client over egress's own pool of hyper connections opened by `connector`, pooled as
+    /// `config.pool` says.
+    pub fn http_client(
+        self,
+        config: Config,
+        options: ClientOptions,
+        connector: impl crate::Connect,
+    ) -> Result<Client, ConfigError> {
+        let transport = crate::HttpTransport::new(connector, self.runtime(), &config.pool);
+        self.client(config, options, transport)
+    }
+
+    /// A client over `transport` (one of the backend's own), with the settings every builder
+    /// shares (`options`).
+    pub fn client(
+        self,
+        config: Config,
+        options: ClientOptions,
+        transport: impl Transport + 'static,
+    ) -> Result<Client, ConfigError> {
+        let runtime = egress_core::Runtime::new(
+            Arc::new(transport),
+            Arc::new(RuntimeClock::new(self.runtime.clone())),
+            Arc::new(RuntimeSleeper(self.runtime)),
+            Arc::new(ThreadEntropy),
+        )
+        .with_ambient_correlation(self.ambient);
+        Client::builder(config, runtime)
+            .with_options(options)
+            .build()
+    }
 }
 
 #[cfg(test)]

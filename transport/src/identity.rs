@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use egress_core::ConfigError;
-use egress_core::network::TlsConfig;
+use egress_core::TlsConfig;
 use egress_core::secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 /// A client certificate chain and its private key, presented to servers that ask for one.

@@ -70,14 +70,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use egress_core::coding::{BodyDecoder, Decoding};
+use egress_core::rt::AttemptRequest;
+use egress_core::rt::{BodyDecoder, Decoding};
 use egress_core::rt::{BoxFuture, Transport};
-use egress_core::{AttemptRequest, PoolConfig, TransportError, TransportErrorKind};
+use egress_core::{PoolConfig, TransportError, TransportErrorKind};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-pub use crate::client::{RuntimeClock, RuntimeSleeper, build_client};
+pub use crate::client::{Backend, RuntimeClock, RuntimeSleeper};
 pub use crate::error::{Stage, error_kind};
 pub use crate::identity::ClientIdentity;
 use crate::limit::{Limit, within};

@@ -5,7 +5,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use egress_core::AttemptDeadlines;
+use egress_core::rt::AttemptDeadlines;
 
 use crate::rt::Runtime;
 

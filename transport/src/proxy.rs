@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use egress_core::ConfigError;
-use egress_core::network::ProxyConfig;
+use egress_core::ProxyConfig;
 use egress_core::rt::BoxFuture;
 use http::header::{HOST, PROXY_AUTHORIZATION};
 use http::uri::{Scheme, Uri};
@@ -89,7 +89,7 @@ impl Proxies {
     ) -> Result<Self, ConfigError> {
         let mut no_proxy = config.no_proxy.clone().unwrap_or_default();
         let (http, https, all) = if config.is_configured() {
-            let check = |field: &'static str, url: Option<&egress_core::network::ProxyUrl>| {
+            let check = |field: &'static str, url: Option<&egress_core::ProxyUrl>| {
                 url.map(|url| {
                     check_url(url.expose())
                         .map(|()| url.expose().to_owned())

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use egress_core::retry::{BudgetConfig, RetryPolicy};
+use egress_core::{BudgetConfig, RetryPolicy};
 use egress_core::{CircuitBreakerConfig, Client, Config};
 use egress_tests::server::{Fault, FaultServer, Reply, Seen};
 use egress_vendors::entities::{EntitiesClient, EntitiesError, EntityId, NewEntity};

@@ -6,17 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use egress_core::ValidationKind;
 use egress_core::bytes::Bytes;
 use egress_core::http::Method;
-use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
+use egress_core::rt::AttemptRequest;
 use egress_core::rt::{BoxFuture, Sleeper, Transport};
 use egress_core::test_util::{
     ScriptedTransport, SeededEntropy, Step, WALL_EPOCH_SECS, block_on, fail, hang, step,
 };
-use egress_core::validate::ValidationKind;
-use egress_core::{
-    AttemptRequest, Client, Config, IdempotencyKey, Runtime, TransportError, TransportErrorKind,
-};
+use egress_core::{Backoff, JitterMode, RetryPolicy};
+use egress_core::{Client, Config, IdempotencyKey, Runtime, TransportError, TransportErrorKind};
 use egress_vendors::entities::{
     EntitiesClient, EntitiesError, Entity, EntityId, EntityStatus, NewEntity,
 };

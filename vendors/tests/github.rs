@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use egress_core::http::Method;
-use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
 use egress_core::test_util::{ScriptedTransport, Step, WALL_EPOCH_SECS, block_on, step};
+use egress_core::{Backoff, JitterMode, RetryPolicy};
 use egress_core::{Config, StopReason};
 use egress_vendors::github::{
     self, GitHubApiError, GitHubClassifier, GitHubClient, IssueState, IssuesQuery, RateLimitKind,

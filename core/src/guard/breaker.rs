@@ -120,7 +120,7 @@ impl CircuitBreakerConfig {
 /// What one attempt says about the health of its host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Verdict {
+pub enum CircuitVerdict {
     /// The upstream answered and the classifier saw no transient failure (a 2xx, a 404...).
     Success,
     /// A transient failure: a retryable 5xx, a timeout, a transport error.
@@ -164,7 +164,7 @@ impl CircuitState {
 /// What the breaker says to a call about to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Check {
+pub enum CircuitCheck {
     /// Closed: send.
     Pass,
     /// Half-open with a permit free: send as a probe ([`Breaker::take_probe`]).
@@ -290,12 +290,12 @@ impl Breaker {
         &mut self,
         now: Instant,
         config: &CircuitBreakerConfig,
-    ) -> (Check, Option<CircuitState>) {
+    ) -> (CircuitCheck, Option<CircuitState>) {
         self.last_seen = self.last_seen.max(now);
         let mut changed = None;
         if let State::Open { until } = self.state {
             if now < until {
-                return (Check::Blocked { until }, None);
+                return (CircuitCheck::Blocked { until }, None);
             }
             self.state = State::HalfOpen {
                 permits: Vec::new(),
@@ -303,15 +303,15 @@ impl Breaker {
             changed = Some(CircuitState::HalfOpen);
         }
         let check = match &mut self.state {
-            State::Closed => Check::Pass,
-            State::Open { until } => Check::Blocked { until: *until },
+            State::Closed => CircuitCheck::Pass,
+            State::Open { until } => CircuitCheck::Blocked { until: *until },
             State::HalfOpen { permits } => {
                 permits.retain(|(_, lapse)| *lapse > now);
                 if permits.len() < config.half_open_probes as usize {
-                    Check::Probe
+                    CircuitCheck::Probe
                 } else {
                     let until = permits.iter().map(|(_, lapse)| *lapse).min();
-                    Check::Blocked {
+                    CircuitCheck::Blocked {
                         until: until.unwrap_or(now),
                     }
                 }
@@ -320,7 +320,7 @@ impl Breaker {
         (check, changed)
     }
 
-    /// Takes a probe permit at `now` (after [`check`](Self::check) said [`Check::Probe`]); it
+    /// Takes a probe permit at `now` (after [`check`](Self::check) said [`CircuitCheck::Probe`]); it
     /// lapses after the current break duration. Report the probe's outcome with the returned id.
     pub fn take_probe(&mut self, now: Instant) -> ProbeId {
         let lapse = now.checked_add(self.break_for).unwrap_or(now);
@@ -339,7 +339,7 @@ impl Breaker {
         &mut self,
         now: Instant,
         config: &CircuitBreakerConfig,
-        verdict: Verdict,
+        verdict: CircuitVerdict,
         probe: Option<ProbeId>,
     ) -> Option<CircuitState> {
         let now = now.max(self.last_seen);
@@ -362,7 +362,7 @@ impl Breaker {
         };
         match &mut self.state {
             State::Closed => {
-                if verdict != Verdict::Failure {
+                if verdict != CircuitVerdict::Failure {
                     return None;
                 }
                 self.slot(now).failures += 1;
@@ -376,20 +376,20 @@ impl Breaker {
                 None
             }
             State::HalfOpen { .. } if held => match verdict {
-                Verdict::Failure => {
+                CircuitVerdict::Failure => {
                     self.break_for = (self.break_for.saturating_mul(2))
                         .min(config.max_break_duration)
                         .max(config.break_duration);
                     self.open(now);
                     Some(CircuitState::Open)
                 }
-                Verdict::Success => {
+                CircuitVerdict::Success => {
                     self.state = State::Closed;
                     self.slots = [Slot::default(); SLOTS];
                     self.break_for = config.break_duration;
                     Some(CircuitState::Closed)
                 }
-                Verdict::Neutral => None,
+                CircuitVerdict::Neutral => None,
             },
             // An attempt admitted before the circuit opened, ending now: it changes nothing.
             State::HalfOpen { .. } | State::Open { .. } => None,
@@ -419,7 +419,7 @@ mod tests {
         b: &mut Breaker,
         t: Instant,
         c: &CircuitBreakerConfig,
-        verdict: Verdict,
+        verdict: CircuitVerdict,
     ) -> Option<CircuitState> {
         b.record_attempt(t);
         b.record(t, c, verdict, None)
@@ -432,17 +432,17 @@ mod tests {
         let mut b = Breaker::new(&c, t);
         // 50 successes, then 49 failures: 99 attempts, below the minimum throughput of 100.
         for _ in 0..50 {
-            assert_eq!(attempt(&mut b, t, &c, Verdict::Success), None);
+            assert_eq!(attempt(&mut b, t, &c, CircuitVerdict::Success), None);
         }
         for _ in 0..49 {
-            assert_eq!(attempt(&mut b, t, &c, Verdict::Failure), None);
+            assert_eq!(attempt(&mut b, t, &c, CircuitVerdict::Failure), None);
         }
         // The 100th attempt fails: 50 / 100 = 0.5 >= 0.5, open until t + 5 s.
         assert_eq!(
-            attempt(&mut b, t, &c, Verdict::Failure),
+            attempt(&mut b, t, &c, CircuitVerdict::Failure),
             Some(CircuitState::Open)
         );
-        assert_eq!(b.check(t, &c).0, Check::Blocked { until: t + s(5) });
+        assert_eq!(b.check(t, &c).0, CircuitCheck::Blocked { until: t + s(5) });
         assert_eq!(b.state(t + s(5)), CircuitState::HalfOpen);
     }
 
@@ -452,12 +452,12 @@ mod tests {
         let t = Instant::now();
         let mut b = Breaker::new(&c, t);
         for _ in 0..51 {
-            attempt(&mut b, t, &c, Verdict::Success);
+            attempt(&mut b, t, &c, CircuitVerdict::Success);
         }
         for _ in 0..49 {
-            assert_eq!(attempt(&mut b, t, &c, Verdict::Failure), None);
+            assert_eq!(attempt(&mut b, t, &c, CircuitVerdict::Failure), None);
         }
-        assert_eq!(b.check(t, &c).0, Check::Pass);
+        assert_eq!(b.check(t, &c).0, CircuitCheck::Pass);
     }
 
     #[test]
@@ -466,9 +466,9 @@ mod tests {
         let t = Instant::now();
         let mut b = Breaker::new(&c, t);
         for _ in 0..1000 {
-            assert_eq!(attempt(&mut b, t, &c, Verdict::Neutral), None);
+            assert_eq!(attempt(&mut b, t, &c, CircuitVerdict::Neutral), None);
         }
-        assert_eq!(b.check(t, &c).0, Check::Pass);
+        assert_eq!(b.check(t, &c).0, CircuitCheck::Pass);
     }
 
     #[test]
@@ -477,17 +477,20 @@ mod tests {
         let t = Instant::now();
         let mut b = Breaker::new(&c, t);
         for _ in 0..99 {
-            attempt(&mut b, t, &c, Verdict::Failure);
+            attempt(&mut b, t, &c, CircuitVerdict::Failure);
         }
         // 30 s later (slots of 3 s) the 99 failures at t have left the window: 1 attempt.
-        assert_eq!(attempt(&mut b, t + s(30), &c, Verdict::Failure), None);
-        assert_eq!(b.check(t + s(30), &c).0, Check::Pass);
+        assert_eq!(
+            attempt(&mut b, t + s(30), &c, CircuitVerdict::Failure),
+            None
+        );
+        assert_eq!(b.check(t + s(30), &c).0, CircuitCheck::Pass);
     }
 
     fn opened(c: &CircuitBreakerConfig, t: Instant) -> Breaker {
         let mut b = Breaker::new(c, t);
         for _ in 0..100 {
-            attempt(&mut b, t, c, Verdict::Failure);
+            attempt(&mut b, t, c, CircuitVerdict::Failure);
         }
         assert_eq!(b.state(t), CircuitState::Open);
         b
@@ -500,16 +503,19 @@ mod tests {
         let mut b = opened(&c, t);
         assert_eq!(
             b.check(t + s(5), &c),
-            (Check::Probe, Some(CircuitState::HalfOpen))
+            (CircuitCheck::Probe, Some(CircuitState::HalfOpen))
         );
         let probe = b.take_probe(t + s(5));
         // The one permit is taken: the next call is blocked until it lapses (5 s later).
-        assert_eq!(b.check(t + s(5), &c).0, Check::Blocked { until: t + s(10) });
         assert_eq!(
-            b.record(t + s(6), &c, Verdict::Success, Some(probe)),
+            b.check(t + s(5), &c).0,
+            CircuitCheck::Blocked { until: t + s(10) }
+        );
+        assert_eq!(
+            b.record(t + s(6), &c, CircuitVerdict::Success, Some(probe)),
             Some(CircuitState::Closed)
         );
-        assert_eq!(b.check(t + s(6), &c).0, Check::Pass);
+        assert_eq!(b.check(t + s(6), &c).0, CircuitCheck::Pass);
     }
 
     #[test]
@@ -520,16 +526,16 @@ mod tests {
         // Breaks: 5 s, then 10, 20, 30, 30.
         for expected in [10, 20, 30, 30] {
             t += b.break_duration();
-            assert_eq!(b.check(t, &c).0, Check::Probe);
+            assert_eq!(b.check(t, &c).0, CircuitCheck::Probe);
             let probe = b.take_probe(t);
             assert_eq!(
-                b.record(t, &c, Verdict::Failure, Some(probe)),
+                b.record(t, &c, CircuitVerdict::Failure, Some(probe)),
                 Some(CircuitState::Open)
             );
             assert_eq!(b.break_duration(), s(expected));
             assert_eq!(
                 b.check(t, &c).0,
-                Check::Blocked {
+                CircuitCheck::Blocked {
                     until: t + s(expected)
                 }
             );
@@ -538,7 +544,7 @@ mod tests {
         t += b.break_duration();
         b.check(t, &c);
         let probe = b.take_probe(t);
-        b.record(t, &c, Verdict::Success, Some(probe));
+        b.record(t, &c, CircuitVerdict::Success, Some(probe));
         assert_eq!(b.break_duration(), s(5));
     }
 
@@ -549,8 +555,11 @@ mod tests {
         let mut b = opened(&c, t);
         b.check(t + s(5), &c);
         b.take_probe(t + s(5));
-        assert!(matches!(b.check(t + s(9), &c).0, Check::Blocked { .. }));
-        assert_eq!(b.check(t + s(10), &c).0, Check::Probe);
+        assert!(matches!(
+            b.check(t + s(9), &c).0,
+            CircuitCheck::Blocked { .. }
+        ));
+        assert_eq!(b.check(t + s(10), &c).0, CircuitCheck::Probe);
     }
 
     #[test]
@@ -561,12 +570,21 @@ mod tests {
         b.check(t + s(5), &c);
         let first = b.take_probe(t + s(5));
         // Its permit lapses at 10 s; a second probe takes the one permit.
-        assert_eq!(b.check(t + s(10), &c).0, Check::Probe);
+        assert_eq!(b.check(t + s(10), &c).0, CircuitCheck::Probe);
         b.take_probe(t + s(10));
         // The first answers late: nothing changes, the second still holds the permit.
-        assert_eq!(b.record(t + s(11), &c, Verdict::Neutral, Some(first)), None);
-        assert_eq!(b.record(t + s(11), &c, Verdict::Success, Some(first)), None);
-        assert!(matches!(b.check(t + s(11), &c).0, Check::Blocked { .. }));
+        assert_eq!(
+            b.record(t + s(11), &c, CircuitVerdict::Neutral, Some(first)),
+            None
+        );
+        assert_eq!(
+            b.record(t + s(11), &c, CircuitVerdict::Success, Some(first)),
+            None
+        );
+        assert!(matches!(
+            b.check(t + s(11), &c).0,
+            CircuitCheck::Blocked { .. }
+        ));
     }
 
     #[test]
@@ -579,13 +597,19 @@ mod tests {
         // The permit lapses at 10 s; a second probe fails and re-opens for 10 s.
         b.check(t + s(10), &c);
         let second = b.take_probe(t + s(10));
-        b.record(t + s(10), &c, Verdict::Failure, Some(second));
+        b.record(t + s(10), &c, CircuitVerdict::Failure, Some(second));
         b.check(t + s(20), &c);
         let third = b.take_probe(t + s(20));
         assert_ne!(old, third);
         // The first probe finally answers: it neither closes the circuit nor frees the permit.
-        assert_eq!(b.record(t + s(21), &c, Verdict::Success, Some(old)), None);
-        assert!(matches!(b.check(t + s(21), &c).0, Check::Blocked { .. }));
+        assert_eq!(
+            b.record(t + s(21), &c, CircuitVerdict::Success, Some(old)),
+            None
+        );
+        assert!(matches!(
+            b.check(t + s(21), &c).0,
+            CircuitCheck::Blocked { .. }
+        ));
     }
 
     #[test]
@@ -593,7 +617,7 @@ mod tests {
         let c = config();
         let t = Instant::now();
         let mut b = opened(&c, t);
-        assert_eq!(attempt(&mut b, t + s(1), &c, Verdict::Success), None);
+        assert_eq!(attempt(&mut b, t + s(1), &c, CircuitVerdict::Success), None);
         assert_eq!(b.state(t + s(1)), CircuitState::Open);
     }
 }

@@ -21,7 +21,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use egress_core::{Client, Config, RetryPolicy};
-//! use egress_core::guard::fleet::{FleetConfig, LocalCoordinator};
+//! use egress_core::{FleetConfig, LocalCoordinator};
 //! use egress_core::test_util::{ScriptedTransport, block_on, step};
 //!
 //! // Two "replicas" in one process share a LocalCoordinator: a 429 with Retry-After seen by
@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use super::shared::{CoordinatorError, SlotAsk, SlotGrant};
+pub(crate) use super::shared::{CoordinatorError, SlotAsk, SlotGrant};
 use super::{Gcra, Hold};
 use crate::error::ConfigError;
 use crate::rt::{BoxFuture, Coordinator};
@@ -112,7 +112,7 @@ impl FleetUrl {
     /// not a URL.
     ///
     /// ```
-    /// use egress_core::guard::fleet::FleetUrl;
+    /// use egress_core::FleetUrl;
     /// let url = FleetUrl::new("redis://user:hunter2@cache:6379/0");
     /// assert_eq!(url.redacted(), "redis://user:***@cache:6379/0");
     /// assert!(!format!("{url:?}").contains("hunter2"));

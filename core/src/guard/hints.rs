@@ -1,30 +1,32 @@
-//! Server rate-limit hints: how much quota a response says is left, and when it resets.
-//!
-//! Three families of fields are read, the first one present winning:
-//!
-//! 1. The IETF `RateLimit` field of draft-ietf-httpapi-ratelimit-headers-10 (section 4), a
-//!    structured-field list of quota policies, each with its remaining quota `r` and the seconds
-//!    until it resets `t`: `RateLimit: "default";r=0;t=30`. The draft-07 dictionary form
-//!    `RateLimit: limit=100, remaining=0, reset=30` is read too. With several policies the most
-//!    constraining one counts: the least remaining, and for an exhausted one the latest reset.
-//! 2. The older separate fields of drafts 00 to 06: `RateLimit-Limit`, `RateLimit-Remaining`,
-//!    `RateLimit-Reset` (delta-seconds).
-//! 3. The common `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`, whose reset
-//!    is delta-seconds for some APIs and a Unix time for others (GitHub, Twitter).
-//!
-//! A reset value is told apart safely: at least 10^12 is a Unix time in milliseconds, at least
-//! 10^9 (September 2001) a Unix time in seconds, and anything smaller a number of seconds; no API
-//! resets a quota 31 years from now. A Unix time is measured from the response's own `Date` when
-//! it has one (so a skewed local clock does not stretch the wait), else from the wall-clock time
-//! the response arrived. The exchange caps the resulting hold like a `Retry-After`, so a value
-//! read wrongly can never hold a host for longer than the cap. Malformed values are ignored;
-//! nothing here panics on any input.
+//! Servers' rate-limit fields, read into a [`Quota`].
 
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
 /// What a response says about the quota left.
+///
+/// Server rate-limit hints: how much quota a response says is left, and when it resets.
+///
+/// Three families of fields are read, the first one present winning:
+///
+/// 1. The IETF `RateLimit` field of draft-ietf-httpapi-ratelimit-headers-10 (section 4), a
+///    structured-field list of quota policies, each with its remaining quota `r` and the seconds
+///    until it resets `t`: `RateLimit: "default";r=0;t=30`. The draft-07 dictionary form
+///    `RateLimit: limit=100, remaining=0, reset=30` is read too. With several policies the most
+///    constraining one counts: the least remaining, and for an exhausted one the latest reset.
+/// 2. The older separate fields of drafts 00 to 06: `RateLimit-Limit`, `RateLimit-Remaining`,
+///    `RateLimit-Reset` (delta-seconds).
+/// 3. The common `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`, whose reset
+///    is delta-seconds for some APIs and a Unix time for others (GitHub, Twitter).
+///
+/// A reset value is told apart safely: at least 10^12 is a Unix time in milliseconds, at least
+/// 10^9 (September 2001) a Unix time in seconds, and anything smaller a number of seconds; no API
+/// resets a quota 31 years from now. A Unix time is measured from the response's own `Date` when
+/// it has one (so a skewed local clock does not stretch the wait), else from the wall-clock time
+/// the response arrived. The exchange caps the resulting hold like a `Retry-After`, so a value
+/// read wrongly can never hold a host for longer than the cap. Malformed values are ignored;
+/// nothing here panics on any input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Quota {
@@ -60,21 +62,25 @@ pub(crate) fn has_rate_limit_fields(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Reads the quota a response states (see the [module docs](self)). `date` is the response's
+/// Reads the quota a response states. `date` is the response's
 /// `Date`, `wall` the wall-clock time it arrived.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use egress_core::http::HeaderMap;
-/// use egress_core::guard::hints::quota;
+/// use egress_core::rate_limit_quota;
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert("ratelimit", r#""default";r=0;t=30"#.parse().unwrap());
-/// let q = quota(&headers, None, SystemTime::UNIX_EPOCH).unwrap();
+/// let q = rate_limit_quota(&headers, None, SystemTime::UNIX_EPOCH).unwrap();
 /// assert!(q.is_exhausted());
 /// assert_eq!(q.reset, Some(Duration::from_secs(30)));
 /// ```
-pub fn quota(headers: &HeaderMap, date: Option<SystemTime>, wall: SystemTime) -> Option<Quota> {
+pub fn rate_limit_quota(
+    headers: &HeaderMap,
+    date: Option<SystemTime>,
+    wall: SystemTime,
+) -> Option<Quota> {
     if !has_rate_limit_fields(headers) {
         return None;
     }
@@ -103,12 +109,8 @@ fn integer(s: &str) -> Option<u64> {
 }
 
 /// A reset value: delta-seconds, or a Unix time in seconds or milliseconds (decimals allowed,
-/// as some APIs send them), turned into the time left from `now`.
-pub fn reset_from(value: &str, now: SystemTime) -> Option<Duration> {
-    reset_time(value, now).map(|(left, _)| left)
-}
-
-/// [`reset_from`], with the Unix time itself when the value was one.
+/// as some APIs send them), turned into the time left from `now`, with the Unix time itself
+/// when the value was one.
 fn reset_time(value: &str, now: SystemTime) -> Option<(Duration, Option<SystemTime>)> {
     let value = value.trim();
     if value.is_empty()
@@ -275,7 +277,7 @@ mod tests {
     }
 
     fn read(pairs: &[(&'static str, &str)]) -> Option<Quota> {
-        quota(&headers(pairs), None, wall())
+        rate_limit_quota(&headers(pairs), None, wall())
     }
 
     fn secs(n: u64) -> Option<Duration> {
@@ -343,7 +345,7 @@ mod tests {
             ("x-ratelimit-remaining", "0"),
             ("x-ratelimit-reset", &(NOW + 90).to_string()),
         ]);
-        let reset_at = quota(&h, None, wall() + Duration::from_secs(1))
+        let reset_at = rate_limit_quota(&h, None, wall() + Duration::from_secs(1))
             .unwrap()
             .reset_at;
         assert_eq!(reset_at, Some(wall() + Duration::from_secs(90)));
@@ -366,7 +368,7 @@ mod tests {
         ]);
         // The server's Date says NOW; our clock runs 100 s fast.
         let date = Some(wall());
-        let q = quota(&h, date, wall() + Duration::from_secs(100)).unwrap();
+        let q = rate_limit_quota(&h, date, wall() + Duration::from_secs(100)).unwrap();
         assert_eq!(q.reset, secs(30));
     }
 
@@ -403,7 +405,7 @@ mod tests {
             "1.2.3",
             "99999999999999999999999999",
         ] {
-            assert_eq!(reset_from(bad, wall()), None, "{bad}");
+            assert_eq!(reset_time(bad, wall()), None, "{bad}");
         }
     }
 }

@@ -1,15 +1,4 @@
-//! The client-side rate limit of one host (or vendor key): GCRA, the generic cell rate
-//! algorithm, with the semantics of the `governor` crate.
-//!
-//! A rate of `n` per `period` gives an emission interval `T = period / n`; a burst of `b` gives
-//! a tolerance `tau = (b - 1) * T` (governor's `Gcra::new`). The state is one instant, the theoretical arrival time `tat`. A
-//! request at `now` conforms when `now >= tat - tau`, and then `tat = max(tat, now) + T`. So a
-//! fresh limiter lets `b` requests through at once, then one per `T`, and over any window of
-//! length `w` at most `b + w / T` requests conform.
-//!
-//! A call that does not conform yet may reserve the first instant at which it will
-//! ([`Gcra::reserve`]): the limiter moves on as if it had arrived then, so waiting calls get
-//! distinct slots instead of racing for the same one.
+//! The client-side rate limit: [`Gcra`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// ```
 /// use std::time::Duration;
-/// use egress_core::guard::Rate;
+/// use egress_core::Rate;
 /// let rate: Rate = "50/s".parse().unwrap();
 /// assert_eq!(rate.interval(), Duration::from_millis(20));
 /// assert!("50".parse::<Rate>().is_err());
@@ -170,7 +159,20 @@ impl RateLimitConfig {
     }
 }
 
-/// GCRA over one `tat` (see the [module docs](self)).
+/// GCRA over one `tat`.
+///
+/// The client-side rate limit of one host (or vendor key): GCRA, the generic cell rate
+/// algorithm, with the semantics of the `governor` crate.
+///
+/// A rate of `n` per `period` gives an emission interval `T = period / n`; a burst of `b` gives
+/// a tolerance `tau = (b - 1) * T` (governor's `Gcra::new`). The state is one instant, the theoretical arrival time `tat`. A
+/// request at `now` conforms when `now >= tat - tau`, and then `tat = max(tat, now) + T`. So a
+/// fresh limiter lets `b` requests through at once, then one per `T`, and over any window of
+/// length `w` at most `b + w / T` requests conform.
+///
+/// A call that does not conform yet may reserve the first instant at which it will
+/// ([`Gcra::reserve`]): the limiter moves on as if it had arrived then, so waiting calls get
+/// distinct slots instead of racing for the same one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gcra {
     interval: Duration,

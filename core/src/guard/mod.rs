@@ -1,61 +1,10 @@
-//! Decisions across calls: the circuit breaker, the host-wide hold and the
-//! client-side rate limit, kept per client and host (or a vendor-given key) in [`Guards`].
-//!
-//! Like the retry budget, this is pure state shared by every exchange of a client, with time as
-//! data on every method; the exchanges consult it and the backends know nothing of it.
-//!
-//! Before each attempt an exchange asks, in this order:
-//!
-//! 1. **Hold**: has any call to this host been told to come back later (a throttling answer with
-//!    `Retry-After`, or a response whose rate-limit fields say no quota is left)? Then wait until
-//!    then if that is before the call's deadline, else end at once with `RateLimited`.
-//! 2. **Circuit breaker**: is the circuit open (or half-open with its probes taken)? Then end at
-//!    once with `CircuitOpen`, or wait, when the call asked to, if that is before its deadline.
-//! 3. **Rate limit**: is there a GCRA slot now? Otherwise reserve the next one and wait for it
-//!    if it comes before the deadline, else end at once with `RateLimited`; a refused request is
-//!    never sent.
-//!
-//! After each attempt the exchange reports its [`Verdict`] (to the breaker) and any hold the
-//! response asked for.
-//!
-//! ```
-//! use std::time::Duration;
-//! use egress_core::{CircuitBreakerConfig, Config, RetryPolicy};
-//! use egress_core::test_util::{ScriptedTransport, block_on, step};
-//!
-//! let upstream = ScriptedTransport::new();
-//! upstream.push(step(503)).push(step(503)).push(step(429).header("retry-after", "20"));
-//! // A breaker that opens after 2 failed attempts (the default waits for 100), no retries.
-//! let breaker = CircuitBreakerConfig::default()
-//!     .with_min_throughput(2)
-//!     .with_break_duration(Duration::from_secs(5));
-//! let config = Config::default()
-//!     .with_base_url("https://api.example.com")
-//!     .with_retry(RetryPolicy::disabled())
-//!     .with_circuit_breaker(breaker);
-//! let client = upstream.client(config).unwrap();
-//! for _ in 0..2 {
-//!     block_on(client.get("/x").send()).unwrap_err();
-//! }
-//! // Open: refused at once, never sent.
-//! let refused = block_on(client.get("/x").send()).unwrap_err();
-//! assert!(refused.is_circuit_open() && refused.attempts() == 0);
-//! assert_eq!(upstream.requests().len(), 2);
-//!
-//! // After the break the probe meets a 429 with Retry-After: 20: the host is held, and a
-//! // call whose deadline ends first is refused with `RateLimited`, unsent.
-//! upstream.clock().advance(Duration::from_secs(5));
-//! block_on(client.get("/x").send()).unwrap_err();
-//! let held = block_on(client.get("/x").deadline(Duration::from_secs(10)).send()).unwrap_err();
-//! assert!(held.is_rate_limited() && held.attempts() == 0);
-//! assert_eq!(upstream.requests().len(), 3);
-//! ```
+//! Decisions across calls; the whole story is on [`Guards`].
 
-pub mod breaker;
-pub mod fleet;
-pub mod hints;
-pub mod limiter;
-pub mod shared;
+pub(crate) mod breaker;
+pub(crate) mod fleet;
+pub(crate) mod hints;
+pub(crate) mod limiter;
+pub(crate) mod shared;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -67,7 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::ids::CorrelationId;
 use serde::{Deserialize, Serialize};
 
-pub use breaker::{Breaker, CircuitBreakerConfig, CircuitState, Verdict};
+pub use breaker::{
+    Breaker, CircuitBreakerConfig, CircuitCheck, CircuitState, CircuitVerdict, ProbeId,
+};
+pub use fleet::{CircuitSharing, FailureMode, FleetConfig, FleetUrl, LocalCoordinator};
+pub use hints::{Quota, rate_limit_quota};
 pub use limiter::{Gcra, InvalidRate, Rate, RateLimitConfig};
 pub use shared::{Hold, HoldReason};
 
@@ -242,6 +195,59 @@ const MAX_HOSTS: usize = 256;
 /// The across-call state of one client: per host (or vendor key), a circuit breaker, a hold and
 /// a GCRA limiter. Shared by every exchange of a client through its
 /// [`Policy`](crate::Policy); every method takes the time as data.
+///
+/// Decisions across calls: the circuit breaker, the host-wide hold and the
+/// client-side rate limit, kept per client and host (or a vendor-given key) in [`Guards`].
+///
+/// Like the retry budget, this is pure state shared by every exchange of a client, with time as
+/// data on every method; the exchanges consult it and the backends know nothing of it.
+///
+/// Before each attempt an exchange asks, in this order:
+///
+/// 1. **Hold**: has any call to this host been told to come back later (a throttling answer with
+///    `Retry-After`, or a response whose rate-limit fields say no quota is left)? Then wait until
+///    then if that is before the call's deadline, else end at once with `RateLimited`.
+/// 2. **Circuit breaker**: is the circuit open (or half-open with its probes taken)? Then end at
+///    once with `CircuitOpen`, or wait, when the call asked to, if that is before its deadline.
+/// 3. **Rate limit**: is there a GCRA slot now? Otherwise reserve the next one and wait for it
+///    if it comes before the deadline, else end at once with `RateLimited`; a refused request is
+///    never sent.
+///
+/// After each attempt the exchange reports its [`CircuitVerdict`] (to the breaker) and any hold the
+/// response asked for.
+///
+/// ```
+/// use std::time::Duration;
+/// use egress_core::{CircuitBreakerConfig, Config, RetryPolicy};
+/// use egress_core::test_util::{ScriptedTransport, block_on, step};
+///
+/// let upstream = ScriptedTransport::new();
+/// upstream.push(step(503)).push(step(503)).push(step(429).header("retry-after", "20"));
+/// // A breaker that opens after 2 failed attempts (the default waits for 100), no retries.
+/// let breaker = CircuitBreakerConfig::default()
+///     .with_min_throughput(2)
+///     .with_break_duration(Duration::from_secs(5));
+/// let config = Config::default()
+///     .with_base_url("https://api.example.com")
+///     .with_retry(RetryPolicy::disabled())
+///     .with_circuit_breaker(breaker);
+/// let client = upstream.client(config).unwrap();
+/// for _ in 0..2 {
+///     block_on(client.get("/x").send()).unwrap_err();
+/// }
+/// // Open: refused at once, never sent.
+/// let refused = block_on(client.get("/x").send()).unwrap_err();
+/// assert!(refused.is_circuit_open() && refused.attempts() == 0);
+/// assert_eq!(upstream.requests().len(), 2);
+///
+/// // After the break the probe meets a 429 with Retry-After: 20: the host is held, and a
+/// // call whose deadline ends first is refused with `RateLimited`, unsent.
+/// upstream.clock().advance(Duration::from_secs(5));
+/// block_on(client.get("/x").send()).unwrap_err();
+/// let held = block_on(client.get("/x").deadline(Duration::from_secs(10)).send()).unwrap_err();
+/// assert!(held.is_rate_limited() && held.attempts() == 0);
+/// assert_eq!(upstream.requests().len(), 3);
+/// ```
 #[derive(Debug)]
 pub struct Guards {
     breaker: CircuitBreakerConfig,
@@ -388,9 +394,9 @@ impl Guards {
                 let (check, change) = breaker.check(now, &self.breaker);
                 changed = change;
                 match check {
-                    breaker::Check::Pass => {}
-                    breaker::Check::Probe => probe = true,
-                    breaker::Check::Blocked { until } => {
+                    breaker::CircuitCheck::Pass => {}
+                    breaker::CircuitCheck::Probe => probe = true,
+                    breaker::CircuitCheck::Blocked { until } => {
                         if g.wait_for_circuit && until < ask.deadline {
                             let wait = Admission::Wait {
                                 until,
@@ -481,7 +487,7 @@ impl Guards {
         &self,
         key: &str,
         now: Instant,
-        verdict: Verdict,
+        verdict: CircuitVerdict,
         probe: Option<breaker::ProbeId>,
         cause: &CorrelationId,
     ) {

@@ -8,7 +8,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use super::RetryPolicy;
 use crate::error::{TimeoutKind, TransportError};
-use crate::retry_after::{self, RetryAfter};
+use crate::retry_after::{RetryAfter, retry_after_from_headers};
 
 /// What happened to one attempt.
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +157,7 @@ pub fn classify(outcome: &Outcome<'_>, ctx: &ClassifyContext<'_>) -> RetryAction
                 // Most responses: no header to look up.
                 return RetryAction::NoAction;
             }
-            let hint = retry_after::from_headers(headers).and_then(Result::ok);
+            let hint = retry_after_from_headers(headers).and_then(Result::ok);
             if throttled || (code == 503 && hint.is_some()) {
                 gate(RetryReason::Throttled, hint)
             } else if retryable {

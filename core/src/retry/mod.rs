@@ -1,11 +1,9 @@
-//! Retry decisions: classification ([`classify()`]), backoff ([`backoff::delay`]), jitter
-//! ([`Jitter`]) and the retry budget ([`RetryBudget`]). All pure; time and randomness come in
-//! as arguments.
+//! Retries; the whole story is on [`RetryPolicy`].
 
-pub mod backoff;
-pub mod budget;
+pub(crate) mod backoff;
+pub(crate) mod budget;
 pub mod classify;
-pub mod jitter;
+pub(crate) mod jitter;
 
 use std::time::Duration;
 
@@ -21,9 +19,13 @@ pub use jitter::{Jitter, NoJitter, SeededJitter};
 
 /// Which failures retry, how often and how long to wait.
 ///
+/// Retry decisions: classification ([`classify()`]), backoff ([`Backoff::delay`]), jitter
+/// ([`Jitter`]) and the retry budget ([`RetryBudget`]). All pure; time and randomness come in
+/// as arguments.
+///
 /// ```
 /// use std::time::Duration;
-/// use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
+/// use egress_core::{Backoff, JitterMode, RetryPolicy};
 ///
 /// let policy = RetryPolicy::standard()
 ///     .with_max_attempts(5)

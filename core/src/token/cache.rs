@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::lifecycle::{CurrentToken, Decision, RefreshReason, Ticket, TokenLifecycle};
+use super::lifecycle::{CurrentToken, RefreshReason, RefreshTicket, TokenDecision, TokenLifecycle};
 use super::{FetchContext, TokenError, TokenSource};
 use crate::error::ConfigError;
 use crate::rt::{Clock, Entropy, Sleeper};
@@ -93,14 +93,14 @@ impl TokenCache {
                 (shared.lifecycle.decide(now), shared.version)
             };
             match decision {
-                Decision::Use(token) => return Ok(token),
-                Decision::Fail(error) => return Err(error),
-                Decision::Wait => {
+                TokenDecision::Use(token) => return Ok(token),
+                TokenDecision::Fail(error) => return Err(error),
+                TokenDecision::Wait => {
                     if now >= deadline || !self.changed(seen, deadline, rt.sleeper).await {
                         return Err(TokenError::Deadline);
                     }
                 }
-                Decision::Refresh {
+                TokenDecision::Refresh {
                     ticket,
                     reason,
                     fallback,
@@ -133,7 +133,7 @@ impl TokenCache {
     async fn refresh(
         &self,
         rt: &Pieces<'_>,
-        ticket: Ticket,
+        ticket: RefreshTicket,
         reason: RefreshReason,
         fallback: Option<CurrentToken>,
         deadline: Instant,
@@ -208,7 +208,7 @@ impl TokenCache {
 /// The refresh a call holds; handed over when the call's future is dropped mid-refresh.
 struct Flight<'a> {
     cache: &'a TokenCache,
-    ticket: Option<Ticket>,
+    ticket: Option<RefreshTicket>,
 }
 
 impl Drop for Flight<'_> {

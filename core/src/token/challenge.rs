@@ -20,7 +20,7 @@ pub fn is_invalid_token(response: &StatusError) -> bool {
 ///
 /// ```
 /// use egress_core::http::{HeaderMap, HeaderValue};
-/// use egress_core::token::bearer_error;
+/// use egress_core::bearer_error;
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert(

@@ -17,7 +17,7 @@ use crate::exchange::saturating_add;
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use egress_core::token::RefreshPolicy;
+/// use egress_core::RefreshPolicy;
 ///
 /// let policy = RefreshPolicy::default();
 /// let t0 = Instant::now();
@@ -199,12 +199,12 @@ impl fmt::Debug for CurrentToken {
 
 /// The right to run one refresh; its outcome is fed back with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ticket(u64);
+pub struct RefreshTicket(u64);
 
 /// What a call should do about its token now.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Decision {
+pub enum TokenDecision {
     /// Send this token.
     Use(CurrentToken),
     /// Fetch a new token (this call holds the single flight), then feed the outcome back with
@@ -212,7 +212,7 @@ pub enum Decision {
     /// the refresh fails.
     Refresh {
         /// The flight this call holds.
-        ticket: Ticket,
+        ticket: RefreshTicket,
         /// Why.
         reason: RefreshReason,
         /// The still-valid token, on a refresh-ahead.
@@ -267,7 +267,7 @@ enum State {
 /// ```
 ///
 /// [`TokenLifecycle::decide`] says what a call should do now; one call at a time is handed a
-/// [`Ticket`] to refresh, every other call uses a valid token or waits. The outcome of the
+/// [`RefreshTicket`] to refresh, every other call uses a valid token or waits. The outcome of the
 /// refresh is fed back with the ticket, and a stale ticket (a refresh that was abandoned and
 /// taken over) is ignored.
 ///
@@ -275,20 +275,20 @@ enum State {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use egress_core::token::{Decision, RefreshPolicy, RefreshReason, Token, TokenLifecycle};
+/// use egress_core::{TokenDecision, RefreshPolicy, RefreshReason, Token, TokenLifecycle};
 ///
 /// let t0 = Instant::now();
 /// let mut tokens = TokenLifecycle::new(RefreshPolicy::default());
 /// // The first call refreshes; a second one meanwhile waits (single flight).
-/// let Decision::Refresh { ticket, reason: RefreshReason::Initial, .. } = tokens.decide(t0) else { panic!() };
-/// assert!(matches!(tokens.decide(t0), Decision::Wait));
+/// let TokenDecision::Refresh { ticket, reason: RefreshReason::Initial, .. } = tokens.decide(t0) else { panic!() };
+/// assert!(matches!(tokens.decide(t0), TokenDecision::Wait));
 /// let token = Token::bearer("t-1".into(), Some(Duration::from_secs(3600)));
 /// tokens.handle_refreshed(ticket, t0 + Duration::from_millis(80), token, 0);
-/// assert!(matches!(tokens.decide(t0 + Duration::from_secs(1)), Decision::Use(_)));
+/// assert!(matches!(tokens.decide(t0 + Duration::from_secs(1)), TokenDecision::Use(_)));
 /// // At 80 % of the hour one call refreshes ahead while the others keep the valid token.
 /// let later = t0 + Duration::from_secs(2900);
-/// assert!(matches!(tokens.decide(later), Decision::Refresh { reason: RefreshReason::Ahead, .. }));
-/// assert!(matches!(tokens.decide(later), Decision::Use(_)));
+/// assert!(matches!(tokens.decide(later), TokenDecision::Refresh { reason: RefreshReason::Ahead, .. }));
+/// assert!(matches!(tokens.decide(later), TokenDecision::Use(_)));
 /// ```
 #[derive(Clone, Debug)]
 pub struct TokenLifecycle {
@@ -321,8 +321,8 @@ impl TokenLifecycle {
         matches!(self.state, State::Refreshing { .. })
     }
 
-    /// What a call should do at `now`. A [`Decision::Refresh`] hands this call the single flight.
-    pub fn decide(&mut self, now: Instant) -> Decision {
+    /// What a call should do at `now`. A [`TokenDecision::Refresh`] hands this call the single flight.
+    pub fn decide(&mut self, now: Instant) -> TokenDecision {
         let usable = |held: &Option<Held>| {
             held.as_ref()
                 .filter(|h| h.token.is_valid_at(now))
@@ -340,13 +340,15 @@ impl TokenLifecycle {
                 let held = held.clone();
                 self.start(now, RefreshReason::Ahead, Some(held))
             }
-            State::Valid(held) => Decision::Use(held.token.clone()),
-            State::Refreshing { held, .. } => usable(held).map_or(Decision::Wait, Decision::Use),
+            State::Valid(held) => TokenDecision::Use(held.token.clone()),
+            State::Refreshing { held, .. } => {
+                usable(held).map_or(TokenDecision::Wait, TokenDecision::Use)
+            }
             State::Failed {
                 until, error, held, ..
             } if now < *until => match usable(held) {
-                Some(token) => Decision::Use(token),
-                None => Decision::Fail(error.clone()),
+                Some(token) => TokenDecision::Use(token),
+                None => TokenDecision::Fail(error.clone()),
             },
             State::Failed { held, why, .. } => {
                 let (why, held) = match held {
@@ -359,7 +361,7 @@ impl TokenLifecycle {
         }
     }
 
-    fn start(&mut self, now: Instant, reason: RefreshReason, held: Option<Held>) -> Decision {
+    fn start(&mut self, now: Instant, reason: RefreshReason, held: Option<Held>) -> TokenDecision {
         self.flights += 1;
         let fallback = held.as_ref().map(|h| h.token.clone());
         self.state = State::Refreshing {
@@ -367,14 +369,14 @@ impl TokenLifecycle {
             since: now,
             held,
         };
-        Decision::Refresh {
-            ticket: Ticket(self.flights),
+        TokenDecision::Refresh {
+            ticket: RefreshTicket(self.flights),
             reason,
             fallback,
         }
     }
 
-    fn flight(&self, ticket: Ticket) -> Option<(Instant, Option<Held>)> {
+    fn flight(&self, ticket: RefreshTicket) -> Option<(Instant, Option<Held>)> {
         match &self.state {
             State::Refreshing {
                 ticket: t,
@@ -391,7 +393,7 @@ impl TokenLifecycle {
     /// error when the token expired before it arrived (it is treated as a failed refresh).
     pub fn handle_refreshed(
         &mut self,
-        ticket: Ticket,
+        ticket: RefreshTicket,
         at: Instant,
         token: Token,
         jitter: u64,
@@ -422,7 +424,7 @@ impl TokenLifecycle {
     }
 
     /// The refresh of `ticket` failed at `at`. Ignored when the ticket is stale.
-    pub fn handle_failed(&mut self, ticket: Ticket, at: Instant, error: TokenError) {
+    pub fn handle_failed(&mut self, ticket: RefreshTicket, at: Instant, error: TokenError) {
         if let Some((_, held)) = self.flight(ticket) {
             let why = match &held {
                 Some(_) => RefreshReason::Expired,
@@ -443,7 +445,7 @@ impl TokenLifecycle {
 
     /// The call holding `ticket` gave up before the outcome (its deadline passed, or it was
     /// dropped): the next call to decide takes over. Ignored when the ticket is stale.
-    pub fn handle_abandoned(&mut self, ticket: Ticket) {
+    pub fn handle_abandoned(&mut self, ticket: RefreshTicket) {
         if let Some((_, held)) = self.flight(ticket) {
             self.state = match held {
                 Some(held) => State::Valid(held),
@@ -494,9 +496,9 @@ mod tests {
         Token::bearer("t".into(), Some(secs(lifetime)))
     }
 
-    fn ticket(decision: Decision) -> Ticket {
+    fn ticket(decision: TokenDecision) -> RefreshTicket {
         match decision {
-            Decision::Refresh { ticket, .. } => ticket,
+            TokenDecision::Refresh { ticket, .. } => ticket,
             other => panic!("expected a refresh, got {other:?}"),
         }
     }
@@ -538,11 +540,11 @@ mod tests {
         let mut l = TokenLifecycle::new(RefreshPolicy::default());
         let t = ticket(l.decide(t0));
         for _ in 0..10 {
-            assert!(matches!(l.decide(t0), Decision::Wait));
+            assert!(matches!(l.decide(t0), TokenDecision::Wait));
         }
         let got = l.handle_refreshed(t, t0 + secs(1), token(3600), 0);
         assert_eq!(got.unwrap().unwrap().generation(), 1);
-        assert!(matches!(l.decide(t0 + secs(1)), Decision::Use(_)));
+        assert!(matches!(l.decide(t0 + secs(1)), TokenDecision::Use(_)));
     }
 
     #[test]
@@ -552,14 +554,14 @@ mod tests {
         let t = ticket(l.decide(t0));
         l.handle_refreshed(t, t0, token(100), 0);
         match l.decide(t0 + secs(100)) {
-            Decision::Refresh {
+            TokenDecision::Refresh {
                 reason: RefreshReason::Expired,
                 fallback: None,
                 ..
             } => {}
             other => panic!("{other:?}"),
         }
-        assert!(matches!(l.decide(t0 + secs(100)), Decision::Wait));
+        assert!(matches!(l.decide(t0 + secs(100)), TokenDecision::Wait));
     }
 
     #[test]
@@ -568,11 +570,11 @@ mod tests {
         let mut l = TokenLifecycle::new(RefreshPolicy::default());
         let t = ticket(l.decide(t0));
         l.handle_failed(t, t0 + secs(1), TokenError::Deadline);
-        assert!(matches!(l.decide(t0 + secs(5)), Decision::Fail(_)));
+        assert!(matches!(l.decide(t0 + secs(5)), TokenDecision::Fail(_)));
         // Cooldown 5 s from the failure at 1 s: until 6 s.
         assert!(matches!(
             l.decide(t0 + secs(6)),
-            Decision::Refresh {
+            TokenDecision::Refresh {
                 reason: RefreshReason::Initial,
                 ..
             }
@@ -588,11 +590,11 @@ mod tests {
         // 100 s: 80 s vs 40 s ahead -> 50 s (half).
         let t = ticket(l.decide(t0 + secs(50)));
         l.handle_failed(t, t0 + secs(51), TokenError::Deadline);
-        assert!(matches!(l.decide(t0 + secs(52)), Decision::Use(_)));
+        assert!(matches!(l.decide(t0 + secs(52)), TokenDecision::Use(_)));
         // After the cooldown (56 s), one call refreshes ahead again.
         assert!(matches!(
             l.decide(t0 + secs(56)),
-            Decision::Refresh {
+            TokenDecision::Refresh {
                 reason: RefreshReason::Ahead,
                 fallback: Some(_),
                 ..
@@ -609,7 +611,7 @@ mod tests {
         assert!(l.handle_rejected(1));
         assert!(!l.handle_rejected(1));
         let t = match l.decide(t0) {
-            Decision::Refresh {
+            TokenDecision::Refresh {
                 ticket,
                 reason: RefreshReason::Rejected,
                 fallback: None,
@@ -619,7 +621,7 @@ mod tests {
         l.handle_refreshed(t, t0, token(3600), 0);
         // A late 401 for the first token does not drop the second.
         assert!(!l.handle_rejected(1));
-        assert!(matches!(l.decide(t0), Decision::Use(t) if t.generation() == 2));
+        assert!(matches!(l.decide(t0), TokenDecision::Use(t) if t.generation() == 2));
     }
 
     #[test]
@@ -643,7 +645,7 @@ mod tests {
         let t = ticket(l.decide(t0));
         let got = l.handle_refreshed(t, t0 + secs(2), token(1), 0);
         assert!(matches!(got, Some(Err(TokenError::InvalidResponse(_)))));
-        assert!(matches!(l.decide(t0 + secs(2)), Decision::Fail(_)));
+        assert!(matches!(l.decide(t0 + secs(2)), TokenDecision::Fail(_)));
     }
 
     #[test]

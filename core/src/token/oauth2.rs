@@ -402,7 +402,7 @@ pub type RejectionRule = Arc<dyn Fn(&StatusError) -> bool + Send + Sync>;
 /// ```
 /// use std::sync::Arc;
 /// use egress_core::test_util::{ScriptedTransport, block_on, step};
-/// use egress_core::token::{ClientCredentials, is_invalid_token};
+/// use egress_core::{ClientCredentials, is_invalid_token};
 /// use egress_core::{Client, Config, OAuth2Config};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use egress_core::retry::{Backoff, JitterMode, RetryPolicy};
+use egress_core::{Backoff, JitterMode, RetryPolicy};
 use egress_core::{Client, Config};
 
 /// One test module per scenario, with a test per backend (`scenario::tokio`,

@@ -40,7 +40,7 @@
 //! refreshed ahead of expiry, and replaced once when the service answers 401 with
 //! `error="invalid_token"`. A token that cannot be obtained maps to
 //! [`EntitiesError::Unauthorized`] when the authorization server refused the credentials, and to
-//! [`EntitiesError::Unavailable`] when it could not be reached (see [`egress_core::token`]). The same in virtual time:
+//! [`EntitiesError::Unavailable`] when it could not be reached (see [`egress_core::TokenSource`]). The same in virtual time:
 //!
 //! ```
 //! use egress_core::test_util::{ScriptedTransport, block_on, step};
@@ -78,7 +78,7 @@
 mod error;
 mod types;
 
-use egress_core::validate::ValidationError;
+use egress_core::ValidationError;
 use egress_core::{Client, IdempotencyKey, Response};
 
 use crate::common::ordered;

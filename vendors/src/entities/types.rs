@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use egress_core::validate::{Invalid, Validate};
+use egress_core::{Invalid, Validate};
 use serde::{Deserialize, Serialize};
 
 /// The longest entity ID accepted, in bytes.

@@ -3,8 +3,8 @@
 use std::time::SystemTime;
 
 use egress_core::http::StatusCode;
-use egress_core::retry_after::{resolve, response_date};
 use egress_core::{CorrelationId, Error, RetryAfter};
+use egress_core::{resolve_retry_after, response_date};
 
 use super::rate_limit::{GitHubClassifier, RateLimitKind};
 use super::types::GitHubError;
@@ -136,7 +136,9 @@ impl GitHubApiError {
             let (kind, hint) = classifier.signal(r.status(), r.headers(), r.body(), wall)?;
             let retry_at = match hint {
                 RetryAfter::At(at) => Some(at),
-                RetryAfter::Delay(_) => date.and_then(|d| d.checked_add(resolve(hint, Some(d), d))),
+                RetryAfter::Delay(_) => {
+                    date.and_then(|d| d.checked_add(resolve_retry_after(hint, Some(d), d)))
+                }
             };
             Some((kind, retry_at))
         });

@@ -56,7 +56,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use egress_core::url::Url;
+use egress_core::Url;
 use egress_core::{Client, Config, Response};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;

@@ -17,12 +17,9 @@
 use std::time::{Duration, SystemTime};
 
 use egress_core::RetryAfter;
-use egress_core::guard::hints;
 use egress_core::http::{HeaderMap, StatusCode};
-use egress_core::retry::{
-    Classifier, ClassifyContext, Outcome, RetryAction, RetryReason, classify,
-};
-use egress_core::retry_after::{self, resolve, response_date};
+use egress_core::{Classifier, ClassifyContext, Outcome, RetryAction, RetryReason, classify};
+use egress_core::{rate_limit_quota, resolve_retry_after, response_date, retry_after_from_headers};
 
 use super::types::{GitHubError, RateLimit};
 
@@ -104,10 +101,10 @@ impl GitHubClassifier {
         if !matches!(status.as_u16(), 403 | 429) {
             return None;
         }
-        let retry_after = retry_after::from_headers(headers).and_then(Result::ok);
+        let retry_after = retry_after_from_headers(headers).and_then(Result::ok);
         // The core's reading of the rate-limit fields (the same one that holds the host when
         // no quota is left): `x-ratelimit-remaining` and the Unix time `x-ratelimit-reset`.
-        let quota = hints::quota(headers, response_date(headers), wall);
+        let quota = rate_limit_quota(headers, response_date(headers), wall);
         if quota.is_some_and(|q| q.is_exhausted()) {
             let reset = quota.and_then(|q| q.reset_at).map(RetryAfter::At);
             // Without a valid reset time, fall back to Retry-After, then to the secondary wait;
@@ -148,7 +145,7 @@ fn body_signal(body: &[u8]) -> Option<RateLimitKind> {
 }
 
 fn later(a: RetryAfter, b: RetryAfter, date: Option<SystemTime>, wall: SystemTime) -> RetryAfter {
-    if resolve(a, date, wall) >= resolve(b, date, wall) {
+    if resolve_retry_after(a, date, wall) >= resolve_retry_after(b, date, wall) {
         a
     } else {
         b

@@ -1,4 +1,5 @@
-//! The two enums an [`Exchange`](crate::Exchange) is driven with: [`Input`] in, [`Output`] out.
+//! The messages an [`Exchange`](crate::Exchange) and its driver exchange: [`Input`] (what
+//! happened) in, [`Output`] (what to do) out. Plain data, no IO.
 
 use std::fmt;
 use std::time::{Instant, SystemTime};
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use crate::error::{Error, TransportError};
 use crate::redact::Redactor;
 use crate::response::Response;
-pub use crate::rt::{AttemptDeadlines, AttemptRequest};
+pub(crate) use crate::rt::{AttemptDeadlines, AttemptRequest};
 
 /// Something that happened, fed to [`Exchange::handle_input`](crate::Exchange::handle_input).
 /// Every variant carries the monotonic time at which it happened; times must never go backwards
