@@ -39,11 +39,17 @@
 //!   `EVALSHA`) and feeds the answer back as `Input::Slots`. The exchange then waits for its
 //!   slot, or refuses the call (`RateLimited`) when no slot comes before its deadline, exactly
 //!   as with the local limiter. A client without a fleet never takes this step.
-//! - **Leases**: the script reserves `lease` consecutive slots per round trip (`lease = 1`,
-//!   the default, is exact); the replica spends them locally on its next calls. A leased slot
-//!   not taken within one emission interval (at least 1 ms) of its time is dropped (quota
-//!   wasted, never spent late). With 32 callers at 200/s, a lease of 16 cuts the round trips per call to about
-//!   1/16 at the price of each replica holding up to 16 slots the others cannot use.
+//! - **Leases**: the script reserves up to `lease` consecutive slots per round trip
+//!   (`lease = 1`, the default, is exact); the replica spends them locally on its next calls.
+//!   Calls that find the lease empty while another call's request is still out ask only for
+//!   the rest of one lease (at least their own slot), so a replica never holds more than
+//!   `lease` slots plus one per waiting call (16 workers with a lease of 16: at most 31 slots,
+//!   not 16 leases of 16, which is more than a second of a 200/s quota). A leased slot not
+//!   taken within one emission interval (at least 1 ms) of its time is dropped (quota wasted,
+//!   never spent late). Every slot is granted by the one GCRA in Redis, so the fleet never
+//!   exceeds rate + burst whatever the lease; a lease only shifts who gets the slots. With 32
+//!   callers at 200/s, a lease of 16 cuts the round trips per call to about 1/16 at the price
+//!   of each replica holding up to 16 slots the others cannot use.
 //! - **Holds and circuits** never cost a round trip on the call path: they are published
 //!   fire-and-forget (a script sets a key with an expiry and `PUBLISH`es), and every replica
 //!   applies them from pub/sub to a local cache that the exchange reads from memory. The hold

@@ -9,7 +9,8 @@
 //!   tolerance. The exchange asks for slots with [`Output::Acquire`](crate::Output::Acquire)
 //!   (only when a coordinator is installed and the rate limit is on), the driver performs it and
 //!   answers with [`Input::Slots`](crate::Input::Slots); slots leased beyond the call's own
-//!   are spent locally by the next calls.
+//!   are spent locally by the next calls. Slots asked by calls still waiting for their answer
+//!   count as held: a replica holds at most one lease plus one slot per waiting call.
 //! - **holds**: published fire-and-forget, read from the coordinator's local cache (memory),
 //!   never with a round trip on the call path.
 //! - **open circuits** (when [`CircuitSharing::Shared`]): the same.
@@ -499,6 +500,101 @@ mod tests {
         assert_eq!(a.clock().elapsed(), ms(200));
         let k = fleet.keys.lock().unwrap();
         assert_eq!(k["api.example.com"].tat, Some(a.clock().epoch() + ms(300)));
+    }
+
+    /// Slots `calls` concurrent calls with an empty lease reserve, each asking before any
+    /// answer came: what one replica of `calls` workers can hold at once.
+    fn reserved_by_concurrent_calls(calls: usize, lease: u32) -> (Vec<u32>, usize) {
+        use crate::guard::{Admission, Ask, CallGuards, Guards, HoldConfig};
+        let limit = RateLimitConfig::new("200/s".parse().unwrap(), 20);
+        let fleet = Arc::new(LocalCoordinator::new());
+        let config = FleetConfig::new("redis://unused").with_lease(lease);
+        let breaker = CircuitBreakerConfig::default().with_enabled(false);
+        let guards = Guards::new(breaker, HoldConfig::disabled(), limit)
+            .with_coordinator(fleet.clone(), &config);
+        let t = Instant::now();
+        let id = crate::CorrelationId::new("c").unwrap();
+        let ask = Ask {
+            key: "k",
+            correlation_id: &id,
+            now: t,
+            deadline: t + Duration::from_secs(5),
+            guards: CallGuards::default(),
+            has_slot: false,
+            local_only: false,
+        };
+        let mut asked = Vec::new();
+        let mut reserved = 0;
+        for _ in 0..calls {
+            let Admission::Acquire(slot_ask) = guards.admit(&ask) else {
+                panic!("an empty lease sends the call to the coordinator");
+            };
+            asked.push(slot_ask.count);
+            reserved += block_on(fleet.acquire(&slot_ask)).unwrap().slots.len();
+        }
+        (asked, reserved)
+    }
+
+    #[test]
+    fn concurrent_calls_with_an_empty_lease_ask_for_one_lease_between_them_not_one_each() {
+        // 16 workers, lease 16, 200/s: one lease for the first, its own slot for each other one
+        // (31 slots, 155 ms of the fleet's quota), not 16 leases (256 slots, more than the 220
+        // a whole second allows the fleet, which starved the other replicas).
+        let (asked, reserved) = reserved_by_concurrent_calls(16, 16);
+        assert_eq!(asked[0], 16);
+        assert!(asked[1..].iter().all(|n| *n == 1), "{asked:?}");
+        assert_eq!(reserved, 31);
+        // Lease 1 is exact: one slot per call, whatever the concurrency.
+        let (asked, reserved) = reserved_by_concurrent_calls(16, 1);
+        assert!(asked.iter().all(|n| *n == 1));
+        assert_eq!(reserved, 16);
+    }
+
+    #[test]
+    fn a_slot_request_stops_counting_once_answered_refused_or_timed_out() {
+        use crate::guard::{Admission, Ask, CallGuards, Guards, HoldConfig};
+        let limit = RateLimitConfig::new("200/s".parse().unwrap(), 20);
+        let config = FleetConfig::new("redis://unused")
+            .with_lease(16)
+            .with_timeout(ms(50));
+        let breaker = CircuitBreakerConfig::default().with_enabled(false);
+        let guards = Guards::new(breaker, HoldConfig::disabled(), limit)
+            .with_coordinator(Arc::new(LocalCoordinator::new()), &config);
+        let t = Instant::now();
+        let id = crate::CorrelationId::new("c").unwrap();
+        let ask = |now: Instant| Ask {
+            key: "k",
+            correlation_id: &id,
+            now,
+            deadline: t + Duration::from_secs(5),
+            guards: CallGuards::default(),
+            has_slot: false,
+            local_only: false,
+        };
+        let count = |now: Instant| match guards.admit(&ask(now)) {
+            Admission::Acquire(slot_ask) => slot_ask.count,
+            other => panic!("expected a slot request, got {other:?}"),
+        };
+        assert_eq!(count(t), 16);
+        assert_eq!(count(t), 1);
+        // Refused (no slot before the deadline): the full lease is free again but for the
+        // first request, still out.
+        guards.unanswered("k", t, 1);
+        assert_eq!(count(t), 1);
+        guards.unanswered("k", t, 1);
+        guards.unanswered("k", t, 16);
+        assert_eq!(count(t), 16);
+        // Unanswered past the coordinator's timeout: it no longer counts either.
+        assert_eq!(count(t + ms(51)), 16);
+        // Answered with slots: they are the lease the next calls spend.
+        let grant = SlotGrant::new(vec![ms(0); 16], None, None);
+        guards.lease("k", t + ms(51), 16, &grant, |_| {
+            std::time::SystemTime::now()
+        });
+        assert!(matches!(
+            guards.admit(&ask(t + ms(51))),
+            Admission::Go { .. }
+        ));
     }
 
     #[test]
