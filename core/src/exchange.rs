@@ -587,7 +587,6 @@ impl Exchange {
                     return true;
                 };
                 let until = saturating_add(now, fleet.timeout).min(self.deadline);
-                self.fleet.asked = ask.count;
                 let acquire = crate::io::Acquire::new(*ask, fleet.coordinator.clone());
                 self.fleet.pending = Some(Box::new(acquire));
                 self.fleet.waiting = true;
@@ -602,16 +601,12 @@ impl Exchange {
     fn on_slots(&mut self, at: Instant, result: Result<SlotGrant, CoordinatorError>) {
         self.fleet.waiting = false;
         self.state = State::Ready;
-        let asked = std::mem::take(&mut self.fleet.asked);
-        let key = self.guard_key().to_owned();
-        if !matches!(&result, Ok(grant) if !grant.slots.is_empty()) {
-            self.policy.guards().unanswered(&key, at, asked);
-        }
         let failure = match result {
             Ok(grant) if !grant.slots.is_empty() => {
+                let key = self.guard_key().to_owned();
                 self.policy
                     .guards()
-                    .lease(&key, at, asked, &grant, |t| self.wall_at(t));
+                    .lease(&key, at, &grant, |t| self.wall_at(t));
                 return;
             }
             Ok(grant) => match grant.next {
@@ -1043,8 +1038,6 @@ struct FleetCall {
     pending: Option<Box<crate::io::Acquire>>,
     /// An `Acquire` is out and unanswered.
     waiting: bool,
-    /// How many slots the `Acquire` out asks for.
-    asked: u32,
     /// The coordinator failed this call, which fails open: local limits only.
     local: bool,
 }

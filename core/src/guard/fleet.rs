@@ -9,8 +9,9 @@
 //!   tolerance. The exchange asks for slots with [`Output::Acquire`](crate::Output::Acquire)
 //!   (only when a coordinator is installed and the rate limit is on), the driver performs it and
 //!   answers with [`Input::Slots`](crate::Input::Slots); slots leased beyond the call's own
-//!   are spent locally by the next calls. Slots asked by calls still waiting for their answer
-//!   count as held: a replica holds at most one lease plus one slot per waiting call.
+//!   are spent locally by the next calls. A lease never reaches further ahead than its size
+//!   at the rate ([`Gcra::lease`](super::Gcra::lease)): under a saturated quota it shrinks to
+//!   the caller's own slot, so no replica hoards the fleet's quota.
 //! - **holds**: published fire-and-forget, read from the coordinator's local cache (memory),
 //!   never with a round trip on the call path.
 //! - **open circuits** (when [`CircuitSharing::Shared`]): the same.
@@ -308,15 +309,9 @@ impl Coordinator for LocalCoordinator {
                 hold: k.hold.filter(|h| h.until > now).map(|h| h.until - now),
                 ..SlotGrant::default()
             };
-            for _ in 0..ask.count {
-                match gcra.reserve(&mut k.tat, now, latest) {
-                    Ok(slot) => grant.slots.push(slot - now),
-                    Err(slot) => {
-                        grant.next = Some(slot - now);
-                        break;
-                    }
-                }
-            }
+            let (slots, next) = gcra.lease(&mut k.tat, now, ask.count, latest);
+            grant.slots = slots.into_iter().map(|slot| slot - now).collect();
+            grant.next = next.map(|slot| slot - now);
             grant
         });
         Box::pin(std::future::ready(Ok(grant)))
@@ -536,65 +531,20 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_calls_with_an_empty_lease_ask_for_one_lease_between_them_not_one_each() {
-        // 16 workers, lease 16, 200/s: one lease for the first, its own slot for each other one
-        // (31 slots, 155 ms of the fleet's quota), not 16 leases (256 slots, more than the 220
-        // a whole second allows the fleet, which starved the other replicas).
+    fn concurrent_leases_of_one_replica_never_reach_further_ahead_than_a_lease() {
+        // 16 workers, lease 16, 200/s (5 ms) with a burst of 20, every worker asking before any
+        // answer came. The first lease is 16 slots of the burst; the second the 4 left and 12
+        // more up to 60 ms; the third its own slot (65 ms) and those before 80 ms (16 intervals
+        // from now): 70, 75; the 13 others only their own slot each: 48 slots, the furthest
+        // 140 ms ahead. Without the limit on how far a lease reaches, 16 leases of 16 held 256
+        // slots, 1.2 s of the fleet's quota, while the other replicas waited.
         let (asked, reserved) = reserved_by_concurrent_calls(16, 16);
-        assert_eq!(asked[0], 16);
-        assert!(asked[1..].iter().all(|n| *n == 1), "{asked:?}");
-        assert_eq!(reserved, 31);
-        // Lease 1 is exact: one slot per call, whatever the concurrency.
+        assert!(asked.iter().all(|n| *n == 16), "{asked:?}");
+        assert_eq!(reserved, 48);
+        // Lease 1 is exact: one slot per call.
         let (asked, reserved) = reserved_by_concurrent_calls(16, 1);
         assert!(asked.iter().all(|n| *n == 1));
         assert_eq!(reserved, 16);
-    }
-
-    #[test]
-    fn a_slot_request_stops_counting_once_answered_refused_or_timed_out() {
-        use crate::guard::{Admission, Ask, CallGuards, Guards, HoldConfig};
-        let limit = RateLimitConfig::new("200/s".parse().unwrap(), 20);
-        let config = FleetConfig::new("redis://unused")
-            .with_lease(16)
-            .with_timeout(ms(50));
-        let breaker = CircuitBreakerConfig::default().with_enabled(false);
-        let guards = Guards::new(breaker, HoldConfig::disabled(), limit)
-            .with_coordinator(Arc::new(LocalCoordinator::new()), &config);
-        let t = Instant::now();
-        let id = crate::CorrelationId::new("c").unwrap();
-        let ask = |now: Instant| Ask {
-            key: "k",
-            correlation_id: &id,
-            now,
-            deadline: t + Duration::from_secs(5),
-            guards: CallGuards::default(),
-            has_slot: false,
-            local_only: false,
-        };
-        let count = |now: Instant| match guards.admit(&ask(now)) {
-            Admission::Acquire(slot_ask) => slot_ask.count,
-            other => panic!("expected a slot request, got {other:?}"),
-        };
-        assert_eq!(count(t), 16);
-        assert_eq!(count(t), 1);
-        // Refused (no slot before the deadline): the full lease is free again but for the
-        // first request, still out.
-        guards.unanswered("k", t, 1);
-        assert_eq!(count(t), 1);
-        guards.unanswered("k", t, 1);
-        guards.unanswered("k", t, 16);
-        assert_eq!(count(t), 16);
-        // Unanswered past the coordinator's timeout: it no longer counts either.
-        assert_eq!(count(t + ms(51)), 16);
-        // Answered with slots: they are the lease the next calls spend.
-        let grant = SlotGrant::new(vec![ms(0); 16], None, None);
-        guards.lease("k", t + ms(51), 16, &grant, |_| {
-            std::time::SystemTime::now()
-        });
-        assert!(matches!(
-            guards.admit(&ask(t + ms(51))),
-            Admission::Go { .. }
-        ));
     }
 
     #[test]

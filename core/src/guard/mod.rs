@@ -233,18 +233,6 @@ struct HostState {
     tat: Option<Instant>,
     /// Rate slots the fleet's coordinator leased for this key, ascending, not yet taken.
     lease: VecDeque<Instant>,
-    /// Slot requests out to the coordinator and unanswered: (when the asking call stops
-    /// waiting for the answer, slots asked). Counted with the lease so that a replica never
-    /// holds more than its lease size on top of one slot per waiting call.
-    asking: Vec<(Instant, u32)>,
-}
-
-/// One slot request of `asked` slots is answered: the oldest such one is no longer out
-/// (requests of one size are alike; one that timed out has expired on its own).
-fn answered(h: &mut HostState, asked: u32) {
-    if let Some(i) = h.asking.iter().position(|(_, n)| *n == asked) {
-        h.asking.remove(i);
-    }
 }
 
 /// Hosts idle for longer than this are forgotten once the map holds [`MAX_HOSTS`].
@@ -324,7 +312,6 @@ impl Guards {
             hold: None,
             tat: None,
             lease: VecDeque::new(),
-            asking: Vec::new(),
         });
         f(state)
     }
@@ -446,21 +433,10 @@ impl Guards {
                         return (Admission::Refuse(Refusal::RateLimited { slot }), changed);
                     }
                     None => {
-                        // Slots asked by calls still waiting for their answer count as held:
-                        // concurrent calls that find the lease empty ask for the rest of one
-                        // lease between them (and one slot each, their own), never for a lease
-                        // each (16 calls with a lease of 16 would otherwise hold 256 slots,
-                        // more than a second of a 200/s quota, and starve the other replicas).
-                        h.asking.retain(|(until, _)| *until > now);
-                        let asked: u32 = h.asking.iter().map(|(_, n)| *n).sum();
-                        let count = fleet.lease.saturating_sub(asked).max(1);
-                        let answer_by =
-                            crate::exchange::saturating_add(now, fleet.timeout).min(ask.deadline);
-                        h.asking.push((answer_by, count));
                         let ask = fleet::SlotAsk::new(
                             ask.key,
                             now,
-                            count,
+                            fleet.lease,
                             &self.gcra,
                             ask.deadline.saturating_duration_since(now),
                         );
@@ -532,19 +508,16 @@ impl Guards {
 
     /// Takes the slots a coordinator leased for `key` (offsets from `at`, when its answer
     /// arrived: a slot is never earlier than the coordinator meant), and any hold it found
-    /// (`retry_at`: the wall-clock time that hold ends). `asked`: how many slots the call
-    /// asked for.
+    /// (`retry_at`: the wall-clock time that hold ends).
     pub(crate) fn lease(
         &self,
         key: &str,
         at: Instant,
-        asked: u32,
         grant: &fleet::SlotGrant,
         retry_at: impl Fn(Instant) -> SystemTime,
     ) {
         let until = |d: Duration| at.checked_add(d).unwrap_or(at);
         self.with_host(key, at, |h| {
-            answered(h, asked);
             h.lease.extend(grant.slots.iter().map(|d| until(*d)));
             h.lease.make_contiguous().sort_unstable();
             if let Some(left) = grant.hold.filter(|d| !d.is_zero()) {
@@ -555,12 +528,6 @@ impl Guards {
                 }
             }
         });
-    }
-
-    /// A slot request of `asked` slots for `key` ended without slots (refused, failed): it no
-    /// longer counts as out.
-    pub(crate) fn unanswered(&self, key: &str, now: Instant, asked: u32) {
-        self.with_host(key, now, |h| answered(h, asked));
     }
 
     /// Holds `key` until `hold.until` (a later hold already in force stays).
