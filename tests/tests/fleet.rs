@@ -110,7 +110,12 @@ impl Plan {
                 FleetConfig::new(format!("redis://127.0.0.1:{}/0", self.redis))
                     .with_key_prefix("fleet-test")
                     .with_lease(self.lease)
-                    .with_failure_mode(mode),
+                    .with_failure_mode(mode)
+                    // Not the 50 ms default: on a loaded 2-core machine a slot request may
+                    // wait that long for the CPU, and a replica that falls back spends its own
+                    // local quota on top of the fleet's. A killed Redis is seen at once anyway
+                    // (its connections are reset).
+                    .with_timeout(Duration::from_millis(500)),
             )
     }
 }
