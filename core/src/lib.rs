@@ -203,4 +203,3 @@ pub use messages::{Acquire, Input, Output, WaitReason};
 
 #[cfg(feature = "metrics")]
 pub use telemetry::{DURATION_BUCKETS, describe_metrics};
-

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use egress_core::rt::{CoordinatorError, SlotGrant};
 
-/// GCRA over one key, the core's [`Gcra::reserve`](egress_core::Gcra::reserve) once per
-/// slot, with Redis's `TIME` as the clock (microseconds).
+/// GCRA over one key, the core's [`Gcra::lease`](egress_core::Gcra::lease): its
+/// `reserve` once per slot, slots after the first only while less than `count` intervals from
+/// now (a lease never reaches further ahead than its size at the rate), with Redis's `TIME` as
+/// the clock (microseconds).
 ///
 /// KEYS: the theoretical arrival time (`tat`, microseconds since the Unix epoch), the hold.
 /// ARGV: interval (µs), tolerance (µs), slots wanted, max wait (µs), and optionally the time
@@ -32,11 +34,14 @@ local out = {redis.call('PTTL', KEYS[2]), -1}
 local stored = redis.call('GET', KEYS[1])
 local tat = now
 if stored then tat = tonumber(stored) end
+local horizon = interval * count
 local reserved = false
 for i = 1, count do
   local slot = tat - tolerance
   if slot < now then slot = now end
-  if slot > now and slot - now >= max_wait then
+  local before = max_wait
+  if i > 1 and horizon < before then before = horizon end
+  if slot > now and slot - now >= before then
     out[2] = slot - now
     break
   end

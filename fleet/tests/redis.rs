@@ -2,8 +2,9 @@
 //! from the OS packages when missing), on both runtimes: tokio, and async-io (what
 //! egress-async-std runs on).
 //!
-//! - the Lua GCRA reserves exactly the slots the core's `Gcra::reserve` does, on the same
-//!   timelines (a property test);
+//! - the Lua GCRA leases exactly the slots the core's `Gcra::lease` does, on the same
+//!   timelines (a property test), and leases of any size never let the fleet past rate +
+//!   burst in any window (another);
 //! - two replicas share one quota, holds and open circuits;
 //! - with Redis killed a slot request fails, the fleet says it is local, and it shares again
 //!   after a restart;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use egress_core::FleetConfig;
 use egress_core::rt::Coordinator;
-use egress_core::rt::{CoordinatorError, SlotAsk};
+use egress_core::rt::{CoordinatorError, SlotAsk, SlotGrant};
 use egress_core::{Gcra, Hold, HoldReason};
 use egress_fleet::Fleet;
 use egress_fleet::script::{ACQUIRE, grant};
@@ -75,38 +76,32 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     )
 }
 
-/// The script on a chosen timeline versus the core's GCRA on the same one, slot by slot.
-async fn compare(port: u16, interval_us: u64, burst: u32, timeline: &[Step], case: u64) {
+/// Microseconds since the Unix epoch where chosen timelines start: far from zero, as Redis's
+/// TIME gives them.
+const BASE_US: u64 = 1_764_800_000_000_000;
+
+/// Runs the script on a chosen timeline of `case`'s own keys (GCRA of `interval_us` and
+/// `burst`; from [`BASE_US`]) and hands
+/// each step, its time and the script's answer to `check`.
+async fn on_timeline(
+    port: u16,
+    (interval_us, burst): (u64, u32),
+    timeline: &[Step],
+    case: &str,
+    mut check: impl FnMut(&Step, u64, SlotGrant),
+) {
     let mut conn = connection(port).await;
     let script = redis::Script::new(ACQUIRE);
-    let key = format!("prop:{{case{case}}}:tat");
-    let hold = format!("prop:{{case{case}}}:hold");
-    let interval = Duration::from_micros(interval_us);
-    let gcra = Gcra::from_parts(interval, interval.saturating_mul(burst.max(1) - 1));
-    // Microseconds since an epoch far from zero, as Redis's TIME gives them.
-    let base_us: u64 = 1_764_800_000_000_000;
-    let epoch = Instant::now();
-    let (mut now_us, mut tat) = (base_us, None);
+    let (tat, hold) = (format!("{case}:tat"), format!("{case}:hold"));
+    let tolerance = interval_us * u64::from(burst.max(1) - 1);
+    let mut now_us = BASE_US;
     for step in timeline {
         now_us += step.advance;
-        let now = epoch + Duration::from_micros(now_us - base_us);
-        let latest = now + Duration::from_micros(step.max_wait);
-        let mut expected = Vec::new();
-        let mut next = None;
-        for _ in 0..step.count {
-            match gcra.reserve(&mut tat, now, latest) {
-                Ok(slot) => expected.push(slot - now),
-                Err(slot) => {
-                    next = Some(slot - now);
-                    break;
-                }
-            }
-        }
         let reply: Vec<i64> = script
-            .key(&key)
+            .key(&tat)
             .key(&hold)
             .arg(interval_us)
-            .arg(gcra.tolerance().as_micros() as u64)
+            .arg(tolerance)
             .arg(step.count)
             .arg(step.max_wait)
             .arg(now_us)
@@ -115,14 +110,54 @@ async fn compare(port: u16, interval_us: u64, burst: u32, timeline: &[Step], cas
             .expect("the script runs");
         let got = grant(&reply, step.count, Duration::from_micros(step.max_wait))
             .expect("the script's answer is well formed");
-        assert_eq!(got.slots, expected, "slots at {step:?}");
-        assert_eq!(got.next, next, "next slot at {step:?}");
+        check(step, now_us, got);
     }
     let _: () = redis::cmd("DEL")
-        .arg(&key)
+        .arg(&tat)
         .query_async(&mut conn)
         .await
         .expect("DEL");
+}
+
+/// Runs `future` on tokio for even cases, on async-io for odd ones: both run the same script.
+fn on_runtime_of<F: Future>(case: u64, future: F) -> F::Output {
+    if case % 2 == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(future)
+    } else {
+        async_io::block_on(future)
+    }
+}
+
+/// The script on a chosen timeline versus the core's `Gcra::lease` on the same one, slot by
+/// slot.
+async fn compare(port: u16, interval_us: u64, burst: u32, timeline: &[Step], case: u64) {
+    let interval = Duration::from_micros(interval_us);
+    let gcra = Gcra::from_parts(interval, interval.saturating_mul(burst.max(1) - 1));
+    let epoch = Instant::now();
+    let mut tat = None;
+    on_timeline(
+        port,
+        (interval_us, burst),
+        timeline,
+        &format!("prop:{{case{case}}}"),
+        |step, now_us, got| {
+            let now = epoch + Duration::from_micros(now_us - BASE_US);
+            let latest = now + Duration::from_micros(step.max_wait);
+            let (slots, next) = gcra.lease(&mut tat, now, step.count, latest);
+            let expected: Vec<Duration> = slots.into_iter().map(|slot| slot - now).collect();
+            assert_eq!(got.slots, expected, "slots at {step:?}");
+            assert_eq!(
+                got.next,
+                next.map(|slot| slot - now),
+                "next slot at {step:?}"
+            );
+        },
+    )
+    .await;
 }
 
 #[test]
@@ -140,15 +175,62 @@ fn the_lua_gcra_reserves_the_same_slots_as_the_core_gcra_on_the_same_timelines()
             *n += 1;
             *n
         };
-        // Each case on one runtime, alternating: both run the same script.
-        if case % 2 == 0 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime")
-                .block_on(compare(port, interval_us, burst, &timeline, case));
-        } else {
-            async_io::block_on(compare(port, interval_us, burst, &timeline, case));
+        // Each case on one runtime, alternating.
+        on_runtime_of(case, compare(port, interval_us, burst, &timeline, case));
+    });
+}
+
+/// Leases of any size from any replicas on a chosen timeline: every slot the script grants,
+/// in absolute time.
+async fn leased_slots(
+    port: u16,
+    interval_us: u64,
+    burst: u32,
+    timeline: &[Step],
+    case: u64,
+) -> Vec<u64> {
+    let mut slots = Vec::new();
+    on_timeline(
+        port,
+        (interval_us, burst),
+        timeline,
+        &format!("lease:{{case{case}}}"),
+        |_, now_us, got| {
+            slots.extend(got.slots.iter().map(|d| now_us + d.as_micros() as u64));
+        },
+    )
+    .await;
+    slots
+}
+
+#[test]
+fn leases_of_any_size_never_let_the_fleet_past_rate_plus_burst_in_any_window() {
+    let port = free_port();
+    let _redis = redis_server(port, None);
+    let cases = Mutex::new(0u64);
+    let config = ProptestConfig {
+        cases: 32,
+        ..ProptestConfig::default()
+    };
+    // Each step is one replica's request for a lease of 1 to 19 slots (which replica does not
+    // matter to Redis: one key, one GCRA), at any pace.
+    proptest!(config, |(interval_us in 100u64..50_000, burst in 1u32..30, window_slots in 1u64..50, timeline in steps())| {
+        let case = {
+            let mut n = cases.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        let mut slots = on_runtime_of(case, leased_slots(port, interval_us, burst, &timeline, case));
+        slots.sort_unstable();
+        // In any window [t, t + w): fewer than burst + w / T slots (GCRA's bound: the n-th slot
+        // after the first lies at least (n - 1) T - tau later).
+        let window = window_slots * interval_us;
+        for (i, first) in slots.iter().enumerate() {
+            let n = slots[i..].iter().take_while(|t| **t < first + window).count() as u64;
+            prop_assert!(
+                n * interval_us < u64::from(burst) * interval_us + window,
+                "{n} slots in {window} µs from {first} (T {interval_us} µs, burst {burst})"
+            );
         }
     });
 }

@@ -257,7 +257,12 @@ impl Spawned {
 /// `password` is given; stopped by its PID when the guard drops. Start it again on the same
 /// port to play a restart.
 pub fn redis_server(port: u16, password: Option<&str>) -> Spawned {
-    let binary = apt_binary("redis-server", "redis-server");
+    redis_server_of(&apt_binary("redis-server", "redis-server"), port, password)
+}
+
+/// [`redis_server`] with the `redis-server` at `binary` (found by the caller, nothing
+/// installed): for programs that tell their user how to install it instead.
+pub fn redis_server_of(binary: &Path, port: u16, password: Option<&str>) -> Spawned {
     let dir = std::env::temp_dir().join(format!("egress-redis-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("the temporary folder is writable");
     let mut command = Command::new(binary);

@@ -9,7 +9,9 @@
 //!   tolerance. The exchange asks for slots with [`Output::Acquire`](crate::Output::Acquire)
 //!   (only when a coordinator is installed and the rate limit is on), the driver performs it and
 //!   answers with [`Input::Slots`](crate::Input::Slots); slots leased beyond the call's own
-//!   are spent locally by the next calls.
+//!   are spent locally by the next calls. A lease never reaches further ahead than its size
+//!   at the rate ([`Gcra::lease`](super::Gcra::lease)): under a saturated quota it shrinks to
+//!   the caller's own slot, so no replica hoards the fleet's quota.
 //! - **holds**: published fire-and-forget, read from the coordinator's local cache (memory),
 //!   never with a round trip on the call path.
 //! - **open circuits** (when [`CircuitSharing::Shared`]): the same.
@@ -307,15 +309,9 @@ impl Coordinator for LocalCoordinator {
                 hold: k.hold.filter(|h| h.until > now).map(|h| h.until - now),
                 ..SlotGrant::default()
             };
-            for _ in 0..ask.count {
-                match gcra.reserve(&mut k.tat, now, latest) {
-                    Ok(slot) => grant.slots.push(slot - now),
-                    Err(slot) => {
-                        grant.next = Some(slot - now);
-                        break;
-                    }
-                }
-            }
+            let (slots, next) = gcra.lease(&mut k.tat, now, ask.count, latest);
+            grant.slots = slots.into_iter().map(|slot| slot - now).collect();
+            grant.next = next.map(|slot| slot - now);
             grant
         });
         Box::pin(std::future::ready(Ok(grant)))
@@ -499,6 +495,56 @@ mod tests {
         assert_eq!(a.clock().elapsed(), ms(200));
         let k = fleet.keys.lock().unwrap();
         assert_eq!(k["api.example.com"].tat, Some(a.clock().epoch() + ms(300)));
+    }
+
+    /// Slots `calls` concurrent calls with an empty lease reserve, each asking before any
+    /// answer came: what one replica of `calls` workers can hold at once.
+    fn reserved_by_concurrent_calls(calls: usize, lease: u32) -> (Vec<u32>, usize) {
+        use crate::guard::{Admission, Ask, CallGuards, Guards, HoldConfig};
+        let limit = RateLimitConfig::new("200/s".parse().unwrap(), 20);
+        let fleet = Arc::new(LocalCoordinator::new());
+        let config = FleetConfig::new("redis://unused").with_lease(lease);
+        let breaker = CircuitBreakerConfig::default().with_enabled(false);
+        let guards = Guards::new(breaker, HoldConfig::disabled(), limit)
+            .with_coordinator(fleet.clone(), &config);
+        let t = Instant::now();
+        let id = crate::CorrelationId::new("c").unwrap();
+        let ask = Ask {
+            key: "k",
+            correlation_id: &id,
+            now: t,
+            deadline: t + Duration::from_secs(5),
+            guards: CallGuards::default(),
+            has_slot: false,
+            local_only: false,
+        };
+        let mut asked = Vec::new();
+        let mut reserved = 0;
+        for _ in 0..calls {
+            let Admission::Acquire(slot_ask) = guards.admit(&ask) else {
+                panic!("an empty lease sends the call to the coordinator");
+            };
+            asked.push(slot_ask.count);
+            reserved += block_on(fleet.acquire(&slot_ask)).unwrap().slots.len();
+        }
+        (asked, reserved)
+    }
+
+    #[test]
+    fn concurrent_leases_of_one_replica_never_reach_further_ahead_than_a_lease() {
+        // 16 workers, lease 16, 200/s (5 ms) with a burst of 20, every worker asking before any
+        // answer came. The first lease is 16 slots of the burst; the second the 4 left and 12
+        // more up to 60 ms; the third its own slot (65 ms) and those before 80 ms (16 intervals
+        // from now): 70, 75; the 13 others only their own slot each: 48 slots, the furthest
+        // 140 ms ahead. Without the limit on how far a lease reaches, 16 leases of 16 held 256
+        // slots, 1.2 s of the fleet's quota, while the other replicas waited.
+        let (asked, reserved) = reserved_by_concurrent_calls(16, 16);
+        assert!(asked.iter().all(|n| *n == 16), "{asked:?}");
+        assert_eq!(reserved, 48);
+        // Lease 1 is exact: one slot per call.
+        let (asked, reserved) = reserved_by_concurrent_calls(16, 1);
+        assert!(asked.iter().all(|n| *n == 1));
+        assert_eq!(reserved, 16);
     }
 
     #[test]

@@ -230,6 +230,50 @@ impl Gcra {
         *tat = Some(base.checked_add(self.interval).unwrap_or(base));
         Ok(slot)
     }
+
+    /// Reserves up to `count` slots at `now` for a fleet's lease: the first as
+    /// [`reserve`](Self::reserve) does (before `latest`), each further one only while it also
+    /// lies less than `count` emission intervals from `now`. A lease never reaches further
+    /// ahead than its own size at the rate: while the quota has room it is `count` slots, under
+    /// a saturated quota it shrinks to the caller's own slot, and concurrent leases of one
+    /// replica cannot hoard the fleet's quota (16 callers leasing 16 at once at 200/s, burst 20, hold
+    /// 48 slots, not 256, more than a second of the quota). Returns the slots, ascending, and the
+    /// first one refused when fewer than `count` were reserved.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use egress_core::Gcra;
+    /// let ms = Duration::from_millis;
+    /// let gcra = Gcra::from_parts(ms(10), Duration::ZERO); // 100/s, burst 1
+    /// let (now, mut tat) = (Instant::now(), None);
+    /// let (slots, next) = gcra.lease(&mut tat, now, 4, now + ms(1000));
+    /// assert_eq!(slots, [now, now + ms(10), now + ms(20), now + ms(30)]);
+    /// assert_eq!(next, None);
+    /// // 40 ms of the quota is taken: the next lease gets its own slot and no more.
+    /// let (slots, next) = gcra.lease(&mut tat, now, 4, now + ms(1000));
+    /// assert_eq!((slots, next), (vec![now + ms(40)], Some(now + ms(50))));
+    /// ```
+    pub fn lease(
+        &self,
+        tat: &mut Option<Instant>,
+        now: Instant,
+        count: u32,
+        latest: Instant,
+    ) -> (Vec<Instant>, Option<Instant>) {
+        let horizon = now
+            .checked_add(self.interval.saturating_mul(count))
+            .unwrap_or(latest)
+            .min(latest);
+        let mut slots = Vec::with_capacity(count.min(64) as usize);
+        for i in 0..count {
+            let before = if i == 0 { latest } else { horizon };
+            match self.reserve(tat, now, before) {
+                Ok(slot) => slots.push(slot),
+                Err(slot) => return (slots, Some(slot)),
+            }
+        }
+        (slots, None)
+    }
 }
 
 #[cfg(test)]
