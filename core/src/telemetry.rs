@@ -305,6 +305,9 @@ impl Telemetry {
     pub(crate) fn hedge_won(&self, winner: u32, hedge: bool, hedges: u32) {
         self.call.record("egress.hedges", hedges);
         self.call.record("egress.winner", winner);
+        // Only the metrics label which kind of attempt won.
+        #[cfg(not(feature = "metrics"))]
+        let _ = hedge;
         #[cfg(feature = "metrics")]
         {
             let mut labels = self.labels();
