@@ -73,7 +73,7 @@ struct Options {
 
 const USAGE: &str = "usage: load [--requests N] [--flaky-requests N] [--outage-calls N] \
 [--rounds R] [--warmup N] [--concurrency 1,32] [--modes egress-tokio,hyper-util,...] \
-[--workloads entity,flaky] [--schemes http,https] [--callgrind N] [--callgrind-dir DIR]";
+[--workloads entity,flaky,slow] [--schemes http,https] [--callgrind N] [--callgrind-dir DIR]";
 
 fn list<T>(value: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
     value
@@ -169,7 +169,7 @@ fn child(args: &[String]) {
         certificate: (certificate != "-").then(|| from_hex(certificate)),
     };
     let measured = match mode {
-        Mode::EgressTokio | Mode::HyperUtil | Mode::ReqwestRetry => {
+        Mode::EgressTokio | Mode::EgressTokioHedged | Mode::HyperUtil | Mode::ReqwestRetry => {
             tokio_modes::run(mode, workload, concurrency, warmup, n, target)
         }
         Mode::EgressAsyncStd | Mode::Surf => {
@@ -562,7 +562,7 @@ fn row(samples: &[&Sample]) -> Row {
 fn reference_of(mode: Mode) -> Mode {
     match mode {
         Mode::EgressTokio | Mode::HyperUtil | Mode::ReqwestRetry | Mode::Surf => Mode::HyperUtil,
-        Mode::EgressAsyncStd => Mode::EgressTokio,
+        Mode::EgressAsyncStd | Mode::EgressTokioHedged => Mode::EgressTokio,
     }
 }
 
@@ -604,7 +604,7 @@ fn print_report(
     }
     let rows: BTreeMap<Key, Row> = groups.iter().map(|(k, v)| (*k, row(v))).collect();
     let find = |s: Scheme, w: Workload, c: usize, m: Mode| -> Option<&Row> {
-        o.modes.contains(&m).then(|| rows.get(&key(s, w, c, m)))?
+        (o.modes.contains(&m) && o.workloads.contains(&w)).then(|| rows.get(&key(s, w, c, m)))?
     };
     let instructions = |s: Scheme, w: Workload, c: usize, m: Mode| -> Option<f64> {
         counts

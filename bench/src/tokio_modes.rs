@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use egress_core::{Config, RetryPolicy};
+use egress_core::{HedgeAfter, HedgingConfig, Percentile};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -71,8 +72,13 @@ impl Client {
     fn new(mode: Mode, target: Target) -> Self {
         let Target { base, certificate } = target;
         match mode {
-            Mode::EgressTokio => {
-                let mut builder = egress_tokio::Builder::new(Config::default().with_base_url(base));
+            Mode::EgressTokio | Mode::EgressTokioHedged => {
+                let mut config = Config::default().with_base_url(base);
+                if mode == Mode::EgressTokioHedged {
+                    let p90 = HedgeAfter::Percentile(Percentile::P90);
+                    config = config.with_hedging(HedgingConfig::enabled(p90));
+                }
+                let mut builder = egress_tokio::Builder::new(config);
                 if let Some(der) = certificate {
                     builder = builder.with_root_certificate(der);
                 }

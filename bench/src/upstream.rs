@@ -14,6 +14,8 @@
 //! - `GET /entity/{id}`: 200 with a JSON entity of about 300 bytes.
 //! - `GET /flaky`: the same entity, except every 10th request to it answers 503.
 //! - `GET /outage`: always 503 (a full outage).
+//! - `GET /slow`: the same entity after 10 ms, except every 10th request to it, answered after
+//!   200 ms (one slow replica behind a load balancer: the tail hedging is for).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,6 +52,7 @@ struct Counters {
     requests: AtomicU64,
     h2_requests: AtomicU64,
     flaky: AtomicU64,
+    slow: AtomicU64,
 }
 
 /// What the upstream has seen so far, and its thread's CPU time.
@@ -250,10 +253,47 @@ struct Answering(Arc<Counters>);
 impl hyper::service::Service<Request<Incoming>> for Answering {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Future = Answer;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        std::future::ready(Ok(answer(&req, &self.0)))
+        match answer(&req, &self.0) {
+            (response, None) => Answer::Now(Some(response)),
+            (response, Some(delay)) => {
+                Answer::Later(Box::pin(tokio::time::sleep(delay)), Some(response))
+            }
+        }
+    }
+}
+
+/// A response now, or after a sleep (the `slow` path only: no allocation for the others).
+#[derive(Debug)]
+enum Answer {
+    Now(Option<Response<Full<Bytes>>>),
+    Later(
+        std::pin::Pin<Box<tokio::time::Sleep>>,
+        Option<Response<Full<Bytes>>>,
+    ),
+}
+
+impl std::future::Future for Answer {
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let response = match self.get_mut() {
+            Answer::Now(response) => response,
+            Answer::Later(sleep, response) => {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return std::task::Poll::Pending;
+                }
+                response
+            }
+        };
+        std::task::Poll::Ready(Ok(response
+            .take()
+            .expect("hyper polls a service future only until it is ready")))
     }
 }
 
@@ -267,7 +307,11 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-fn answer(req: &Request<Incoming>, counters: &Counters) -> Response<Full<Bytes>> {
+/// The response to `req`, and how long to wait before sending it (the `slow` path only).
+fn answer(
+    req: &Request<Incoming>,
+    counters: &Counters,
+) -> (Response<Full<Bytes>>, Option<Duration>) {
     counters.requests.fetch_add(1, Ordering::Relaxed);
     if req.version() == http::Version::HTTP_2 {
         counters.h2_requests.fetch_add(1, Ordering::Relaxed);
@@ -279,25 +323,35 @@ fn answer(req: &Request<Incoming>, counters: &Counters) -> Response<Full<Bytes>>
         )
     };
     let path = req.uri().path();
-    if let Some(id) = path.strip_prefix("/entity/") {
-        return match id.parse::<u64>() {
+    if path == "/slow" {
+        let n = counters.slow.fetch_add(1, Ordering::Relaxed) + 1;
+        let delay = if n % 10 == 0 { 200 } else { 10 };
+        return (
+            json(StatusCode::OK, entity_json(n)),
+            Some(Duration::from_millis(delay)),
+        );
+    }
+    let response = if let Some(id) = path.strip_prefix("/entity/") {
+        match id.parse::<u64>() {
             Ok(id) => json(StatusCode::OK, entity_json(id)),
             Err(_) => json(
                 StatusCode::NOT_FOUND,
                 r#"{"error":"no such entity"}"#.to_owned(),
             ),
-        };
-    }
-    match path {
-        "/flaky" => {
-            let n = counters.flaky.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 10 == 0 {
-                unavailable()
-            } else {
-                json(StatusCode::OK, entity_json(n))
-            }
         }
-        "/outage" => unavailable(),
-        _ => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
-    }
+    } else {
+        match path {
+            "/flaky" => {
+                let n = counters.flaky.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 10 == 0 {
+                    unavailable()
+                } else {
+                    json(StatusCode::OK, entity_json(n))
+                }
+            }
+            "/outage" => unavailable(),
+            _ => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
+        }
+    };
+    (response, None)
 }

@@ -26,6 +26,9 @@ pub(crate) struct Entity {
 pub(crate) enum Mode {
     /// egress on tokio (`egress-tokio`: egress-transport's hyper connections, rustls).
     EgressTokio,
+    /// egress on tokio with hedging at the p90 of the host's recent latencies (one hedge).
+    /// Not in [`Mode::ALL`]: asked for by name, with the `slow` workload.
+    EgressTokioHedged,
     /// hyper-util's pooled legacy client alone (behind hyper-rustls for HTTPS): the floor.
     HyperUtil,
     /// reqwest + reqwest-middleware + reqwest-retry.
@@ -50,6 +53,7 @@ impl Mode {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::EgressTokio => "egress-tokio",
+            Mode::EgressTokioHedged => "egress-tokio-hedged",
             Mode::HyperUtil => "hyper-util",
             Mode::ReqwestRetry => "reqwest-retry",
             Mode::EgressAsyncStd => "egress-async-std",
@@ -59,7 +63,10 @@ impl Mode {
 
     /// The mode called `name`.
     pub(crate) fn parse(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == name)
+        Mode::ALL
+            .into_iter()
+            .chain([Mode::EgressTokioHedged])
+            .find(|m| m.name() == name)
     }
 
     /// Whether the client retries (and so belongs in the outage run).
@@ -112,6 +119,8 @@ pub(crate) enum Workload {
     Flaky,
     /// `GET /outage`: always 503.
     Outage,
+    /// `GET /slow`: 10 ms, but every 10th request upstream 200 ms.
+    Slow,
 }
 
 impl Workload {
@@ -121,14 +130,20 @@ impl Workload {
             Workload::Entity => "entity",
             Workload::Flaky => "flaky",
             Workload::Outage => "outage",
+            Workload::Slow => "slow",
         }
     }
 
     /// The workload called `name`.
     pub(crate) fn parse(name: &str) -> Option<Workload> {
-        [Workload::Entity, Workload::Flaky, Workload::Outage]
-            .into_iter()
-            .find(|w| w.name() == name)
+        [
+            Workload::Entity,
+            Workload::Flaky,
+            Workload::Outage,
+            Workload::Slow,
+        ]
+        .into_iter()
+        .find(|w| w.name() == name)
     }
 
     /// The path of call `i`.
@@ -137,6 +152,7 @@ impl Workload {
             Workload::Entity => format!("/entity/{}", i % 1000),
             Workload::Flaky => "/flaky".to_owned(),
             Workload::Outage => "/outage".to_owned(),
+            Workload::Slow => "/slow".to_owned(),
         }
     }
 }

@@ -849,6 +849,12 @@ impl RequestBuilder {
         self.map(|r| Ok(r.with_idempotent(idempotent)))
     }
 
+    /// Hedges this call (when it is idempotent) or never hedges it, whatever the client's
+    /// `[hedging]` default.
+    pub fn hedge(self, hedge: bool) -> Self {
+        self.map(|r| Ok(r.with_hedge(hedge)))
+    }
+
     /// Sets the correlation ID (otherwise the ambient one, otherwise a new one).
     pub fn correlation_id(self, id: CorrelationId) -> Self {
         self.map(|r| Ok(r.with_correlation_id(id)))

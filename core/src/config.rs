@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use secrecy::{ExposeSecret, SecretString};
 
 pub(crate) use crate::error::ConfigError;
+use crate::guard::hedge::HedgingConfig;
 use crate::guard::{CircuitBreakerConfig, Guards, HoldConfig, RateLimitConfig};
 use crate::network::{ProxyConfig, TlsConfig};
 use crate::redact::{RedactConfig, Redactor};
@@ -88,7 +89,7 @@ fn decoding(config: &Config) -> crate::coding::Decoding {
 /// deadline 30 s; 3 attempts with exponential backoff from 100 ms to 10 s and full jitter; the
 /// retry budget on (0.2 retries earned per successful attempt over 10 s, plus a reserve of
 /// 10/s); the circuit breaker on (50 % over 30 s, at least 100 attempts, break 5 s to 30 s);
-/// the host-wide hold on; the client-side rate limit off; 10 MiB bodies; decompression on.
+/// the host-wide hold on; the client-side rate limit and hedging off; 10 MiB bodies; decompression on.
 ///
 /// Configuration: a plain serde struct with defaults (each field's docs give its own; the
 /// README's "Default policy" table lists them), consuming `with_*` setters, and one validating
@@ -153,6 +154,8 @@ pub struct Config {
     pub circuit_breaker: CircuitBreakerConfig,
     /// The host-wide hold on throttling and exhausted quotas (on by default).
     pub hold: HoldConfig,
+    /// Hedged requests for slow idempotent calls (off by default).
+    pub hedging: HedgingConfig,
     /// The client-side rate limit, per host (off by default).
     pub rate_limit: RateLimitConfig,
     /// Quota, holds and circuits shared across replicas (off by default; needs a coordinator
@@ -199,6 +202,7 @@ impl fmt::Debug for Config {
             .field("budget", &self.budget)
             .field("circuit_breaker", &self.circuit_breaker)
             .field("hold", &self.hold)
+            .field("hedging", &self.hedging)
             .field("rate_limit", &self.rate_limit)
             .field("fleet", &self.fleet)
             .field("max_response_body", &self.max_response_body)
@@ -294,6 +298,7 @@ impl Default for Config {
             budget: BudgetConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
             hold: HoldConfig::default(),
+            hedging: HedgingConfig::default(),
             rate_limit: RateLimitConfig::default(),
             fleet: crate::guard::fleet::FleetConfig::default(),
             max_response_body: 10 * 1024 * 1024,
@@ -349,6 +354,8 @@ impl Config {
         with_circuit_breaker, circuit_breaker: CircuitBreakerConfig);
     setter!(/// Sets the host-wide hold.
         with_hold, hold: HoldConfig);
+    setter!(/// Sets hedging (a second attempt in flight for slow idempotent calls).
+        with_hedging, hedging: HedgingConfig);
     setter!(/// Sets the client-side rate limit.
         with_rate_limit, rate_limit: RateLimitConfig);
     setter!(/// Sets the fleet section (state shared across replicas).
@@ -446,6 +453,9 @@ impl Config {
                     format!("{ok} is a success; it cannot be retried"),
                 ));
             }
+        }
+        if let Some((field, problem)) = self.hedging.problem() {
+            return Err(ConfigError::new(field, problem));
         }
         let b = &self.budget;
         if !b.retry_ratio.is_finite() || b.retry_ratio < 0.0 || b.retry_ratio > 1000.0 {

@@ -15,7 +15,7 @@ use crate::messages::{AttemptRequest, Input, Output};
 use crate::response::Response;
 use crate::rt::{BoxFuture, Clock, Sleeper, Transport};
 
-/// The attempt in flight: its number and its future, run inside its span (the transport's box,
+/// An attempt in flight: its number and its future, run inside its span (the transport's box,
 /// not boxed again).
 type Attempt<'a> = (
     u32,
@@ -24,10 +24,13 @@ type Attempt<'a> = (
 
 /// Drives `exchange` until it is done.
 ///
-/// While an attempt is in flight the driver races it against the attempt's deadline; when the
-/// deadline wins, the attempt's future is dropped (cancelling it) and the exchange decides what
-/// follows. Dropping the future returned here cancels the attempt in flight and schedules
-/// nothing more.
+/// While attempts are in flight the driver races them against the exchange's next timer (an
+/// attempt's deadline, or when a hedge is due); whatever comes first is fed to the exchange.
+/// After every input the driver drops (so cancels) each attempt the exchange no longer waits
+/// for ([`Exchange::is_waiting_for`]): one past its deadline, and, once a hedged call has its
+/// answer, the losers. A dropped attempt's connection is closed, never returned to the pool
+/// half-read (the transport returns a connection only after reading its response to the end).
+/// Dropping the future returned here cancels every attempt in flight and schedules nothing more.
 pub async fn drive(
     mut exchange: Exchange,
     clock: &dyn Clock,
@@ -45,7 +48,8 @@ pub(crate) async fn drive_mut(
     sleeper: &dyn Sleeper,
     transport: &dyn Transport,
 ) -> Result<Response, Error> {
-    let mut in_flight: Option<Attempt<'_>> = None;
+    // One attempt in flight, or more while hedging.
+    let mut in_flight: smallvec::SmallVec<[Attempt<'_>; 1]> = smallvec::SmallVec::new();
     // A slot request to the fleet's coordinator (only with one; never with an attempt).
     let mut acquiring: Option<Acquiring> = None;
     // The exchange is polled with the time of the input it was just fed (one clock reading
@@ -55,9 +59,10 @@ pub(crate) async fn drive_mut(
         // The output is taken apart before any await, so that this future does not keep room
         // for it (an attempt's whole request) across the awaits.
         let until = match exchange.poll_output_to_end(now) {
+            // Returning drops whatever is still in flight: a hedged call's losers.
             Output::Done(result) => return result,
             Output::Send(attempt) => {
-                in_flight = Some(send(transport, attempt));
+                in_flight.push(send(transport, attempt));
                 continue;
             }
             Output::Wait { until, .. } => until,
@@ -70,13 +75,12 @@ pub(crate) async fn drive_mut(
             now = acquire(exchange, request, until, clock, sleeper).await;
             continue;
         }
-        now = match in_flight.take() {
-            Some(attempt) => {
-                let (attempt, at) = race(exchange, attempt, until, clock, sleeper).await;
-                in_flight = attempt;
-                at
-            }
-            None => sleep(exchange, until, clock, sleeper).await,
+        now = if in_flight.is_empty() {
+            sleep(exchange, until, clock, sleeper).await
+        } else {
+            let at = race(exchange, &mut in_flight, until, clock, sleeper).await;
+            in_flight.retain(|(number, _)| exchange.is_waiting_for(*number));
+            at
         };
     }
 }
@@ -128,19 +132,22 @@ fn send(transport: &dyn Transport, attempt: AttemptRequest) -> Attempt<'_> {
     (number, transport.send(attempt).instrument(span))
 }
 
-/// Waits for the attempt or its deadline, whichever comes first, and feeds the exchange.
-/// Returns the attempt when it is still in flight (the timer fired early), and the time fed.
+/// Waits for the first of the attempts in flight to finish, or for `until` (the exchange's next
+/// timer), and feeds the exchange; returns the time fed. The caller then drops the attempts the
+/// exchange no longer waits for.
 async fn race<'a>(
     exchange: &mut Exchange,
-    (number, mut response): Attempt<'a>,
+    in_flight: &mut smallvec::SmallVec<[Attempt<'a>; 1]>,
     until: Instant,
     clock: &dyn Clock,
     sleeper: &dyn Sleeper,
-) -> (Option<Attempt<'a>>, Instant) {
+) -> Instant {
     let mut timer = sleeper.sleep_until(until);
     let finished = poll_fn(|cx| {
-        if let Poll::Ready(result) = Pin::new(&mut response).poll(cx) {
-            return Poll::Ready(Some(result));
+        for (number, response) in in_flight.iter_mut() {
+            if let Poll::Ready(result) = Pin::new(response).poll(cx) {
+                return Poll::Ready(Some((*number, result)));
+            }
         }
         if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
@@ -149,7 +156,8 @@ async fn race<'a>(
     })
     .await;
     match finished {
-        Some(Ok(response)) => {
+        Some((number, Ok(response))) => {
+            in_flight.retain(|(n, _)| *n != number);
             let (at, wall) = clock.now_and_wall();
             exchange.handle_input(Input::Response {
                 attempt: number,
@@ -157,23 +165,22 @@ async fn race<'a>(
                 wall,
                 response,
             });
-            (None, at)
+            at
         }
-        Some(Err(error)) => {
+        Some((number, Err(error))) => {
+            in_flight.retain(|(n, _)| *n != number);
             let at = clock.now();
             exchange.handle_input(Input::Failed {
                 attempt: number,
                 at,
                 error,
             });
-            (None, at)
+            at
         }
         None => {
             let at = clock.now();
             exchange.handle_input(Input::Timer { at });
-            // Keep the attempt only if the timer was early and the exchange still waits for it.
-            let kept = (exchange.in_flight() == Some(number)).then_some((number, response));
-            (kept, at)
+            at
         }
     }
 }

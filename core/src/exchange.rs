@@ -12,6 +12,7 @@ use crate::error::{
     CallMeta, Error, StatusError, StopReason, TimeoutKind, TransportError, TransportErrorKind,
 };
 use crate::guard::fleet::{CoordinatorError, FailureMode, SlotGrant};
+use crate::guard::hedge::HedgeAfter;
 use crate::guard::{
     Admission, Ask, CallGuards, CircuitVerdict, Hold, HoldReason, Refusal, WaitWhy, hints,
     rate_limit_quota,
@@ -30,14 +31,28 @@ use crate::telemetry::Telemetry;
 #[derive(Debug)]
 enum State {
     Ready,
-    InFlight { until: Instant, kind: TimeoutKind },
-    Waiting { until: Instant, reason: WaitReason },
+    /// At least one attempt is in flight ([`Exchange::flights`]).
+    InFlight,
+    Waiting {
+        until: Instant,
+        reason: WaitReason,
+    },
     Done(Result<Response, Error>),
 }
 
-/// The state machine of one logical call.. Its `Debug` shows the URI redacted and no header values.
-///
-/// [`Exchange`]: the state machine of one logical call, every attempt and wait included.
+/// One attempt in flight: its number, when it started, and its deadline (its own timeout or
+/// the whole call's).
+#[derive(Clone, Copy, Debug)]
+struct Flight {
+    attempt: u32,
+    started: Instant,
+    until: Instant,
+    kind: TimeoutKind,
+    hedge: bool,
+}
+
+/// The state machine of one logical call, every attempt and wait included; the crate docs show
+/// the drive loop. Its `Debug` shows the URI redacted and no header values.
 ///
 /// ```text
 ///              new()
@@ -109,6 +124,16 @@ pub struct Exchange {
     /// The failure of the last attempt while a retry is pending, for an error that ends the
     /// call before the retry is sent.
     last_error: Option<Box<Error>>,
+    /// The attempts in flight, oldest first: one, or more while hedging.
+    flights: smallvec::SmallVec<[Flight; 2]>,
+    /// Whether this call hedges (hedging on for it, and the request idempotent).
+    hedge: bool,
+    /// Hedges sent.
+    hedges: u32,
+    /// When the next hedge is due, while attempts are in flight and one may still go.
+    hedge_at: Option<Instant>,
+    /// A hedge was refused: the call sends no more.
+    hedging_stopped: bool,
     state: State,
     redactor: Redactor,
     telemetry: Telemetry,
@@ -253,6 +278,8 @@ impl Exchange {
         let idempotent = o
             .idempotent
             .unwrap_or(is_idempotent_method(&request.method) || has_key);
+        // Only an idempotent request is ever hedged, whatever the client or request asks.
+        let hedge = idempotent && o.hedge.unwrap_or(config.hedging.enabled);
         let max_attempts = o.max_attempts.unwrap_or(config.retry.max_attempts);
         let attempt_timeout = o.attempt_timeout.unwrap_or(config.timeouts.attempt);
         let deadline_after = o.deadline.unwrap_or(config.timeouts.deadline);
@@ -263,7 +290,7 @@ impl Exchange {
         redactor.mark_sensitive(&mut headers);
         // A copy only for retries to compose their headers from; most calls give no headers,
         // and then a retry needs no copy either.
-        let caller_headers = if headers.is_empty() || max_attempts <= 1 {
+        let caller_headers = if headers.is_empty() || (max_attempts <= 1 && !hedge) {
             HeaderMap::new()
         } else {
             headers.clone()
@@ -335,14 +362,19 @@ impl Exchange {
             probe: None,
             anchor: wall.map(|wall| (now, wall)),
             last_error: None,
+            flights: smallvec::SmallVec::new(),
+            hedge,
+            hedges: 0,
+            hedge_at: None,
+            hedging_stopped: false,
             state,
             redactor,
             telemetry,
         }
     }
 
-    /// Feeds one input. Inputs for an attempt that is not the one in flight, and timers that fire
-    /// before anything is due, are ignored.
+    /// Feeds one input. Inputs for an attempt that is not in flight (any more), and timers that
+    /// fire before anything is due, are ignored.
     pub fn handle_input(&mut self, input: Input) {
         match input {
             Input::Timer { at } => {
@@ -359,14 +391,14 @@ impl Exchange {
                     return;
                 }
                 let at = self.observe(at);
-                self.on_response(at, wall, response);
+                self.on_response(attempt, at, wall, response);
             }
             Input::Failed { attempt, at, error } => {
                 if !self.is_in_flight(attempt) {
                     return;
                 }
                 let at = self.observe(at);
-                self.on_failure(at, error);
+                self.on_failure(attempt, at, error);
             }
             Input::Slots { at, result } => {
                 if !self.fleet.waiting {
@@ -421,17 +453,44 @@ impl Exchange {
                         }
                         continue;
                     }
-                    return Output::Send(self.start_attempt(now));
+                    return Output::Send(self.start_attempt(now, false));
                 }
-                State::InFlight { until, .. } => {
-                    if now >= *until {
+                State::InFlight => {
+                    let Some(first) = self.next_expiry() else {
+                        // Never: an exchange in flight has an attempt in flight. Were it to
+                        // happen, the call would end rather than hang.
+                        self.fail(
+                            now,
+                            StopReason::NotRetryable,
+                            Error::invalid_request("no attempt in flight"),
+                        );
+                        continue;
+                    };
+                    if now >= first.until {
                         self.check_expiry(now);
                         continue;
                     }
+                    match self.hedge_at {
+                        Some(due) if now >= due => {
+                            if let Some(attempt) = self.try_hedge(now) {
+                                return Output::Send(attempt);
+                            }
+                            continue;
+                        }
+                        Some(due) if due < first.until => {
+                            return Output::Wait {
+                                until: due,
+                                reason: WaitReason::Hedge {
+                                    attempt: self.attempts + 1,
+                                },
+                            };
+                        }
+                        _ => {}
+                    }
                     return Output::Wait {
-                        until: *until,
+                        until: first.until,
                         reason: WaitReason::AttemptDeadline {
-                            attempt: self.attempts,
+                            attempt: first.attempt,
                         },
                     };
                 }
@@ -459,9 +518,21 @@ impl Exchange {
         self.attempts
     }
 
-    /// The attempt in flight, if one is.
+    /// The attempt in flight, if one is (the latest, when hedges are in flight beside it).
     pub fn in_flight(&self) -> Option<u32> {
-        matches!(self.state, State::InFlight { .. }).then_some(self.attempts)
+        self.flights.last().map(|f| f.attempt)
+    }
+
+    /// Whether the exchange still waits for attempt `attempt`. A driver cancels (drops) every
+    /// attempt the exchange no longer waits for: a hedge's loser once another attempt won, an
+    /// attempt past its deadline, every attempt once the call is done.
+    pub fn is_waiting_for(&self, attempt: u32) -> bool {
+        self.is_in_flight(attempt)
+    }
+
+    /// How many hedges the call has sent.
+    pub fn hedges(&self) -> u32 {
+        self.hedges
     }
 
     /// Whether the exchange has finished.
@@ -683,7 +754,78 @@ impl Exchange {
     }
 
     fn is_in_flight(&self, attempt: u32) -> bool {
-        matches!(self.state, State::InFlight { .. }) && attempt == self.attempts
+        matches!(self.state, State::InFlight) && self.flights.iter().any(|f| f.attempt == attempt)
+    }
+
+    /// The attempt in flight whose deadline comes first.
+    fn next_expiry(&self) -> Option<Flight> {
+        self.flights.iter().copied().min_by_key(|f| f.until)
+    }
+
+    /// Takes attempt `attempt` out of the flights.
+    fn land(&mut self, attempt: u32) -> Option<Flight> {
+        let i = self.flights.iter().position(|f| f.attempt == attempt)?;
+        Some(self.flights.remove(i))
+    }
+
+    /// Ends every attempt still in flight when the call ends (the driver drops them).
+    fn cancel_flights(&mut self, at: Instant) {
+        self.hedge_at = None;
+        for f in std::mem::take(&mut self.flights) {
+            self.telemetry
+                .attempt_finished(f.attempt, at, None, None, Some("cancelled"));
+        }
+    }
+
+    /// Sends a hedge now if nothing forbids it (see [`guard::hedge`](crate::guard::hedge));
+    /// otherwise the call hedges no more.
+    fn try_hedge(&mut self, now: Instant) -> Option<AttemptRequest> {
+        self.hedge_at = None;
+        let n = self.attempts + 1;
+        if now >= self.deadline {
+            return None;
+        }
+        let guards = self.policy.guards();
+        let key = self.guard_key();
+        let mut refusal = guards.hedge_refusal(key, now, self.call_guards, self.fleet.local);
+        if refusal.is_none() && !self.policy.budget().try_retry(self.budget_key(), now) {
+            refusal = Some("budget");
+        }
+        if refusal.is_none() && guards.is_active() {
+            // A hedge never waits: asked with no time left, the limiter refuses rather than
+            // reserving a later slot.
+            let ask = Ask {
+                key,
+                correlation_id: &self.correlation_id,
+                now,
+                deadline: now,
+                guards: self.call_guards,
+                has_slot: false,
+                local_only: self.fleet.local,
+            };
+            match guards.admit(&ask) {
+                Admission::Go { probe } => {
+                    if probe.is_some() {
+                        self.probe = probe;
+                    }
+                }
+                Admission::Refuse(Refusal::Held(_)) => refusal = Some("host_hold"),
+                Admission::Refuse(Refusal::CircuitOpen { .. }) => refusal = Some("circuit_open"),
+                _ => refusal = Some("rate_limiter"),
+            }
+        }
+        if let Some(reason) = refusal {
+            self.hedging_stopped = true;
+            self.telemetry.hedge_refused(n, reason);
+            return None;
+        }
+        let after = self
+            .flights
+            .last()
+            .map_or(Duration::ZERO, |f| now.saturating_duration_since(f.started));
+        self.hedges += 1;
+        self.telemetry.hedge(n, after);
+        Some(self.start_attempt(now, true))
     }
 
     fn meta(&self, at: Instant, stop: Option<StopReason>) -> CallMeta {
@@ -696,17 +838,27 @@ impl Exchange {
         }
     }
 
-    fn start_attempt(&mut self, now: Instant) -> AttemptRequest {
+    fn start_attempt(&mut self, now: Instant, hedge: bool) -> AttemptRequest {
         self.attempts += 1;
-        self.last_error = None;
+        if !hedge {
+            self.last_error = None;
+        }
         let own = saturating_add(now, self.attempt_timeout);
         let (until, kind) = if own < self.deadline {
             (own, TimeoutKind::Attempt)
         } else {
             (self.deadline, TimeoutKind::Deadline)
         };
-        self.state = State::InFlight { until, kind };
-        let span = self.telemetry.attempt_started(self.attempts, now);
+        self.flights.push(Flight {
+            attempt: self.attempts,
+            started: now,
+            until,
+            kind,
+            hedge,
+        });
+        self.state = State::InFlight;
+        self.hedge_at = self.next_hedge(now);
+        let span = self.telemetry.attempt_started(self.attempts, now, hedge);
         let t = &self.policy.config().timeouts;
         let phase = |d: Duration| now.checked_add(d).map_or(until, |p| p.min(until));
         let left = until.saturating_duration_since(now);
@@ -740,39 +892,62 @@ impl Exchange {
         }
     }
 
+    /// When the next hedge is due, for an attempt starting at `now`: `None` when the call does
+    /// not hedge, has sent its hedges, or the delay ends at or past the deadline.
+    fn next_hedge(&self, now: Instant) -> Option<Instant> {
+        let config = &self.policy.config().hedging;
+        if !self.hedge || self.hedging_stopped || self.hedges >= config.max_hedges {
+            return None;
+        }
+        let guards = self.policy.guards();
+        let key = self.guard_key();
+        let delay = config.delay(|p| guards.latency_percentile(key, now, p));
+        let at = saturating_add(now, delay);
+        (at < self.deadline).then_some(at)
+    }
+
+    /// Ends every attempt whose deadline has passed at `at`, earliest first.
     fn check_expiry(&mut self, at: Instant) {
-        if let State::InFlight { until, kind } = self.state {
-            if at >= until {
-                self.telemetry
-                    .attempt_finished(at, None, None, Some(kind.as_str()));
-                // The request was handed to the transport and may be on its way.
-                self.maybe_sent = true;
-                let error = Error::Timeout {
-                    kind,
-                    source: None,
-                    meta: CallMeta::default(),
-                };
-                if kind == TimeoutKind::Deadline {
-                    // The upstream did not answer in time: a failure for the breaker too.
-                    self.report(at, CircuitVerdict::Failure);
-                    return self.fail(at, StopReason::Deadline, error);
-                }
-                self.decide(&Outcome::TimedOut(kind), at, None, error);
+        while matches!(self.state, State::InFlight) {
+            match self.next_expiry() {
+                Some(flight) if at >= flight.until => self.expire(flight, at),
+                _ => return,
             }
         }
     }
 
-    fn on_failure(&mut self, at: Instant, failure: TransportError) {
+    fn expire(&mut self, flight: Flight, at: Instant) {
+        let kind = flight.kind;
+        self.land(flight.attempt);
+        self.telemetry
+            .attempt_finished(flight.attempt, at, None, None, Some(kind.as_str()));
+        // The request was handed to the transport and may be on its way.
+        self.maybe_sent = true;
+        let error = Error::Timeout {
+            kind,
+            source: None,
+            meta: CallMeta::default(),
+        };
+        if kind == TimeoutKind::Deadline {
+            // The upstream did not answer in time: a failure for the breaker too.
+            self.report(at, CircuitVerdict::Failure);
+            return self.fail(at, StopReason::Deadline, error);
+        }
+        self.decide(&Outcome::TimedOut(kind), at, None, error);
+    }
+
+    fn on_failure(&mut self, attempt: u32, at: Instant, failure: TransportError) {
         // A transport timeout at or past the attempt's deadline is that deadline expiring (the
         // transport's limits are capped by it and may fire first): report it as the core's own.
-        if let State::InFlight { until, .. } = self.state {
-            if at >= until && failure.kind().timeout_kind().is_some() {
-                return self.check_expiry(at);
+        if let Some(flight) = self.flights.iter().copied().find(|f| f.attempt == attempt) {
+            if at >= flight.until && failure.kind().timeout_kind().is_some() {
+                return self.expire(flight, at);
             }
         }
+        self.land(attempt);
         self.maybe_sent |= failure.may_have_been_sent();
         self.telemetry
-            .attempt_finished(at, None, None, Some(failure.kind().as_str()));
+            .attempt_finished(attempt, at, None, None, Some(failure.kind().as_str()));
         let limit = self.policy.config().max_response_body;
         let meta = CallMeta::default();
         let error = match failure.kind() {
@@ -796,7 +971,14 @@ impl Exchange {
         self.decide(&Outcome::Failed(&failure), at, None, error);
     }
 
-    fn on_response(&mut self, at: Instant, wall: SystemTime, response: http::Response<Bytes>) {
+    fn on_response(
+        &mut self,
+        attempt: u32,
+        at: Instant,
+        wall: SystemTime,
+        response: http::Response<Bytes>,
+    ) {
+        let flight = self.land(attempt);
         let (mut parts, body) = response.into_parts();
         self.maybe_sent = true;
         self.anchor = Some((at, wall));
@@ -804,7 +986,17 @@ impl Exchange {
         let code = parts.status.as_u16();
         let error_type = (!parts.status.is_success()).then(|| parts.status.as_str());
         self.telemetry
-            .attempt_finished(at, Some(code), Some(parts.version), error_type);
+            .attempt_finished(attempt, at, Some(code), Some(parts.version), error_type);
+        // A percentile hedge delay learns from every answer of the host.
+        let hedging = &self.policy.config().hedging;
+        if let (Some(flight), HedgeAfter::Percentile(_)) = (flight, hedging.hedge_after) {
+            if self.hedge || hedging.enabled {
+                let latency = at.saturating_duration_since(flight.started);
+                self.policy
+                    .guards()
+                    .record_latency(self.guard_key(), at, latency);
+            }
+        }
         let limit = self.policy.config().max_response_body;
         if body.len() as u64 > limit {
             let failure = TransportError::from_kind(TransportErrorKind::BodyTooLarge);
@@ -836,6 +1028,11 @@ impl Exchange {
         let status = parts.status;
         if matches!(action, RetryAction::NoAction) && status.is_success() {
             let elapsed = at.saturating_duration_since(self.start);
+            if self.hedges > 0 {
+                let hedge = flight.is_some_and(|f| f.hedge);
+                self.telemetry.hedge_won(attempt, hedge, self.hedges);
+            }
+            self.cancel_flights(at);
             self.telemetry.succeeded(code, self.attempts, elapsed);
             self.state = State::Done(Ok(Response {
                 status,
@@ -945,12 +1142,24 @@ impl Exchange {
         clock: Option<(SystemTime, Option<SystemTime>)>,
         error: Error,
     ) {
+        // Another attempt still in flight may yet answer: a failure of this one does not end
+        // the call (a final answer of the server, such as a 404, does).
+        if !self.flights.is_empty()
+            && (clock.is_none() || matches!(action, RetryAction::Retry { .. }))
+        {
+            self.last_error = Some(Box::new(error));
+            return;
+        }
+        self.hedge_at = None;
         let (reason, hint) = match action {
             RetryAction::Retry { reason, hint } => (reason, hint),
             RetryAction::Forbidden(_) => return self.fail(at, StopReason::NotIdempotent, error),
             _ => return self.fail(at, StopReason::NotRetryable, error),
         };
-        if self.attempts >= self.max_attempts {
+        // Hedges are attempts, but the retry rules count the rounds: the first attempt and each
+        // retry, each with its hedges.
+        let rounds = self.attempts - self.hedges;
+        if rounds >= self.max_attempts {
             // A throttled last attempt still says when to come back.
             if let (Some(hint), RetryReason::Throttled) = (hint, reason) {
                 let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
@@ -966,7 +1175,7 @@ impl Exchange {
             }
             return self.fail(at, StopReason::AttemptsExhausted, error);
         }
-        let retry = self.attempts;
+        let retry = rounds;
         let (delay, wait) = match hint {
             Some(hint) => {
                 let (wall, date) = clock.unwrap_or((SystemTime::UNIX_EPOCH, None));
@@ -1011,6 +1220,7 @@ impl Exchange {
     }
 
     fn fail(&mut self, at: Instant, stop: StopReason, mut error: Error) {
+        self.cancel_flights(at);
         let meta = self.meta(at, Some(stop));
         let last = match &mut error {
             Error::RetryBudgetExhausted { last, .. } => Some(last),

@@ -32,10 +32,22 @@
 //! 1. Call `poll_output(now)` until it returns [`Output::Wait`] or [`Output::Done`].
 //! 2. On [`Output::Send`], send the attempt (keep polling: the next output is the wait for its
 //!    deadline).
-//! 3. On [`Output::Wait`], wait until the attempt completes or `until` passes, whichever first.
-//! 4. Feed exactly one input: the response, the failure, or [`Input::Timer`].
+//! 3. On [`Output::Wait`], wait until an attempt in flight completes or `until` passes,
+//!    whichever first.
+//! 4. Feed exactly one input: the response, the failure, or [`Input::Timer`]. Then cancel
+//!    (drop) every attempt in flight that the exchange no longer waits for
+//!    ([`Exchange::is_waiting_for`]).
 //! 5. Go to 1.
-//! 6. On [`Output::Done`], the call is over; polling again returns the same result.
+//! 6. On [`Output::Done`], the call is over: cancel whatever is still in flight; polling again
+//!    returns the same result.
+//!
+//! Without hedging one attempt at most is in flight and step 4's cancelling only drops an
+//! attempt past its deadline. With hedging ([`HedgingConfig`]) a `Send` may come while an
+//! earlier attempt is still in flight (the wait before it has [`WaitReason::Hedge`]): keep both
+//! going and feed whichever finishes first. The first acceptable answer ends the call; the
+//! exchange then waits for no other attempt, and the driver drops them (there is no output to
+//! say so: [`Exchange::is_waiting_for`] turns false, and after `Done` every attempt is a loser).
+//! A failed attempt while another is in flight does not end the call.
 //!
 //! Here is that loop by hand, with no async runtime, against a scripted upstream that fails
 //! twice with 503 and then answers 200:
@@ -73,6 +85,55 @@
 //! assert_eq!(response.attempts(), 3);
 //! // Two backoffs with full jitter: each at most 100 ms and 200 ms.
 //! assert!(now - start <= Duration::from_millis(300));
+//! ```
+//!
+//! The same loop with a hedge: the first attempt meets a slow replica (800 ms), the hedge sent
+//! after 50 ms answers in 20 ms and wins, and the first attempt is cancelled.
+//!
+//! ```
+//! use std::time::{Duration, Instant, SystemTime};
+//! use egress_core::{HedgeAfter, HedgingConfig};
+//! use egress_core::{Config, Exchange, Input, Output, Request, http};
+//!
+//! let hedging = HedgingConfig::enabled(HedgeAfter::Fixed(Duration::from_millis(50)));
+//! let policy = Config::default().with_hedging(hedging).build().unwrap();
+//! let request = Request::new(http::Method::GET, "https://api.example.com/entities/7").unwrap();
+//! let start = Instant::now();
+//! let mut now = start;
+//! let mut exchange = Exchange::new(request, &policy, now, 42);
+//! // Attempts in flight: their number and when their answer arrives.
+//! let mut in_flight: Vec<(u32, Instant)> = Vec::new();
+//! let result = loop {
+//!     match exchange.poll_output(now) {
+//!         Output::Send(attempt) => {
+//!             let latency = if attempt.attempt == 1 { 800 } else { 20 };
+//!             in_flight.push((attempt.attempt, now + Duration::from_millis(latency)));
+//!         }
+//!         Output::Wait { until, .. } => {
+//!             in_flight.sort_by_key(|(_, at)| *at);
+//!             match in_flight.first().copied() {
+//!                 Some((attempt, at)) if at < until => {
+//!                     in_flight.remove(0);
+//!                     now = at;
+//!                     let response = http::Response::new(Default::default());
+//!                     let wall = SystemTime::now();
+//!                     exchange.handle_input(Input::Response { attempt, at, wall, response });
+//!                 }
+//!                 _ => {
+//!                     now = until;
+//!                     exchange.handle_input(Input::Timer { at: now });
+//!                 }
+//!             }
+//!             // Step 4: cancel what the exchange no longer waits for.
+//!             in_flight.retain(|(attempt, _)| exchange.is_waiting_for(*attempt));
+//!         }
+//!         Output::Done(result) => break result,
+//!         _ => unreachable!("Output is non_exhaustive; these are all its variants today"),
+//!     }
+//! };
+//! assert_eq!(result.unwrap().attempts(), 2);
+//! assert_eq!(now - start, Duration::from_millis(70));
+//! assert!(in_flight.is_empty(), "the slow first attempt was cancelled");
 //! ```
 //!
 //! # Time and randomness
@@ -179,8 +240,9 @@ pub use retry_after::{
 // Decisions across calls: circuit breaker, hold, rate limit, rate-limit fields, the fleet.
 pub use guard::{
     Breaker, CallGuards, CircuitBreakerConfig, CircuitCheck, CircuitSharing, CircuitState,
-    CircuitVerdict, FailureMode, FleetConfig, FleetUrl, Gcra, Guards, Hold, HoldConfig, HoldReason,
-    InvalidRate, LocalCoordinator, ProbeId, Quota, Rate, RateLimitConfig, rate_limit_quota,
+    CircuitVerdict, FailureMode, FleetConfig, FleetUrl, Gcra, Guards, HedgeAfter, HedgingConfig,
+    Hold, HoldConfig, HoldReason, InvalidHedgeAfter, InvalidRate, Latencies, LocalCoordinator,
+    MAX_HEDGES, Percentile, ProbeId, Quota, Rate, RateLimitConfig, rate_limit_quota,
 };
 
 // Access tokens.

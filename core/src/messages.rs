@@ -57,7 +57,9 @@ pub enum Input {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Output {
-    /// Send this attempt, then keep polling: the next output is the wait for its deadline.
+    /// Send this attempt, then keep polling: the next output is the wait for its deadline (or
+    /// for a hedge). With hedging, a `Send` may come while an earlier attempt is still in
+    /// flight: keep both going, and feed whichever answers first.
     Send(AttemptRequest),
     /// Nothing to do before `until` unless an input arrives: sleep until then, then feed
     /// [`Input::Timer`].
@@ -119,6 +121,12 @@ pub enum WaitReason {
         /// The attempt in flight.
         attempt: u32,
     },
+    /// An attempt is in flight and hedge `attempt` goes at `until` unless an answer comes first
+    /// (only for a call that hedges; see [`HedgingConfig`](crate::HedgingConfig)).
+    Hedge {
+        /// The attempt number the hedge will have.
+        attempt: u32,
+    },
     /// Backing off before retry `retry` (1 for the first retry).
     Backoff {
         /// The retry about to be made.
@@ -141,11 +149,12 @@ pub enum WaitReason {
 }
 
 impl WaitReason {
-    /// A short stable name for telemetry (`backoff`, `retry_after`, `attempt_deadline`,
+    /// A short stable name for telemetry (`backoff`, `retry_after`, `attempt_deadline`, `hedge`,
     /// `host_hold`, `circuit_open`, `rate_limiter`, `coordinator`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AttemptDeadline { .. } => "attempt_deadline",
+            Self::Hedge { .. } => "hedge",
             Self::Backoff { .. } => "backoff",
             Self::RetryAfter { .. } => "retry_after",
             Self::HostHold => "host_hold",

@@ -14,3 +14,5 @@ pub(crate) const CIRCUIT_STATE: &str = "egress.circuit.state";
 pub(crate) const CIRCUIT_TRANSITIONS: &str = "egress.circuit.transitions";
 pub(crate) const HOLDS: &str = "egress.holds";
 pub(crate) const FLEET_FALLBACKS: &str = "egress.fleet.fallbacks";
+pub(crate) const HEDGES: &str = "egress.hedges";
+pub(crate) const HEDGED_CALLS: &str = "egress.hedged_calls";

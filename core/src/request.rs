@@ -62,6 +62,10 @@ pub struct Overrides {
     /// The key the circuit, hold and rate limit are kept under instead of the host (a vendor's
     /// quota scope, such as one API resource).
     pub guard_key: Option<Cow<'static, str>>,
+    /// `Some(true)` hedges this call (an idempotent one only) under the client's
+    /// [`HedgingConfig`](crate::guard::hedge::HedgingConfig) even when the client does not hedge
+    /// by default; `Some(false)` never hedges it.
+    pub hedge: Option<bool>,
 }
 
 impl fmt::Debug for Overrides {
@@ -79,6 +83,7 @@ impl fmt::Debug for Overrides {
             .field("retry_after_cap", &self.retry_after_cap)
             .field("guards", &self.guards)
             .field("guard_key", &self.guard_key)
+            .field("hedge", &self.hedge)
             .finish()
     }
 }
@@ -221,6 +226,12 @@ impl Request {
     /// Marks the request as safe (or not) to re-send after it may have been processed.
     pub fn with_idempotent(mut self, idempotent: bool) -> Self {
         self.overrides.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Turns hedging on or off for this call (see [`Overrides::hedge`]).
+    pub fn with_hedge(mut self, hedge: bool) -> Self {
+        self.overrides.hedge = Some(hedge);
         self
     }
 

@@ -38,6 +38,11 @@ pub(crate) struct Telemetry {
     attempt_started: Instant,
     /// The attempt in flight or last finished (0 before the first).
     attempt_number: u32,
+    /// Whether `attempt` is still open (in flight).
+    attempt_open: bool,
+    /// Earlier attempts still in flight beside the latest one (hedging only): their number,
+    /// span and start. Empty, and never allocated, for a call that does not hedge.
+    earlier: Vec<(u32, Span, Instant)>,
     /// On every event, so that a log line names its call even where the subscriber shows no
     /// span (`fmt().json()` lists only entered spans, and egress's spans are not entered).
     correlation_id: CorrelationId,
@@ -68,6 +73,8 @@ impl Telemetry {
             http.request.method = %method,
             url.full = Empty,
             attempts = Empty,
+            egress.hedges = Empty,
+            egress.winner = Empty,
         );
         // The redacted URL and the host are copied only for someone who may read them: a
         // subscriber that takes this call's span or could take its attempts' (DEBUG), or the
@@ -93,6 +100,8 @@ impl Telemetry {
             attempt: Span::none(),
             attempt_started: now,
             attempt_number: 0,
+            attempt_open: false,
+            earlier: Vec::new(),
             correlation_id: correlation_id.clone(),
             method: method.clone(),
             host,
@@ -109,8 +118,15 @@ impl Telemetry {
         }
     }
 
-    /// Opens the span of attempt `n` and returns a handle for the driver.
-    pub(crate) fn attempt_started(&mut self, n: u32, now: Instant) -> Span {
+    /// Opens the span of attempt `n` (a hedge when `hedge`) and returns a handle for the
+    /// driver.
+    pub(crate) fn attempt_started(&mut self, n: u32, now: Instant, hedge: bool) -> Span {
+        if self.attempt_open {
+            let span = std::mem::replace(&mut self.attempt, Span::none());
+            self.earlier
+                .push((self.attempt_number, span, self.attempt_started));
+        }
+        self.attempt_open = true;
         self.attempt_started = now;
         self.attempt_number = n;
         let span = tracing::debug_span!(
@@ -129,24 +145,41 @@ impl Telemetry {
             egress.response.content_coding = Empty,
             egress.response.decoded_size = Empty,
             egress.attempt = n,
+            egress.hedge = Empty,
         );
         if n > 1 {
             span.record("http.request.resend_count", n - 1);
+        }
+        if hedge {
+            span.record("egress.hedge", true);
         }
         self.attempt = span.clone();
         span
     }
 
-    /// Records the end of the attempt in flight and closes its span.
+    /// Records the end of attempt `n` and closes its span.
     pub(crate) fn attempt_finished(
         &mut self,
+        n: u32,
         at: Instant,
         status: Option<u16>,
         version: Option<http::Version>,
         error_type: Option<&str>,
     ) {
-        let span = std::mem::replace(&mut self.attempt, Span::none());
-        let duration = at.saturating_duration_since(self.attempt_started);
+        let (span, started) = if n == self.attempt_number && self.attempt_open {
+            self.attempt_open = false;
+            let span = std::mem::replace(&mut self.attempt, Span::none());
+            (span, self.attempt_started)
+        } else {
+            match self.earlier.iter().position(|(m, ..)| *m == n) {
+                Some(i) => {
+                    let (_, span, started) = self.earlier.swap_remove(i);
+                    (span, started)
+                }
+                None => (Span::none(), at),
+            }
+        };
+        let duration = at.saturating_duration_since(started);
         if let Some(status) = status {
             span.record("http.response.status_code", status);
         }
@@ -160,7 +193,7 @@ impl Telemetry {
         tracing::debug!(
             parent: &span,
             correlation_id = %self.correlation_id,
-            egress.attempt = self.attempt_number,
+            egress.attempt = n,
             http.response.status_code = status,
             error.type = error_type,
             duration_ms = duration.as_millis() as u64,
@@ -240,6 +273,47 @@ impl Telemetry {
             let mut labels = self.labels();
             labels.push(metrics::Label::from_static_parts("reason", reason.as_str()));
             metrics::counter!(crate::metric_names::RETRIES, labels).increment(1);
+        }
+    }
+
+    /// Hedge `n` goes out, `after` the attempt before it started.
+    pub(crate) fn hedge(&self, n: u32, after: Duration) {
+        tracing::info!(
+            parent: &self.call,
+            correlation_id = %self.correlation_id,
+            egress.attempt = n,
+            after_ms = after.as_millis() as u64,
+            "hedging"
+        );
+        #[cfg(feature = "metrics")]
+        metrics::counter!(crate::metric_names::HEDGES, self.labels()).increment(1);
+    }
+
+    /// A hedge that was due was not sent (`reason`: `host_hold`, `circuit_open`, `budget`,
+    /// `rate_limiter`); the call hedges no more.
+    pub(crate) fn hedge_refused(&self, n: u32, reason: &'static str) {
+        tracing::debug!(
+            parent: &self.call,
+            correlation_id = %self.correlation_id,
+            egress.attempt = n,
+            reason,
+            "hedge refused"
+        );
+    }
+
+    /// Attempt `winner` (a hedge when `hedge`) ended a call that sent `hedges` hedges.
+    pub(crate) fn hedge_won(&self, winner: u32, hedge: bool, hedges: u32) {
+        self.call.record("egress.hedges", hedges);
+        self.call.record("egress.winner", winner);
+        // Only the metrics label which kind of attempt won.
+        #[cfg(not(feature = "metrics"))]
+        let _ = hedge;
+        #[cfg(feature = "metrics")]
+        {
+            let mut labels = self.labels();
+            let won = if hedge { "hedge" } else { "first" };
+            labels.push(metrics::Label::from_static_parts("winner", won));
+            metrics::counter!(crate::metric_names::HEDGED_CALLS, labels).increment(1);
         }
     }
 
@@ -485,6 +559,16 @@ pub fn describe_metrics() {
         crate::metric_names::CIRCUIT_TRANSITIONS,
         Unit::Count,
         "Circuit state changes, by new state."
+    );
+    describe_counter!(
+        crate::metric_names::HEDGES,
+        Unit::Count,
+        "Hedges egress sent (a further attempt beside a slow one)."
+    );
+    describe_counter!(
+        crate::metric_names::HEDGED_CALLS,
+        Unit::Count,
+        "Calls that hedged, by which attempt won (first or hedge)."
     );
     describe_counter!(
         crate::metric_names::HOLDS,

@@ -53,6 +53,8 @@ pub const WALL_EPOCH_SECS: u64 = 1_767_225_600;
 pub struct ManualClock {
     epoch: Instant,
     state: Arc<Mutex<(Instant, SystemTime)>>,
+    /// When scripted answers still in flight are due: an [`InstantSleeper`] stops there first.
+    due: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Default for ManualClock {
@@ -70,6 +72,7 @@ impl ManualClock {
         Self {
             epoch,
             state: Arc::new(Mutex::new((epoch, wall))),
+            due: Arc::default(),
         }
     }
 
@@ -95,6 +98,22 @@ impl ManualClock {
     pub fn elapsed(&self) -> Duration {
         lock(&self.state).0 - self.epoch
     }
+
+    /// The earliest scripted answer due after `after` and before `before`.
+    fn next_due(&self, after: Instant, before: Instant) -> Option<Instant> {
+        lock(&self.due)
+            .iter()
+            .copied()
+            .filter(|t| *t > after && *t < before)
+            .min()
+    }
+
+    fn forget_due(&self, at: Instant) {
+        let mut due = lock(&self.due);
+        if let Some(i) = due.iter().position(|t| *t == at) {
+            due.swap_remove(i);
+        }
+    }
 }
 
 impl Clock for ManualClock {
@@ -112,7 +131,9 @@ impl Clock for ManualClock {
 }
 
 /// A sleeper that completes at once, moving its [`ManualClock`] to the wake-up time: virtual
-/// time advances instantly.
+/// time advances instantly. When a [`ScriptedTransport`] answer on the same clock is due
+/// earlier, the sleeper first moves the clock there and yields, so that the answer (a hedge's,
+/// say) is seen at its own time.
 #[derive(Clone, Debug)]
 pub struct InstantSleeper {
     clock: ManualClock,
@@ -130,7 +151,12 @@ impl Sleeper for InstantSleeper {
         // Time moves when the sleep is first polled, not when it is created: a driver that races
         // a sleep against a ready response must see the response at its own time.
         let clock = self.clock.clone();
-        Box::pin(std::future::poll_fn(move |_| {
+        Box::pin(std::future::poll_fn(move |cx| {
+            if let Some(due) = clock.next_due(clock.now(), at) {
+                clock.advance_to(due);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             clock.advance_to(at);
             Poll::Ready(())
         }))
@@ -239,8 +265,10 @@ impl Step {
             .body(Bytes::copy_from_slice(text.as_bytes()))
     }
 
-    /// Answers (or fails) only after `delay` of virtual time. A delay past the read timeout
-    /// fails with a read timeout; past the attempt deadline, the attempt hangs until it.
+    /// Answers (or fails) only after `delay` of virtual time, counted from the attempt's send:
+    /// attempts in flight together (hedges) answer in the order of their times, not of their
+    /// sends. A delay past the read timeout fails with a read timeout; past the attempt
+    /// deadline, the attempt hangs until it.
     pub fn after(mut self, delay: Duration) -> Self {
         self.after = delay;
         self
@@ -252,6 +280,53 @@ enum Resolved {
     Respond(Instant, http::Response<Bytes>),
     Fail(Instant, TransportError),
     Hang,
+}
+
+impl Resolved {
+    /// When the outcome arrives (never for a hang).
+    fn at(&self) -> Option<Instant> {
+        match self {
+            Self::Respond(at, _) | Self::Fail(at, _) => Some(*at),
+            Self::Hang => None,
+        }
+    }
+}
+
+/// A scripted answer due at a later virtual time: ready once the clock reaches it (an
+/// [`InstantSleeper`] stops there). Dropping it (a cancelled attempt) forgets it.
+struct Deferred {
+    clock: ManualClock,
+    at: Instant,
+    result: Option<Result<http::Response<Bytes>, TransportError>>,
+}
+
+impl Future for Deferred {
+    type Output = Result<http::Response<Bytes>, TransportError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.clock.now() < self.at {
+            return Poll::Pending;
+        }
+        match self.result.take() {
+            Some(result) => {
+                self.clock.forget_due(self.at);
+                Poll::Ready(result)
+            }
+            // Polled again after it finished: a misuse of a future, answered as a failure.
+            None => Poll::Ready(Err(TransportError::new(
+                TransportErrorKind::Other,
+                "scripted transport: answer already taken",
+            ))),
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if self.result.is_some() {
+            self.clock.forget_due(self.at);
+        }
+    }
 }
 
 fn resolve(step: Option<Step>, now: Instant, attempt: &AttemptRequest) -> Resolved {
@@ -436,17 +511,22 @@ impl Transport for ScriptedTransport {
         let now = self.clock.now();
         lock(&self.seen).push(SeenRequest::new(&attempt, now - self.clock.epoch));
         let step = lock(&self.steps).pop_front();
-        match resolve(step, now, &attempt) {
-            Resolved::Respond(at, response) => {
-                self.clock.advance_to(at);
-                Box::pin(std::future::ready(Ok(response)))
-            }
-            Resolved::Fail(at, error) => {
-                self.clock.advance_to(at);
-                Box::pin(std::future::ready(Err(error)))
-            }
-            Resolved::Hang => Box::pin(std::future::pending()),
+        let (at, result) = match resolve(step, now, &attempt) {
+            Resolved::Respond(at, response) => (at, Ok(response)),
+            Resolved::Fail(at, error) => (at, Err(error)),
+            Resolved::Hang => return Box::pin(std::future::pending()),
+        };
+        if at <= now {
+            return Box::pin(std::future::ready(result));
         }
+        // Due later: the answer waits for the clock, so that another attempt sent meanwhile
+        // (a hedge) can answer first.
+        lock(&self.clock.due).push(at);
+        Box::pin(Deferred {
+            clock: self.clock.clone(),
+            at,
+            result: Some(result),
+        })
     }
 }
 
@@ -519,6 +599,8 @@ pub struct Run {
     pub result: Result<Response, Error>,
     /// Virtual time from start to end.
     pub elapsed: Duration,
+    /// The most attempts that were in flight at once (more than 1 only with hedges).
+    pub max_in_flight: usize,
 }
 
 impl Scenario {
@@ -546,6 +628,10 @@ impl Scenario {
 
     /// Runs the exchange to its end. Bounded: a machine that neither finishes nor advances
     /// time within 10 000 outputs is reported as stuck in the timeline.
+    ///
+    /// Attempts in flight together (hedges) are answered in the order of their virtual times,
+    /// each after its own step's delay from its send; the timeline marks a hedge's send with
+    /// `(hedge)` and an attempt the exchange stopped waiting for (a loser) with `cancelled`.
     pub fn run(mut self) -> Run {
         let clock = ManualClock::new();
         let epoch = clock.epoch();
@@ -554,6 +640,10 @@ impl Scenario {
         let mut timeline = Vec::new();
         let mut requests = Vec::new();
         let mut waits = Vec::new();
+        // The attempts sent and not answered yet, with what each will do.
+        let mut pending: Vec<(u32, Resolved)> = Vec::new();
+        let mut max_in_flight = 0;
+        let mut hedges = 0;
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         for _ in 0..10_000 {
             let now = clock.now();
@@ -573,47 +663,72 @@ impl Scenario {
                         waits,
                         result,
                         elapsed: now - epoch,
+                        max_in_flight,
                     };
                 }
                 Output::Send(attempt) => {
                     let n = attempt.attempt;
-                    timeline.push(format!("{t} send #{n}"));
+                    let hedge = exchange.hedges() > hedges;
+                    hedges = exchange.hedges();
+                    let mark = if hedge { " (hedge)" } else { "" };
+                    timeline.push(format!("{t} send #{n}{mark}"));
                     requests.push(SeenRequest::new(&attempt, now - epoch));
-                    match resolve(self.steps.pop_front(), now, &attempt) {
-                        Resolved::Respond(at, response) => {
-                            clock.advance_to(at);
-                            let status = response.status().as_u16();
-                            timeline.push(format!("{} #{n} -> {status}", ms(at - epoch)));
-                            let wall = clock.wall();
-                            exchange.handle_input(Input::Response {
-                                attempt: n,
-                                at,
-                                wall,
-                                response,
-                            });
-                        }
-                        Resolved::Fail(at, error) => {
-                            clock.advance_to(at);
-                            timeline.push(format!("{} #{n} -> {}", ms(at - epoch), error.kind()));
-                            exchange.handle_input(Input::Failed {
-                                attempt: n,
-                                at,
-                                error,
-                            });
-                        }
-                        Resolved::Hang => {}
-                    }
+                    pending.push((n, resolve(self.steps.pop_front(), now, &attempt)));
+                    max_in_flight = max_in_flight.max(pending.len());
+                    continue;
                 }
                 Output::Wait { until, reason } => {
-                    if let WaitReason::AttemptDeadline { attempt } = reason {
-                        timeline.push(format!("{} #{attempt} -> deadline", ms(until - epoch)));
+                    // The first answer due before the timer wins; the timer wins a tie.
+                    let next = pending
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, (_, r))| r.at().map(|at| (at, i)))
+                        .filter(|(at, _)| *at < until)
+                        .min();
+                    if let Some((at, i)) = next {
+                        let (n, resolved) = pending.remove(i);
+                        clock.advance_to(at);
+                        match resolved {
+                            Resolved::Respond(_, response) => {
+                                let status = response.status().as_u16();
+                                timeline.push(format!("{} #{n} -> {status}", ms(at - epoch)));
+                                let wall = clock.wall();
+                                exchange.handle_input(Input::Response {
+                                    attempt: n,
+                                    at,
+                                    wall,
+                                    response,
+                                });
+                            }
+                            Resolved::Fail(_, error) => {
+                                let line = format!("{} #{n} -> {}", ms(at - epoch), error.kind());
+                                timeline.push(line);
+                                exchange.handle_input(Input::Failed {
+                                    attempt: n,
+                                    at,
+                                    error,
+                                });
+                            }
+                            Resolved::Hang => {}
+                        }
                     } else {
-                        let d = until - now;
-                        timeline.push(format!("{t} wait {} {}", ms(d), reason.as_str()));
-                        waits.push((d, reason));
+                        match reason {
+                            WaitReason::AttemptDeadline { attempt } => {
+                                timeline
+                                    .push(format!("{} #{attempt} -> deadline", ms(until - epoch)));
+                                pending.retain(|(n, _)| *n != attempt);
+                            }
+                            // A hedge's send says it; the wait for it is not one between attempts.
+                            WaitReason::Hedge { .. } => {}
+                            _ => {
+                                let d = until - now;
+                                timeline.push(format!("{t} wait {} {}", ms(d), reason.as_str()));
+                                waits.push((d, reason));
+                            }
+                        }
+                        clock.advance_to(until);
+                        exchange.handle_input(Input::Timer { at: until });
                     }
-                    clock.advance_to(until);
-                    exchange.handle_input(Input::Timer { at: until });
                 }
                 Output::Acquire(acquire) => {
                     // A coordinator answers at once in virtual time.
@@ -622,6 +737,15 @@ impl Scenario {
                     exchange.handle_input(Input::Slots { at: now, result });
                 }
             }
+            // A driver cancels what the exchange no longer waits for.
+            let at = ms(clock.now() - epoch);
+            pending.retain(|(n, _)| {
+                let keep = exchange.is_waiting_for(*n);
+                if !keep {
+                    timeline.push(format!("{at} #{n} cancelled"));
+                }
+                keep
+            });
         }
         let mut stuck = String::new();
         let _ = write!(stuck, "stuck after {:?}", clock.elapsed());
@@ -635,6 +759,7 @@ impl Scenario {
             waits,
             result,
             elapsed: clock.elapsed(),
+            max_in_flight,
         }
     }
 }

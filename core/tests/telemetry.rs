@@ -450,6 +450,64 @@ fn the_call_span_records_attempts_once_when_the_call_ends() {
     assert!(close.contains("attempts=3"), "{close}");
 }
 
+/// A hedged call reports each attempt (the hedge marked, the loser cancelled), the hedge event
+/// and which attempt won.
+#[test]
+fn a_hedged_call_reports_every_attempt_the_hedge_and_the_winner() {
+    let capture = Capture::default();
+    capture.run(|| {
+        let upstream = ScriptedTransport::new();
+        upstream
+            .push(step(200).after(Duration::from_secs(2)))
+            .push(step(200).after(Duration::from_millis(10)));
+        let hedging = egress_core::HedgingConfig::enabled(egress_core::HedgeAfter::Fixed(
+            Duration::from_millis(50),
+        ));
+        let config = Config::default()
+            .with_base_url("https://api.example.com")
+            .with_hedging(hedging);
+        let client = upstream.client(config).unwrap();
+        block_on(client.get("/x").send()).unwrap();
+    });
+    let spans = capture.spans.lock().unwrap().clone();
+    let attempts: Vec<_> = spans
+        .iter()
+        .filter(|(_, r)| r.name == "egress.attempt")
+        .map(|(_, r)| r.fields.clone())
+        .collect();
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let first = &attempts[0];
+    let hedge = &attempts[1];
+    assert_eq!(first.get("egress.hedge"), None);
+    assert_eq!(
+        first.get("error.type").map(String::as_str),
+        Some("cancelled")
+    );
+    assert_eq!(hedge.get("egress.hedge").map(String::as_str), Some("true"));
+    assert_eq!(
+        hedge.get("http.request.resend_count").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        hedge.get("http.response.status_code").map(String::as_str),
+        Some("200")
+    );
+    let call = spans
+        .iter()
+        .find(|(_, r)| r.name == "egress.call")
+        .map(|(_, r)| r.fields.clone())
+        .expect("a call span");
+    assert_eq!(call.get("egress.winner").map(String::as_str), Some("2"));
+    assert_eq!(call.get("egress.hedges").map(String::as_str), Some("1"));
+    let events = capture.events.lock().unwrap().clone();
+    let hedging: Vec<_> = events
+        .iter()
+        .filter(|(_, f)| f.get("message").is_some_and(|m| m == "hedging"))
+        .collect();
+    assert_eq!(hedging.len(), 1, "{events:#?}");
+    assert_eq!(hedging[0].1.get("after_ms").map(String::as_str), Some("50"));
+}
+
 /// A response that fails validation is telemetry of the call, not a silent success: a WARN
 /// event with the call's correlation ID, the error kind and the JSON path.
 #[test]
@@ -587,6 +645,25 @@ fn every_span_event_and_field_emitted_is_in_the_telemetry_reference() {
         upstream.clock().advance(std::time::Duration::from_secs(1));
         assert!(block_on(client.get("/busy").send()).is_err());
         assert!(block_on(client.get("/busy").send()).is_ok());
+        // Hedging: a hedge that wins (its loser cancelled), then one the budget refuses.
+        let upstream = ScriptedTransport::new();
+        upstream
+            .push(step(200).after(Duration::from_secs(2)))
+            .push(step(200).after(Duration::from_millis(10)))
+            .push(step(200).after(Duration::from_secs(2)));
+        let hedging = egress_core::HedgingConfig::enabled(egress_core::HedgeAfter::Fixed(
+            Duration::from_millis(50),
+        ));
+        let empty = egress_core::BudgetConfig::default()
+            .with_retry_ratio(0.0)
+            .with_min_retries_per_sec(0);
+        let base = Config::default()
+            .with_base_url("https://api.example.com/v1")
+            .with_hedging(hedging);
+        let client = upstream.client(base.clone()).unwrap();
+        assert!(block_on(client.get("/slow").send()).is_ok());
+        let client = upstream.client(base.with_budget(empty)).unwrap();
+        assert!(block_on(client.get("/slow").send()).is_ok());
         // A token source: a refresh, a rejected token, a refused refresh.
         let upstream = ScriptedTransport::new();
         upstream

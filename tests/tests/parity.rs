@@ -1437,9 +1437,76 @@ mod scenarios {
         assert_eq!(response.attempts(), 1);
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
+
+    /// Hedging at p90 against an upstream slow (2 s) on every tenth request, normal (20 ms)
+    /// otherwise. Asserted on structure, not speed: every call is answered by one of its own
+    /// requests; a call whose first request met the slow replica was hedged, and a fast hedge
+    /// won; the upstream saw at most the attempts the calls report (1 + hedge rate per call);
+    /// and no loser's connection carried a later request (cancelled, not pooled half-read).
+    pub(super) async fn hedging_at_p90_takes_the_slow_tenth_request_off_the_tail(b: Backend) {
+        use egress_core::{HedgeAfter, HedgingConfig, Percentile};
+        const CALLS: usize = 40;
+        let slow = |index: usize| index % 10 == 9;
+        let server = FaultServer::start(Arc::new(move |index, _: &Seen| {
+            let delay = if slow(index) { ms(2000) } else { ms(20) };
+            Reply::status(200).body(index.to_string()).delay(delay)
+        }));
+        let hedging =
+            HedgingConfig::enabled(HedgeAfter::Percentile(Percentile::P90)).with_fallback(ms(100));
+        let client = b.client(config(&server.url("")).with_hedging(hedging));
+        let mut answers = Vec::new();
+        for _ in 0..CALLS {
+            let response = client.get("/x").send().await.unwrap();
+            let id = response.correlation_id().to_string();
+            let body = String::from_utf8(response.body().to_vec()).unwrap();
+            answers.push((id, body.parse::<usize>().unwrap(), response.attempts()));
+        }
+        // The server numbers requests as they arrive; a request's index is its position here.
+        let seen = server.requests();
+        let requests_of = |id: &str| -> Vec<usize> {
+            (0..seen.len())
+                .filter(|i| seen[*i].header("x-correlation-id") == Some(id))
+                .collect()
+        };
+        let mut slow_first = 0;
+        let mut hedged = 0;
+        for (id, winner, attempts) in &answers {
+            let own = requests_of(id);
+            // A hedge cancelled at once (the first attempt answered just after it started) may
+            // never reach the server: it sees at most the attempts the call reports.
+            assert!(own.len() as u32 <= *attempts, "call {id}: {own:?}");
+            assert!(own.len() <= 2, "more than 1 + max_hedges requests: {own:?}");
+            assert!(
+                own.contains(winner),
+                "call {id} answered by request {winner} of {own:?}"
+            );
+            hedged += usize::from(own.len() == 2);
+            if slow(own[0]) {
+                slow_first += 1;
+                assert_eq!(own.len(), 2, "a slow first attempt was not hedged: {own:?}");
+                if !slow(own[1]) {
+                    assert_eq!(*winner, own[1], "the fast hedge did not win: {own:?}");
+                }
+            }
+            // A loser was dropped mid-wait: its connection carries nothing after it.
+            for loser in own.iter().filter(|i| *i != winner) {
+                let conn = seen[*loser].connection;
+                let reused = (loser + 1..seen.len()).find(|i| seen[*i].connection == conn);
+                assert_eq!(reused, None, "the loser {loser}'s connection was reused");
+            }
+        }
+        assert!(
+            slow_first >= 3,
+            "the slow replica met {slow_first} first attempts"
+        );
+        assert!(seen.len() <= answers.iter().map(|(_, _, a)| *a as usize).sum::<usize>());
+        // About 10 % of normal calls pass the p90, plus the slow ones: far below half.
+        assert!(hedged * 2 < CALLS, "{hedged} of {CALLS} calls hedged");
+    }
 }
 
 parity!(
+    hedging_at_p90_takes_the_slow_tenth_request_off_the_tail,
     a_5xx_storm_retries_until_attempts_run_out,
     a_503_then_success,
     a_429_with_retry_after_seconds_is_honoured,

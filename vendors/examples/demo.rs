@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use egress_core::{BudgetConfig, RetryPolicy};
+use egress_core::{BudgetConfig, HedgeAfter, HedgingConfig, RetryPolicy};
 use egress_core::{CircuitBreakerConfig, Client, Config};
 use egress_tests::server::{Fault, FaultServer, Reply, Seen};
 use egress_vendors::entities::{EntitiesClient, EntitiesError, EntityId, NewEntity};
@@ -107,6 +107,11 @@ fn upstream() -> FaultServer {
                 Reply::json(200, &entity_json("e-3", "Cleo")).delay(Duration::from_secs(2))
             }
             ("GET", "/entities/e-3", _) => Reply::json(200, &entity_json("e-3", "Cleo")),
+            // One slow replica: the first request waits 2 s, a hedge is answered at once.
+            ("GET", "/entities/e-6", 1) => {
+                Reply::json(200, &entity_json("e-6", "Finn")).delay(Duration::from_secs(2))
+            }
+            ("GET", "/entities/e-6", _) => Reply::json(200, &entity_json("e-6", "Finn")),
             ("GET", "/entities/e-4", _) => Reply::json(
                 200,
                 r#"{"id":"e-4","name":"Dora","status":"active","version":3,"tags":["demo",7]}"#,
@@ -220,6 +225,7 @@ impl Timeline {
                 .or_else(|| get("validation.kind")),
             wait_ms: get("delay_ms")
                 .or_else(|| get("until_ms"))
+                .or_else(|| get("after_ms"))
                 .and_then(|v| v.parse().ok()),
             source: get("delay_source"),
             path: get("json.path"),
@@ -272,6 +278,10 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timeline {
         match message.as_str() {
             "attempt finished" => self.push("attempt_finished", attempt, &f),
             "retrying" => self.push("retry", None, &f),
+            "hedging" => {
+                let n = f.0.get("egress.attempt").and_then(|v| v.parse().ok());
+                self.push("hedge", n, &f)
+            }
             "call succeeded" => self.push("succeeded", None, &f),
             "circuit state changed" => self.push("circuit", None, &f),
             "host held" => self.push("hold", None, &f),
@@ -327,6 +337,11 @@ fn print_timeline(events: &[Event_], json: bool) {
                 e.reason.clone().unwrap_or_default(),
                 e.wait_ms.unwrap_or(0),
                 e.source.clone().unwrap_or_default()
+            ),
+            "hedge" => format!(
+                "decision: hedge, attempt {} goes beside one silent for {}ms",
+                e.attempt.unwrap_or(0),
+                e.wait_ms.unwrap_or(0)
             ),
             "succeeded" => "decision: done, a 2xx response".to_owned(),
             "answered" => format!(
@@ -424,6 +439,13 @@ fn client(backend: Backend, base: &str) -> Client {
         eprintln!("--upstream {base:?} cannot be used: {e}");
         std::process::exit(2);
     })
+}
+
+/// A client that hedges an idempotent call whose attempt has not answered within 100 ms.
+fn hedging_client(backend: Backend, base: &str) -> Client {
+    let hedging = HedgingConfig::enabled(HedgeAfter::Fixed(Duration::from_millis(100)));
+    let config = Config::default().with_base_url(base).with_hedging(hedging);
+    build(backend, config).expect("the demo's configuration is valid")
 }
 
 /// A client whose circuit breaker opens after 10 attempts (all failed) for 1 s, with no retries:
@@ -629,6 +651,12 @@ fn main() {
             );
         }
     }
+
+    let hedged = EntitiesClient::new(hedging_client(backend, &base));
+    run("slow replica: a hedge after 100 ms wins", &|| {
+        let entity = block_on(backend, hedged.get_entity(&id("e-6")))?;
+        Ok(format!("{} {:?}", entity.id, entity.name))
+    });
 
     if unreached_stories == rows.len() {
         eprintln!(

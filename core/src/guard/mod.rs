@@ -2,6 +2,7 @@
 
 pub(crate) mod breaker;
 pub(crate) mod fleet;
+pub(crate) mod hedge;
 pub(crate) mod hints;
 pub(crate) mod limiter;
 pub(crate) mod shared;
@@ -20,6 +21,7 @@ pub use breaker::{
     Breaker, CircuitBreakerConfig, CircuitCheck, CircuitState, CircuitVerdict, ProbeId,
 };
 pub use fleet::{CircuitSharing, FailureMode, FleetConfig, FleetUrl, LocalCoordinator};
+pub use hedge::{HedgeAfter, HedgingConfig, InvalidHedgeAfter, Latencies, MAX_HEDGES, Percentile};
 pub use hints::{Quota, rate_limit_quota};
 pub use limiter::{Gcra, InvalidRate, Rate, RateLimitConfig};
 pub use shared::{Hold, HoldReason};
@@ -186,6 +188,9 @@ struct HostState {
     tat: Option<Instant>,
     /// Rate slots the fleet's coordinator leased for this key, ascending, not yet taken.
     lease: VecDeque<Instant>,
+    /// Recent attempt latencies, for a percentile hedge delay (boxed once per host, only by a
+    /// client that hedges at a percentile).
+    latencies: Option<Box<hedge::Latencies>>,
 }
 
 /// Hosts idle for longer than this are forgotten once the map holds [`MAX_HOSTS`].
@@ -318,6 +323,7 @@ impl Guards {
             hold: None,
             tat: None,
             lease: VecDeque::new(),
+            latencies: None,
         });
         f(state)
     }
@@ -334,6 +340,53 @@ impl Guards {
     /// The hold on `key` at `now`, if one is in force.
     pub fn hold(&self, key: &str, now: Instant) -> Option<Hold> {
         self.with_host(key, now, |h| h.hold.filter(|hold| hold.until > now))
+    }
+
+    /// Records the latency of an attempt to `key` that answered at `now`.
+    pub(crate) fn record_latency(&self, key: &str, now: Instant, latency: Duration) {
+        self.with_host(key, now, |h| {
+            h.latencies.get_or_insert_with(Box::default).record(latency);
+        });
+    }
+
+    /// The percentile `p` of the recent attempt latencies to `key`, once it has enough.
+    pub fn latency_percentile(
+        &self,
+        key: &str,
+        now: Instant,
+        p: hedge::Percentile,
+    ) -> Option<Duration> {
+        self.with_host(key, now, |h| h.latencies.as_ref()?.percentile(p))
+    }
+
+    /// Whether a hedge to `key` may go at `now` without waiting: the circuit is closed (when
+    /// the call takes part in the breaker) and the host is not held (when it takes part in
+    /// holds). The rate limiter is asked afterwards, through [`admit`](Self::admit) with no
+    /// time to wait.
+    pub(crate) fn hedge_refusal(
+        &self,
+        key: &str,
+        now: Instant,
+        g: CallGuards,
+        local_only: bool,
+    ) -> Option<&'static str> {
+        let fleet = self.fleet.as_ref().filter(|_| !local_only);
+        if g.hold
+            && (self.hold(key, now).is_some()
+                || fleet.is_some_and(|f| f.coordinator.hold(key, now).is_some()))
+        {
+            return Some("host_hold");
+        }
+        let breaker_on = self.breaker.enabled && g.circuit_breaker;
+        if breaker_on
+            && (self.circuit_state(key, now) != CircuitState::Closed
+                || fleet.is_some_and(|f| {
+                    f.share_circuit && f.coordinator.circuit_open_until(key, now).is_some()
+                }))
+        {
+            return Some("circuit_open");
+        }
+        None
     }
 
     /// Decides whether a call may send now (see the [module docs](self) for the order).
