@@ -3,6 +3,8 @@
 //! test states the worked numbers it expects; the property tests check the invariants of
 //! the across-call state over long arbitrary timelines.
 
+mod common;
+use common::{epoch, ms};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -19,15 +21,6 @@ use egress_core::{
 use proptest::prelude::*;
 
 const URL: &str = "https://api.example.com/x";
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn epoch() -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 fn wall_at(at: Instant) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(WALL_EPOCH_SECS) + (at - epoch())

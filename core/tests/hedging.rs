@@ -2,8 +2,9 @@
 //! driver on the scripted transport, and property tests over several calls sharing one client's
 //! state, driven by hand in virtual time.
 
+mod common;
+use common::{epoch, ms};
 use std::collections::VecDeque;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use egress_core::CircuitState;
@@ -19,15 +20,6 @@ use proptest::prelude::*;
 
 const URL: &str = "https://api.example.com/things/7";
 const HOST: &str = "api.example.com";
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 fn wall_at(at: Instant) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(WALL_EPOCH_SECS) + (at - epoch())
@@ -757,17 +749,8 @@ fn setups(idempotent_only: bool) -> impl Strategy<Value = Setup> {
         )
 }
 
-fn config(cases: u32) -> ProptestConfig {
-    let default = ProptestConfig::default();
-    ProptestConfig {
-        cases: std::env::var_os("PROPTEST_CASES").map_or(cases, |_| default.cases),
-        failure_persistence: None,
-        ..default
-    }
-}
-
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(common::proptest_config(256))]
 
     /// Also checked at every send inside the harness: no hedge past the deadline, while the
     /// circuit is not closed or while the host is held, and never for a non-idempotent call.

@@ -1,7 +1,8 @@
 //! Property tests of whole exchanges: arbitrary scripts of outcomes, methods, policies and seeds,
 //! driven in virtual time, by hand and through the `test_util` scenario runner.
 
-use std::sync::OnceLock;
+mod common;
+use common::{epoch, ms};
 use std::time::{Duration, Instant, SystemTime};
 
 use egress_core::http::{self, Method, StatusCode};
@@ -17,16 +18,6 @@ use proptest::prelude::*;
 const URL: &str = "https://api.example.com/things/7";
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 const CORRELATION_HEADER: &str = "x-correlation-id";
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// The one real `Instant` of this file: every virtual timeline starts here.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 /// The wall clock at [`epoch`], as the `test_util` manual clock has it.
 fn wall_epoch() -> SystemTime {
@@ -589,17 +580,6 @@ fn durations() -> impl Strategy<Value = Duration> {
 // Running exchanges.
 // ---------------------------------------------------------------------------------------------
 
-/// `cases` cases (unless `PROPTEST_CASES` says otherwise), and no regression files: this suite
-/// writes nothing to the source tree.
-fn config(cases: u32) -> ProptestConfig {
-    let default = ProptestConfig::default();
-    ProptestConfig {
-        cases: std::env::var_os("PROPTEST_CASES").map_or(cases, |_| default.cases),
-        failure_persistence: None,
-        ..default
-    }
-}
-
 fn scenario(spec: &Spec, call: &Call, script: &[Move]) -> Run {
     Scenario::new(call.request(), &spec.policy())
         .seed(call.seed)
@@ -871,7 +851,7 @@ fn reported_attempts(result: &Result<Response, Error>) -> u32 {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(common::proptest_config(256))]
 
     #[test]
     fn attempts_never_exceed_the_maximum(spec in specs(), call in calls(), script in scripts()) {
@@ -1330,7 +1310,7 @@ fn check_budget(outage: &Outage) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(common::proptest_config(256))]
 
     #[test]
     fn the_retry_budget_bounds_retries_during_an_outage(
@@ -1352,7 +1332,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config(1024))]
+    #![proptest_config(common::proptest_config(1024))]
 
     #[test]
     fn backoff_stays_between_zero_and_the_cap(
