@@ -165,6 +165,8 @@ pub fn free_port() -> u16 {
 pub struct Spawned {
     child: Child,
     name: String,
+    /// A folder of the program's own, removed once it has stopped.
+    scratch: Option<PathBuf>,
 }
 
 impl Spawned {
@@ -180,7 +182,11 @@ impl Spawned {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| panic!("could not start {name}: {err}"));
-        let mut spawned = Spawned { child, name };
+        let mut spawned = Spawned {
+            child,
+            name,
+            scratch: None,
+        };
         let started = Instant::now();
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -207,6 +213,7 @@ impl Spawned {
         Spawned {
             child,
             name: name.into(),
+            scratch: None,
         }
     }
 
@@ -254,8 +261,8 @@ impl Spawned {
 
 /// A `redis-server` of the test's own on `127.0.0.1:port` (installed from the OS packages when
 /// missing): no persistence, its working files in a fresh temporary folder, `requirepass` when
-/// `password` is given; stopped by its PID when the guard drops. Start it again on the same
-/// port to play a restart.
+/// `password` is given; stopped by its PID when the guard drops, and its folder removed then.
+/// Start it again on the same port to play a restart.
 pub fn redis_server(port: u16, password: Option<&str>) -> Spawned {
     redis_server_of(&apt_binary("redis-server", "redis-server"), port, password)
 }
@@ -275,7 +282,9 @@ pub fn redis_server_of(binary: &Path, port: u16, password: Option<&str>) -> Spaw
     if let Some(password) = password {
         command.args(["--requirepass", password]);
     }
-    Spawned::start(command, port, Duration::from_secs(10))
+    let mut spawned = Spawned::start(command, port, Duration::from_secs(10));
+    spawned.scratch = Some(dir);
+    spawned
 }
 
 impl Drop for Spawned {
@@ -283,6 +292,9 @@ impl Drop for Spawned {
         // `Child::kill` signals this child's own PID; reaping it leaves no zombie behind.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
