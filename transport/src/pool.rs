@@ -626,4 +626,43 @@ mod tests {
         assert!(Origin::of(&"ftp://a.example/".parse().unwrap()).is_none());
         assert!(Origin::of(&"/relative".parse().unwrap()).is_none());
     }
+
+    #[test]
+    fn an_origin_is_refused_exactly_when_the_uri_has_no_host() {
+        let mut parsed = 0;
+        for text in [
+            "http://:80/",
+            "http://u@:80/",
+            "http://u:p@/",
+            "http://u@h/",
+            "http://u@h:1/",
+            "https://[]/",
+            "https://[]:443/",
+            "https://u@[::1]:8443/",
+            "http://@/",
+            "http://h:/",
+            "http://a@b@c:9/",
+        ] {
+            let Ok(uri) = text.parse::<Uri>() else {
+                continue;
+            };
+            parsed += 1;
+            let host = uri.host().unwrap_or("");
+            let bare = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let origin = Origin::of(&uri);
+            assert_eq!(origin.is_none(), bare.is_empty(), "{text}");
+            if let Some(o) = origin {
+                assert_eq!(o.host(), bare, "{text}");
+                assert_eq!(
+                    o.port(),
+                    uri.port_u16()
+                        .unwrap_or(if o.is_https() { 443 } else { 80 })
+                );
+            }
+        }
+        assert!(parsed >= 5, "only {parsed} of the URIs parsed");
+    }
 }

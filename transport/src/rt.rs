@@ -128,39 +128,40 @@ impl<T> fmt::Debug for TlsOver<T> {
 }
 
 /// Where a connection goes: scheme, host and port. Connections are pooled per origin.
+///
+/// Made for every request (the pool's key); the host and port are read from the authority
+/// only when a connection is opened, so that a request on a pooled connection does not parse
+/// them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
     https: bool,
     /// The authority as the URI spells it (the pool's key).
     authority: Authority,
-    /// The host without IPv6 brackets.
-    host: Box<str>,
-    port: u16,
 }
 
 impl Origin {
-    /// The origin of an absolute `http` or `https` URI; `None` for any other URI.
+    /// The origin of an absolute `http` or `https` URI; `None` for any other URI, or one with
+    /// no host.
     pub fn of(uri: &Uri) -> Option<Self> {
         let https = match uri.scheme() {
             Some(s) if *s == Scheme::HTTPS => true,
             Some(s) if *s == Scheme::HTTP => false,
             _ => return None,
         };
-        let authority = uri.authority()?.clone();
-        let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() {
+        let authority = uri.authority()?;
+        // The host is what follows the userinfo up to the port: none when that part is empty,
+        // starts with the port's `:`, or is an empty IPv6 literal.
+        let text = authority.as_str();
+        let after_userinfo = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
+        if after_userinfo.is_empty()
+            || after_userinfo.starts_with(':')
+            || after_userinfo.starts_with("[]")
+        {
             return None;
         }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         Some(Self {
             https,
-            host: host.into(),
-            authority,
-            port,
+            authority: authority.clone(),
         })
     }
 
@@ -171,12 +172,17 @@ impl Origin {
 
     /// The host name or IP address, without brackets: what to resolve, and the TLS server name.
     pub fn host(&self) -> &str {
-        &self.host
+        let host = self.authority.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
     }
 
     /// The port (the scheme's default when the URI names none).
     pub fn port(&self) -> u16 {
-        self.port
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.https { 443 } else { 80 })
     }
 
     /// The authority as the URI spells it.
