@@ -15,7 +15,7 @@ use egress_transport::{
     Alpn, ConnectError, ConnectStep, Connected, Dial, Protocol, TlsOver, connect_first,
 };
 
-use crate::io::{FuturesIo, HyperIo};
+use crate::io::{FuturesIo, HyperIo, TcpSocket};
 use crate::tls;
 
 /// Opens TCP connections, and TLS over them (or over a tunnel) with native-tls connectors
@@ -74,11 +74,11 @@ fn handshake_step(error: &native_tls::Error) -> ConnectStep {
 }
 
 impl Dial for AsyncStdDial {
-    type Tcp = Async<TcpStream>;
+    type Tcp = TcpSocket;
 
     /// A TCP connection with TCP_NODELAY (requests are written whole: no reason to wait for
     /// acknowledgements).
-    async fn tcp(&self, host: &str, port: u16) -> Result<Async<TcpStream>, ConnectError> {
+    async fn tcp(&self, host: &str, port: u16) -> Result<TcpSocket, ConnectError> {
         let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => (host, port)
@@ -90,19 +90,19 @@ impl Dial for AsyncStdDial {
         connect_first(addresses, |address| async move {
             let stream = Async::<TcpStream>::connect(address).await?;
             stream.get_ref().set_nodelay(true)?;
-            Ok(stream)
+            Ok(TcpSocket::new(stream))
         })
         .await
     }
 
-    fn plain(&self, tcp: Async<TcpStream>) -> Connected {
+    fn plain(&self, tcp: TcpSocket) -> Connected {
         // async-io's socket writes several buffers with one `writev`.
         Connected::new(HyperIo::new(tcp, true), Protocol::Http1)
     }
 
     async fn tls(
         &self,
-        under: TlsOver<Async<TcpStream>>,
+        under: TlsOver<TcpSocket>,
         name: &str,
         alpn: Alpn,
     ) -> Result<Connected, ConnectError> {

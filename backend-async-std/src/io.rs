@@ -7,10 +7,12 @@
 //! request) or reading into a buffer of the connection's own, zeroed once, and copying what
 //! arrived, which is what [`HyperIo`] does.
 
-use std::io;
+use std::io::{self, Read};
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use async_io::Async;
 use async_std::io::{Read as AsyncRead, Write as AsyncWrite};
 use hyper::rt::ReadBufCursor;
 
@@ -115,6 +117,77 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
     }
 }
 
+/// async-io's TCP socket, reading only after the reactor said it became readable since the last
+/// read found nothing.
+///
+/// async-io's own `poll_read` tries the system call on every poll and asks the reactor only
+/// when it finds nothing. hyper polls a connection's read side several times around each
+/// response (for the next bytes, an early close, the end of the message), so on plain HTTP/1.1
+/// each call cost about five `recvfrom`s, four of them finding nothing (tokio, which keeps the
+/// socket's readiness, makes one). This keeps that readiness: after a read finds nothing, the
+/// next poll asks the reactor first.
+#[derive(Debug)]
+pub(crate) struct TcpSocket {
+    io: Async<TcpStream>,
+    /// Whether a read may find data: false after one found nothing, until the reactor says the
+    /// socket became readable.
+    readable: bool,
+}
+
+impl TcpSocket {
+    pub(crate) fn new(io: Async<TcpStream>) -> Self {
+        Self { io, readable: true }
+    }
+}
+
+impl AsyncRead for TcpSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if this.readable {
+                let mut socket: &TcpStream = this.io.get_ref();
+                match socket.read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
+                    result => return Poll::Ready(result),
+                }
+            }
+            // Registers the task with the reactor, or reports that it saw the socket readable.
+            std::task::ready!(this.io.poll_readable(cx))?;
+            this.readable = true;
+        }
+    }
+}
+
+impl AsyncWrite for TcpSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
 /// A stream hyper can drive (a `CONNECT` tunnel, TLS to a proxy) as a futures-io stream, for
 /// native-tls to run a handshake over it.
 pub(crate) struct FuturesIo(pub(crate) Box<dyn egress_transport::Io>);
@@ -192,6 +265,42 @@ mod tests {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    #[test]
+    fn a_socket_read_that_found_nothing_reads_what_arrives_later_and_then_the_close() {
+        use async_std::io::{ReadExt, WriteExt};
+        use std::time::Duration;
+        async_std::task::block_on(async {
+            let listener = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+            let address = listener.get_ref().local_addr().unwrap();
+            let client = Async::<TcpStream>::connect(address).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let mut socket = TcpSocket::new(client);
+            let mut buf = [0u8; 64];
+            let first = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut socket).poll_read(cx, &mut buf).is_pending())
+            })
+            .await;
+            assert!(
+                first && !socket.readable,
+                "nothing was sent: the read waits"
+            );
+            // A lost wake-up would hang here: the timeout turns it into a failure.
+            let within = Duration::from_secs(10);
+            server.write_all(b"hello").await.unwrap();
+            let n = async_std::future::timeout(within, socket.read(&mut buf))
+                .await
+                .expect("the read woke when the bytes arrived")
+                .unwrap();
+            assert_eq!(&buf[..n], b"hello");
+            drop(server);
+            let n = async_std::future::timeout(within, socket.read(&mut buf))
+                .await
+                .expect("the read woke when the peer closed")
+                .unwrap();
+            assert_eq!(n, 0, "the close reads as the end of the stream");
+        });
     }
 
     #[test]
