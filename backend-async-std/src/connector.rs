@@ -24,7 +24,8 @@ use crate::tls;
 pub(crate) struct AsyncStdDial {
     /// ALPN `h2` and `http/1.1`: to origins.
     origin: native_tls::TlsConnector,
-    /// ALPN `http/1.1`: to an `https://` proxy.
+    /// ALPN `http/1.1`: to an `https://` proxy (the origin's connector when the client takes
+    /// no proxy, and so never uses it).
     proxy: native_tls::TlsConnector,
 }
 
