@@ -169,9 +169,10 @@ impl Builder {
         let origin = self.tls_connector(identity.as_ref(), &["h2", "http/1.1"])?;
         // Each connector costs an OpenSSL context and a read of the CA bundle (~45 ms of CPU):
         // a client that can take no proxy never speaks TLS to one, and shares the origin's.
-        let proxy = match proxies.is_empty() {
-            true => origin.clone(),
-            false => self.tls_connector(identity.as_ref(), &["http/1.1"])?,
+        let proxy = if proxies.is_empty() {
+            origin.clone()
+        } else {
+            self.tls_connector(identity.as_ref(), &["http/1.1"])?
         };
         let dial = AsyncStdDial::new(origin, proxy);
         self.build_with_connector(Connector::new(dial, proxies, backend().runtime()))

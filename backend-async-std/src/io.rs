@@ -135,6 +135,7 @@ pub(crate) struct TcpSocket {
 }
 
 impl TcpSocket {
+    /// `io`, tried at its first read (nothing is known of its readiness yet).
     pub(crate) fn new(io: Async<TcpStream>) -> Self {
         Self { io, readable: true }
     }
