@@ -118,9 +118,9 @@ mod tests {
     }
 }
 
-/// The runtime on async-std: `async_std::task::spawn`, async-io's timers
-/// (`async_io::Timer::at`, the one under async-std's own `task::sleep`: a sleep ends at its
-/// instant however late it was started) and the std clock they run on. async-std has no paused
+/// The runtime on async-std: `async_std::task::spawn`, sleeps over one async-io timer
+/// ([`crate::sleeps`]: a sleep ends at its instant however late it was started) and the std
+/// clock async-io's timers run on. async-std has no paused
 /// or virtual time: tests that need it drive the core with
 /// `egress_core::test_util::{ManualClock, InstantSleeper}` instead.
 #[derive(Debug, Default)]
@@ -133,10 +133,7 @@ impl egress_transport::Runtime for AsyncStdRuntime {
     }
 
     fn sleep_until(&self, at: Instant) -> BoxFuture<'static, ()> {
-        let timer = async_io::Timer::at(at);
-        Box::pin(async move {
-            timer.await;
-        })
+        Box::pin(crate::sleeps::sleep_until(at))
     }
 
     fn now(&self) -> Instant {
