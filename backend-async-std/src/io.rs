@@ -118,19 +118,20 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
 }
 
 /// async-io's TCP socket, reading only after the reactor said it became readable since the last
-/// read found nothing.
+/// read found nothing (or less than it asked for).
 ///
 /// async-io's own `poll_read` tries the system call on every poll and asks the reactor only
 /// when it finds nothing. hyper polls a connection's read side several times around each
 /// response (for the next bytes, an early close, the end of the message), so on plain HTTP/1.1
 /// each call cost about five `recvfrom`s, four of them finding nothing (tokio, which keeps the
-/// socket's readiness, makes one). This keeps that readiness: after a read finds nothing, the
+/// socket's readiness, makes one). This keeps that readiness: after a read finds nothing, or
+/// reads less than it asked for (the socket's buffer is then empty: tokio's rule too), the
 /// next poll asks the reactor first.
 #[derive(Debug)]
 pub(crate) struct TcpSocket {
     io: Async<TcpStream>,
-    /// Whether a read may find data: false after one found nothing, until the reactor says the
-    /// socket became readable.
+    /// Whether a read may find data: false after one found nothing or read short, until the
+    /// reactor says the socket became readable.
     readable: bool,
 }
 
@@ -153,6 +154,13 @@ impl AsyncRead for TcpSocket {
                 let mut socket: &TcpStream = this.io.get_ref();
                 match socket.read(buf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.readable = false,
+                    // A read that did not fill the buffer emptied the socket's: the next read
+                    // would find nothing, so ask the reactor first (as tokio does). Nothing is
+                    // missed: registering for readiness reports data that arrived meanwhile.
+                    Ok(n) if n > 0 && n < buf.len() => {
+                        this.readable = false;
+                        return Poll::Ready(Ok(n));
+                    }
                     result => return Poll::Ready(result),
                 }
             }
@@ -268,16 +276,21 @@ mod tests {
         }
     }
 
+    /// A socket connected over loopback, and its peer.
+    async fn connected() -> (TcpSocket, Async<TcpStream>) {
+        let listener = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let address = listener.get_ref().local_addr().unwrap();
+        let client = Async::<TcpStream>::connect(address).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (TcpSocket::new(client), server)
+    }
+
     #[test]
     fn a_socket_read_that_found_nothing_reads_what_arrives_later_and_then_the_close() {
         use async_std::io::{ReadExt, WriteExt};
         use std::time::Duration;
         async_std::task::block_on(async {
-            let listener = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-            let address = listener.get_ref().local_addr().unwrap();
-            let client = Async::<TcpStream>::connect(address).await.unwrap();
-            let (mut server, _) = listener.accept().await.unwrap();
-            let mut socket = TcpSocket::new(client);
+            let (mut socket, mut server) = connected().await;
             let mut buf = [0u8; 64];
             let first = std::future::poll_fn(|cx| {
                 Poll::Ready(Pin::new(&mut socket).poll_read(cx, &mut buf).is_pending())
@@ -301,6 +314,45 @@ mod tests {
                 .expect("the read woke when the peer closed")
                 .unwrap();
             assert_eq!(n, 0, "the close reads as the end of the stream");
+        });
+    }
+
+    #[test]
+    fn a_read_that_fills_the_buffer_reads_again_at_once_and_a_short_one_waits_for_the_reactor() {
+        use async_std::io::{ReadExt, WriteExt};
+        use std::time::Duration;
+        async_std::task::block_on(async {
+            let (mut socket, mut server) = connected().await;
+            let within = Duration::from_secs(10);
+            server.write_all(&[7u8; 12]).await.unwrap();
+            // Wait until all 12 bytes are in the socket's buffer, then read 8: a full read.
+            let mut all = [0u8; 12];
+            for _ in 0..10_000 {
+                if socket.io.get_ref().peek(&mut all).unwrap_or(0) == 12 {
+                    break;
+                }
+                async_io::Timer::after(Duration::from_millis(1)).await;
+            }
+            let mut small = [0u8; 8];
+            assert_eq!(socket.read(&mut small).await.unwrap(), 8);
+            assert!(
+                socket.readable,
+                "a full read may have left more: the next one tries"
+            );
+            // The 4 left, into a buffer of 64: a short read, after which the socket is empty.
+            let mut buf = [0u8; 64];
+            assert_eq!(socket.read(&mut buf).await.unwrap(), 4);
+            assert!(
+                !socket.readable,
+                "a short read emptied the socket: the next one waits"
+            );
+            // What arrives after a short read still wakes the read (a lost wake-up would hang).
+            server.write_all(b"later").await.unwrap();
+            let n = async_std::future::timeout(within, socket.read(&mut buf))
+                .await
+                .expect("the read woke when the bytes arrived")
+                .unwrap();
+            assert_eq!(&buf[..n], b"later");
         });
     }
 
