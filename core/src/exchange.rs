@@ -173,16 +173,19 @@ fn compose_headers(
     correlation_id: &CorrelationId,
     idempotency_key: Option<&IdempotencyKey>,
 ) -> HeaderMap {
-    if !headers.contains_key(USER_AGENT) {
+    // Most calls give no headers of their own: then none can be there already (a lookup in a
+    // map that has some hashes the name).
+    let given = !headers.is_empty();
+    if !(given && headers.contains_key(USER_AGENT)) {
         headers.insert(USER_AGENT, policy.user_agent().clone());
     }
     if let Some(accepted) = policy.accept_encoding() {
-        if !headers.contains_key(ACCEPT_ENCODING) {
+        if !(given && headers.contains_key(ACCEPT_ENCODING)) {
             headers.insert(ACCEPT_ENCODING, accepted.clone());
         }
     }
     // `host_header` gives none only for a URI that is not absolute http or https.
-    if !headers.contains_key(HOST) {
+    if !(given && headers.contains_key(HOST)) {
         let host = match policy.base_target() {
             Some(base) => base.host_header(uri),
             None => crate::url::host_header(uri),

@@ -249,14 +249,12 @@ impl BaseTarget {
         let mut text = String::with_capacity(self.dir.len() + relative.len());
         text.push_str(&self.dir);
         text.push_str(relative);
-        let path_and_query =
-            http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(text)).ok()?;
-        http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .ok()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query =
+            Some(http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(text)).ok()?);
+        http::Uri::from_parts(parts).ok()
     }
 }
 

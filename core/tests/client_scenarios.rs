@@ -147,6 +147,27 @@ fn every_attempt_to_a_plain_http_url_carries_one_host_header_unless_the_caller_g
 }
 
 #[test]
+fn a_callers_own_user_agent_and_accept_encoding_are_sent_instead_of_egresss_once_each() {
+    let (transport, client) = upstream(no_jitter(), [step(503), step(200)]);
+    ok(block_on(
+        client
+            .get("/entities/7")
+            .header("user-agent", "billing/4.2")
+            .header("accept-encoding", "identity")
+            .send(),
+    ));
+    for request in transport.requests() {
+        for (name, value) in [
+            ("user-agent", "billing/4.2"),
+            ("accept-encoding", "identity"),
+        ] {
+            let sent: Vec<_> = request.headers.get_all(name).iter().collect();
+            assert_eq!(sent, [value], "{name}");
+        }
+    }
+}
+
+#[test]
 fn every_attempt_of_a_call_sends_the_same_headers_with_or_without_the_callers_own() {
     let config = no_jitter().with_base_url("http://127.0.0.1:8080/v1");
     let steps = [step(503), step(503), step(200), step(503), step(200)];
