@@ -169,9 +169,11 @@ fn child(args: &[String]) {
         certificate: (certificate != "-").then(|| from_hex(certificate)),
     };
     let measured = match mode {
-        Mode::EgressTokio | Mode::EgressTokioHedged | Mode::HyperUtil | Mode::ReqwestRetry => {
-            tokio_modes::run(mode, workload, concurrency, warmup, n, target)
-        }
+        Mode::EgressTokio
+        | Mode::EgressTokioHedged
+        | Mode::HyperUtil
+        | Mode::HyperUtilHeaders
+        | Mode::ReqwestRetry => tokio_modes::run(mode, workload, concurrency, warmup, n, target),
         Mode::EgressAsyncStd | Mode::Surf => {
             async_std_modes::run(mode, workload, concurrency, warmup, n, target)
         }
@@ -561,7 +563,11 @@ fn row(samples: &[&Sample]) -> Row {
 /// surf, egress-tokio for egress-async-std (its target: the two share the transport).
 fn reference_of(mode: Mode) -> Mode {
     match mode {
-        Mode::EgressTokio | Mode::HyperUtil | Mode::ReqwestRetry | Mode::Surf => Mode::HyperUtil,
+        Mode::EgressTokio
+        | Mode::HyperUtil
+        | Mode::HyperUtilHeaders
+        | Mode::ReqwestRetry
+        | Mode::Surf => Mode::HyperUtil,
         Mode::EgressAsyncStd | Mode::EgressTokioHedged => Mode::EgressTokio,
     }
 }
@@ -823,5 +829,23 @@ fn print_report(
             1.30,
             true,
         );
+        if at32(Mode::HyperUtilHeaders).is_some() {
+            // Information, not one of the targets: the same two bars against raw hyper-util
+            // sending the same request headers as egress.
+            target(
+                "egress-tokio req/s vs hyper-util-headers (information: the same request headers)",
+                (Mode::EgressTokio, Mode::HyperUtilHeaders),
+                rps,
+                0.95,
+                true,
+            );
+            target(
+                "egress-tokio CPU per call vs hyper-util-headers (information: the same request headers)",
+                (Mode::EgressTokio, Mode::HyperUtilHeaders),
+                cpu,
+                1.10,
+                false,
+            );
+        }
     }
 }

@@ -26,14 +26,84 @@ use crate::workload::{Entity, Measured, Mode, Tally, Target, Workload};
 #[allow(clippy::large_enum_variant)]
 enum Client {
     Egress(egress_core::Client),
-    Hyper(HyperClient<HttpConnector, Full<Bytes>>, String),
+    Hyper(HyperClient<HttpConnector, Full<Bytes>>, Raw),
     /// The same over HTTPS: the legacy client behind hyper-rustls (a separate variant so that
     /// plain HTTP keeps the bare `HttpConnector`, as before).
-    HyperTls(
-        HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
-        String,
-    ),
+    HyperTls(HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>, Raw),
     Reqwest(ClientWithMiddleware, String),
+}
+
+/// How the raw hyper-util modes write a request: to `base`, with no headers (`hyper-util`) or
+/// with those egress sends by default (`hyper-util-headers`).
+struct Raw {
+    base: String,
+    headers: Option<EgressHeaders>,
+}
+
+/// The headers an egress client sends on every request by default, made as a service using
+/// hyper-util alone would make them: names and fixed values once, the correlation ID per call
+/// (a version-4 UUID from a counter mixed by splitmix64: no system call, as egress draws its
+/// IDs from a thread-local generator), marked sensitive as egress marks it.
+struct EgressHeaders {
+    user_agent: http::HeaderValue,
+    accept_encoding: http::HeaderValue,
+    correlation: http::HeaderName,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl EgressHeaders {
+    fn new() -> Self {
+        Self {
+            // egress's own values: its User-Agent, and the codings its default features decode.
+            user_agent: http::HeaderValue::from_static(concat!(
+                "egress/",
+                env!("CARGO_PKG_VERSION")
+            )),
+            accept_encoding: http::HeaderValue::from_static("gzip, deflate, br, zstd"),
+            correlation: http::HeaderName::from_static("x-correlation-id"),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn correlation_id(&self) -> http::HeaderValue {
+        let next = || {
+            let mut z = self
+                .counter
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+                .wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let random = (u128::from(next()) << 64) | u128::from(next());
+        let uuid = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let mut value =
+            http::HeaderValue::from_bytes(uuid.hyphenated().encode_lower(&mut text).as_bytes())
+                .expect("a UUID is a valid header value");
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl Raw {
+    fn new(base: String, mode: Mode) -> Self {
+        let headers = (mode == Mode::HyperUtilHeaders).then(EgressHeaders::new);
+        Self { base, headers }
+    }
+
+    fn request(&self, path: &str) -> Result<http::Request<Full<Bytes>>, String> {
+        let mut request = http::Request::get(format!("{}{path}", self.base));
+        if let Some(h) = &self.headers {
+            request = request
+                .header(http::header::USER_AGENT, h.user_agent.clone())
+                .header(http::header::ACCEPT_ENCODING, h.accept_encoding.clone())
+                .header(h.correlation.clone(), h.correlation_id());
+        }
+        request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn decode(status: http::StatusCode, body: &[u8]) -> Result<Entity, String> {
@@ -84,12 +154,13 @@ impl Client {
                 }
                 Client::Egress(builder.build().expect("the default configuration is valid"))
             }
-            Mode::HyperUtil => {
+            Mode::HyperUtil | Mode::HyperUtilHeaders => {
+                let raw = Raw::new(base, mode);
                 let mut http = HttpConnector::new();
                 http.set_nodelay(true);
                 let builder = HyperClient::builder(TokioExecutor::new());
                 match certificate {
-                    None => Client::Hyper(builder.build(http), base),
+                    None => Client::Hyper(builder.build(http), raw),
                     Some(der) => {
                         // hyper-rustls hands plain `http://` to the inner connector only when
                         // told; TLS needs the inner connector to accept `https://` URIs.
@@ -100,7 +171,7 @@ impl Client {
                             .enable_http1()
                             .enable_http2()
                             .wrap_connector(http);
-                        Client::HyperTls(builder.build(https), base)
+                        Client::HyperTls(builder.build(https), raw)
                     }
                 }
             }
@@ -131,19 +202,13 @@ impl Client {
                 .map_err(|e| e.to_string())?
                 .json::<Entity>()
                 .map_err(|e| e.to_string()),
-            Client::Hyper(client, base) => {
-                let request = http::Request::get(format!("{base}{path}"))
-                    .body(Full::new(Bytes::new()))
-                    .map_err(|e| e.to_string())?;
-                let response = client.request(request).await.map_err(|e| e.to_string())?;
-                read(response).await
+            Client::Hyper(client, raw) => {
+                let response = client.request(raw.request(path)?).await;
+                read(response.map_err(|e| e.to_string())?).await
             }
-            Client::HyperTls(client, base) => {
-                let request = http::Request::get(format!("{base}{path}"))
-                    .body(Full::new(Bytes::new()))
-                    .map_err(|e| e.to_string())?;
-                let response = client.request(request).await.map_err(|e| e.to_string())?;
-                read(response).await
+            Client::HyperTls(client, raw) => {
+                let response = client.request(raw.request(path)?).await;
+                read(response.map_err(|e| e.to_string())?).await
             }
             Client::Reqwest(client, base) => {
                 let response = client

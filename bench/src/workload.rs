@@ -31,6 +31,11 @@ pub(crate) enum Mode {
     EgressTokioHedged,
     /// hyper-util's pooled legacy client alone (behind hyper-rustls for HTTPS): the floor.
     HyperUtil,
+    /// The same raw client sending the headers egress sends by default (`User-Agent`,
+    /// `Accept-Encoding`, a new `X-Correlation-ID` per call marked sensitive, as egress marks
+    /// it): what the same request costs without egress, for information. Not in
+    /// [`Mode::ALL`]: asked for by name.
+    HyperUtilHeaders,
     /// reqwest + reqwest-middleware + reqwest-retry.
     ReqwestRetry,
     /// egress on async-std (`egress-async-std`: the same transport, native-tls).
@@ -55,6 +60,7 @@ impl Mode {
             Mode::EgressTokio => "egress-tokio",
             Mode::EgressTokioHedged => "egress-tokio-hedged",
             Mode::HyperUtil => "hyper-util",
+            Mode::HyperUtilHeaders => "hyper-util-headers",
             Mode::ReqwestRetry => "reqwest-retry",
             Mode::EgressAsyncStd => "egress-async-std",
             Mode::Surf => "surf",
@@ -65,13 +71,13 @@ impl Mode {
     pub(crate) fn parse(name: &str) -> Option<Mode> {
         Mode::ALL
             .into_iter()
-            .chain([Mode::EgressTokioHedged])
+            .chain([Mode::EgressTokioHedged, Mode::HyperUtilHeaders])
             .find(|m| m.name() == name)
     }
 
     /// Whether the client retries (and so belongs in the outage run).
     pub(crate) fn retries(self) -> bool {
-        !matches!(self, Mode::HyperUtil | Mode::Surf)
+        !matches!(self, Mode::HyperUtil | Mode::HyperUtilHeaders | Mode::Surf)
     }
 }
 
