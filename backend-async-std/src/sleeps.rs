@@ -79,7 +79,10 @@ impl Future for Sleep {
             return match state.waiting.get_mut(&(at, id)) {
                 Some(waker) => {
                     if !waker.will_wake(cx.waker()) {
-                        waker.clone_from(cx.waker());
+                        // The old waker is dropped once the lock is released (see `Drop`).
+                        let old = std::mem::replace(waker, cx.waker().clone());
+                        drop(state);
+                        drop(old);
                     }
                     Poll::Pending
                 }
@@ -121,8 +124,11 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            // Already gone when the background task took it out as due.
-            state().waiting.remove(&(self.at, id));
+            // Already gone when the background task took it out as due. The waker is dropped
+            // after the lock is released: dropping a task's last waker may run the executor's
+            // code, which must be free to drop another sleep.
+            let waker = state().waiting.remove(&(self.at, id));
+            drop(waker);
         }
     }
 }
@@ -260,6 +266,41 @@ mod tests {
             sleep_until(next).await;
             assert!(Instant::now() >= next);
         });
+    }
+
+    #[test]
+    fn dropping_a_sleep_whose_waker_owns_another_sleep_drops_both_without_a_deadlock() {
+        use std::sync::Arc;
+        /// A waker that owns a sleep, as a task owns the sleeps in its future.
+        struct Owner {
+            _sleep: Pin<Box<Sleep>>,
+        }
+        impl std::task::Wake for Owner {
+            fn wake(self: Arc<Self>) {}
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let far = Instant::now() + Duration::from_secs(60);
+            let mut inner = Box::pin(sleep_until(far));
+            let pending = inner.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(pending.is_pending());
+            // The outer sleep's entry holds the last reference to a waker that owns the inner.
+            let waker = Waker::from(Arc::new(Owner { _sleep: inner }));
+            let mut outer = Box::pin(sleep_until(far));
+            assert!(
+                outer
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+            drop(waker);
+            drop(outer);
+            done.send(waiting(far)).unwrap();
+        });
+        let left = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("dropping the sleep returned (the lock was not held while dropping its waker)");
+        assert_eq!(left, 0, "both entries are gone");
     }
 
     #[test]
