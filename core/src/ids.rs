@@ -93,8 +93,7 @@ macro_rules! id_type {
 
             /// The header value to send: it shares this ID's text (one small allocation for
             /// its reference count, none for the text), and every attempt's clone of it is
-            /// free.
-            /// The header value, marked sensitive: over HTTP/2 (and HTTP/3) a value that
+            /// free. It is marked sensitive: over HTTP/2 (and HTTP/3) a value that
             /// never repeats must not enter the connection's HPACK table (RFC 7541 7.1.3: it
             /// would evict the values that do repeat and cost every later request a search).
             pub(crate) fn header_value(&self) -> HeaderValue {
