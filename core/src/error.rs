@@ -159,6 +159,12 @@ pub enum TransportErrorKind {
     /// (RFC 9110 15.5.8), or answered a forwarded `http://` request with 407. Never sent to
     /// the origin, never retried; [`TransportError::proxy_status`] has the status.
     ProxyRefused,
+    /// The server refused the request before processing any of it: HTTP/2's `RST_STREAM`
+    /// with `REFUSED_STREAM` (RFC 9113 8.7), or a `GOAWAY` whose last stream identifier is
+    /// below the request's stream (RFC 9113 6.8), as a server sends when it sheds load or
+    /// shuts down gracefully. The request reached the server but had no effect there, so it
+    /// counts as never sent and is retried whatever its method.
+    NotProcessed,
     /// Anything else. Treated as "may have been sent".
     Other,
 }
@@ -176,6 +182,7 @@ impl TransportErrorKind {
                 | Self::Tls
                 | Self::Unsupported
                 | Self::ProxyRefused
+                | Self::NotProcessed
         )
     }
 
@@ -208,6 +215,7 @@ impl TransportErrorKind {
             Self::Decode => "decode",
             Self::Unsupported => "unsupported",
             Self::ProxyRefused => "proxy_refused",
+            Self::NotProcessed => "not_processed",
             Self::Other => "other",
         }
     }
@@ -341,6 +349,7 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Decode => "the response body could not be decoded",
             TransportErrorKind::Unsupported => "the backend cannot express this request",
             TransportErrorKind::ProxyRefused => "the proxy refused the request",
+            TransportErrorKind::NotProcessed => "the server refused the request unprocessed",
             TransportErrorKind::Other => "transport error",
         };
         match self.proxy {

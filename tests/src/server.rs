@@ -113,6 +113,16 @@ pub enum Fault {
         /// Read the rest of the request until the client closes, before closing.
         drain: bool,
     },
+    /// Over HTTP/2 (a server started with [`FaultServer::start_tls_h2_frames`]): reset the
+    /// request's stream with `REFUSED_STREAM` instead of answering, which tells the client
+    /// that the request was not processed (RFC 9113 8.7). HTTP/1.1 has no such signal: there
+    /// the connection is closed before the head, as [`Fault::CloseBeforeHead`].
+    RefusedStream,
+    /// Answer, then end the connection: over HTTP/2 (a server started with
+    /// [`FaultServer::start_tls_h2_frames`]) a graceful shutdown, `GOAWAY` (RFC 9113 6.8),
+    /// the streams in flight answered and the connection closed; over HTTP/1.1 the reply
+    /// carries `connection: close` and the connection is closed after it.
+    GoAwayAfter,
 }
 
 /// One scripted reply.
@@ -232,6 +242,8 @@ struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Call the handler once the head is read, before the body.
     on_the_head: bool,
+    /// Serve HTTP/2 with the h2 crate's server (see [`FaultServer::start_tls_h2_frames`]).
+    h2_frames: bool,
 }
 
 impl Shared {
@@ -243,6 +255,7 @@ impl Shared {
             closed: Mutex::default(),
             tls,
             on_the_head,
+            h2_frames: false,
         }
     }
 }
@@ -463,6 +476,17 @@ impl FaultServer {
         )
     }
 
+    /// Starts a TLS server (HTTP/1.1 and HTTP/2 by ALPN) with a fresh self-signed certificate
+    /// that serves HTTP/2 with the h2 crate's server instead of hyper's, so that a reply can
+    /// refuse its stream ([`Fault::RefusedStream`]) or end the connection with a `GOAWAY`
+    /// after it is answered ([`Fault::GoAwayAfter`]): what hyper's server cannot be told to do.
+    pub fn start_tls_h2_frames(handler: Handler) -> Self {
+        let cert = TestCertificate::generate();
+        let mut shared = Shared::new(handler, Some(cert.acceptor()), false);
+        shared.h2_frames = true;
+        Self::start_shared(shared, Some(cert.certificate))
+    }
+
     fn start_with(handler: Handler, cert: Option<TestCertificate>, on_the_head: bool) -> Self {
         let tls = cert.map(|c| (c.acceptor(), c.certificate));
         Self::start_with_acceptor(handler, tls, on_the_head)
@@ -474,6 +498,10 @@ impl FaultServer {
         on_the_head: bool,
     ) -> Self {
         let (acceptor, certificate) = tls.unzip();
+        Self::start_shared(Shared::new(handler, acceptor, on_the_head), certificate)
+    }
+
+    fn start_shared(shared: Shared, certificate: Option<Vec<u8>>) -> Self {
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
         std_listener
@@ -482,7 +510,7 @@ impl FaultServer {
         let addr = std_listener
             .local_addr()
             .expect("a bound socket has an address");
-        let shared = Arc::new(Shared::new(handler, acceptor, on_the_head));
+        let shared = Arc::new(shared);
         let (stop, stopped) = watch::channel(false);
         let serving = shared.clone();
         let thread = std::thread::Builder::new()
@@ -630,6 +658,9 @@ async fn serve_connection(
         }
     };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        if shared.h2_frames {
+            return serve_h2_frames(tls, id, shared).await;
+        }
         return serve_h2(tls, id, shared).await;
     }
     serve_http1(Conn::Tls(Box::new(tls)), id, &shared, stopped).await;
@@ -934,7 +965,14 @@ async fn serve_http1(mut conn: Conn, id: u64, shared: &Shared, mut stopped: watc
                     }
                     Ok(false)
                 }
-                Fault::CloseBeforeHead => Ok(false),
+                Fault::CloseBeforeHead | Fault::RefusedStream => Ok(false),
+                Fault::GoAwayAfter => {
+                    let body = if is_head { &[][..] } else { &body[..] };
+                    let framing = format!("{length}connection: close\r\n");
+                    conn.write(&[head(&reply, &framing, "HTTP/1.1"), body.to_vec()].concat())
+                        .await?;
+                    Ok(false)
+                }
                 Fault::ResetBeforeHead => {
                     conn.arm_reset();
                     Ok(false)
@@ -1037,55 +1075,292 @@ where
                     .await
                     .map(|c| c.to_bytes())
                     .unwrap_or_default();
-                let seen = Seen {
-                    method: parts.method.to_string(),
-                    path: parts
-                        .uri
-                        .path_and_query()
-                        .map(|p| p.to_string())
-                        .unwrap_or_default(),
-                    headers: parts
-                        .headers
-                        .iter()
-                        .map(|(n, v)| {
-                            (
-                                n.as_str().to_owned(),
-                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                            )
-                        })
-                        .collect(),
-                    body,
-                    at: tokio::time::Instant::now().into_std(),
-                    connection: id,
-                    version: "HTTP/2",
-                };
-                let index = {
-                    let mut all = lock(&shared.seen);
-                    all.push(seen.clone());
-                    all.len() - 1
-                };
-                let reply = (shared.handler)(index, &seen);
-                if !reply.delay.is_zero() {
-                    tokio::time::sleep(reply.delay).await;
-                }
-                let mut response = http::Response::new(Full::new(reply.body.clone()));
-                *response.status_mut() = http::StatusCode::from_u16(reply.status)
-                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-                for (name, value) in &reply.headers {
-                    if let (Ok(n), Ok(v)) = (
-                        http::HeaderName::from_bytes(name.as_bytes()),
-                        http::HeaderValue::from_str(value),
-                    ) {
-                        response.headers_mut().append(n, v);
-                    }
-                }
-                Ok::<_, std::convert::Infallible>(response)
+                let reply = h2_reply(&shared, &parts, body, id).await;
+                let (head, ()) = h2_head(&reply).into_parts();
+                Ok::<_, std::convert::Infallible>(http::Response::from_parts(
+                    head,
+                    Full::new(reply.body.clone()),
+                ))
             }
         });
     let io = hyper_util::rt::TokioIo::new(tls);
     let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(io, service)
         .await;
+}
+
+/// Records an HTTP/2 request as seen, asks the handler for its reply and waits out the reply's
+/// delay.
+async fn h2_reply(shared: &Shared, parts: &http::request::Parts, body: Bytes, id: u64) -> Reply {
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+        at: tokio::time::Instant::now().into_std(),
+        connection: id,
+        version: "HTTP/2",
+    };
+    let index = {
+        let mut all = lock(&shared.seen);
+        all.push(seen.clone());
+        all.len() - 1
+    };
+    let reply = (shared.handler)(index, &seen);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    reply
+}
+
+/// The response head of `reply` (its status and its own headers) for HTTP/2.
+fn h2_head(reply: &Reply) -> http::Response<()> {
+    let mut response = http::Response::new(());
+    *response.status_mut() =
+        http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &reply.headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(n, v);
+        }
+    }
+    response
+}
+
+/// HTTP/2 through the h2 crate's server (for [`FaultServer::start_tls_h2_frames`]): each
+/// stream is answered by a task of its own while this one drives the connection; a reply with
+/// [`Fault::RefusedStream`] resets its stream with `REFUSED_STREAM`, one with
+/// [`Fault::GoAwayAfter`] starts a graceful shutdown once it is answered. Other faults are
+/// answered as [`Fault::None`].
+async fn serve_h2_frames<S>(tls: S, id: u64, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(mut connection) = h2::server::handshake(tls).await else {
+        return;
+    };
+    let (go_away, mut going_away) = tokio::sync::mpsc::unbounded_channel::<()>();
+    loop {
+        tokio::select! {
+            next = connection.accept() => {
+                let Some(Ok((request, respond))) = next else {
+                    return;
+                };
+                tokio::spawn(answer_h2_stream(request, respond, id, shared.clone(), go_away.clone()));
+            }
+            Some(()) = going_away.recv() => connection.graceful_shutdown(),
+        }
+    }
+}
+
+async fn answer_h2_stream(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    id: u64,
+    shared: Arc<Shared>,
+    go_away: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    let (parts, mut stream) = request.into_parts();
+    let mut body = Vec::new();
+    while let Some(Ok(chunk)) = stream.data().await {
+        let _ = stream.flow_control().release_capacity(chunk.len());
+        body.extend_from_slice(&chunk);
+    }
+    let reply = h2_reply(&shared, &parts, Bytes::from(body), id).await;
+    if reply.fault == Fault::RefusedStream {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
+    let empty = reply.body.is_empty() || parts.method == http::Method::HEAD;
+    let Ok(mut send) = respond.send_response(h2_head(&reply), empty) else {
+        return;
+    };
+    if !empty {
+        let _ = send.send_data(reply.body.clone(), true);
+    }
+    if reply.fault == Fault::GoAwayAfter {
+        let _ = go_away.send(());
+    }
+}
+
+/// An HTTP/2 server written frame by frame (over TLS, ALPN `h2` only), for the one case the h2
+/// crate's server cannot be made to produce: on its first connection it answers the first
+/// request with `GOAWAY` whose last stream identifier is 0 (`NO_ERROR`), so that the request's
+/// stream lies above it and was not processed (RFC 9113 6.8), then closes that connection
+/// after 200 ms. Every request on a later connection gets `200` with no body and no headers
+/// (one `HEADERS` frame, `:status` from the static table). Requests must fit one `HEADERS`
+/// frame. It binds 127.0.0.1 on a free port; its thread and connections stop when dropped.
+#[derive(Debug)]
+pub struct GoAwayBelowFirstStream {
+    port: u16,
+    certificate: Vec<u8>,
+    requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GoAwayBelowFirstStream {
+    /// Binds and starts serving, with a fresh self-signed certificate.
+    pub fn start() -> Self {
+        let cert = TestCertificate::generate();
+        let acceptor = cert.acceptor_offering(&[b"h2"]);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+        listener
+            .set_nonblocking(true)
+            .expect("a socket can be made non-blocking");
+        let port = listener
+            .local_addr()
+            .expect("a bound socket has an address")
+            .port();
+        let (requests, connections) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (counted, accepted) = (requests.clone(), connections.clone());
+        let (stop, mut stopped) = watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            runtime.block_on(async move {
+                let listener =
+                    TcpListener::from_std(listener).expect("the listener joins the runtime");
+                loop {
+                    tokio::select! {
+                        next = listener.accept() => {
+                            let Ok((stream, _)) = next else { continue };
+                            let first = accepted.fetch_add(1, Ordering::SeqCst) == 0;
+                            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                            tokio::spawn(async move {
+                                if let Ok(tls) = acceptor.accept(stream).await {
+                                    let _ = serve_h2_by_hand(tls, first, &counted).await;
+                                }
+                            });
+                        }
+                        _ = stopped.changed() => return,
+                    }
+                }
+            });
+        });
+        Self {
+            port,
+            certificate: cert.certificate,
+            requests,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `https://localhost:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// The server certificate (DER).
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// Requests (`HEADERS` frames) received so far, the refused one included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for GoAwayBelowFirstStream {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One HTTP/2 frame: its 9-byte header (RFC 9113 4.1) and `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("test frames are small");
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// Serves one connection of [`GoAwayBelowFirstStream`].
+async fn serve_h2_by_hand<S>(tls: S, first: bool, requests: &AtomicU64) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Frame types and flags (RFC 9113 6).
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const SETTINGS: u8 = 4;
+    const PING: u8 = 6;
+    const GOAWAY: u8 = 7;
+    const ACK: u8 = 1;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    let (mut read, mut write) = tokio::io::split(tls);
+    let mut preface = [0u8; 24];
+    read.read_exact(&mut preface).await?;
+    // The server's connection preface: its SETTINGS (none changed), RFC 9113 3.4.
+    write.write_all(&h2_frame(SETTINGS, 0, 0, &[])).await?;
+    write.flush().await?;
+    loop {
+        let mut head = [0u8; 9];
+        read.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        read.read_exact(&mut payload).await?;
+        let answer = match kind {
+            SETTINGS if flags & ACK == 0 => h2_frame(SETTINGS, ACK, 0, &[]),
+            PING if flags & ACK == 0 => h2_frame(PING, ACK, 0, &payload),
+            HEADERS if first => {
+                requests.fetch_add(1, Ordering::SeqCst);
+                // Last stream identifier 0, error code NO_ERROR (RFC 9113 6.8).
+                write.write_all(&h2_frame(GOAWAY, 0, 0, &[0; 8])).await?;
+                write.flush().await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Ok(());
+            }
+            HEADERS => {
+                requests.fetch_add(1, Ordering::SeqCst);
+                if flags & END_STREAM == 0 {
+                    continue;
+                }
+                // `:status: 200` is entry 8 of HPACK's static table (RFC 7541 appendix A).
+                h2_frame(HEADERS, END_HEADERS | END_STREAM, stream, &[0x88])
+            }
+            DATA if flags & END_STREAM != 0 => {
+                h2_frame(HEADERS, END_HEADERS | END_STREAM, stream, &[0x88])
+            }
+            _ => continue,
+        };
+        write.write_all(&answer).await?;
+        write.flush().await?;
+    }
 }
 
 /// A loopback listener that accepts connections and holds them open without reading or

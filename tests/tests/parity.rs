@@ -15,7 +15,9 @@ use egress_core::{
     CircuitBreakerConfig, Error, PoolConfig, RateLimitConfig, Response, StopReason, TimeoutKind,
     TransportErrorKind, ValidationKind,
 };
-use egress_tests::server::{Blackhole, Fault, FaultServer, Reply, Seen, Silent};
+use egress_tests::server::{
+    Blackhole, Fault, FaultServer, GoAwayBelowFirstStream, Reply, Seen, Silent,
+};
 
 /// Waits are asserted at least as long as scheduled, and at most this much longer: generous,
 /// because CI machines are small and busy, and never used as a lower bound.
@@ -770,6 +772,80 @@ mod scenarios {
         let versions: Vec<&str> = seen.iter().map(|s| s.version).collect();
         assert!(versions.iter().all(|v| *v == "HTTP/2"), "{versions:?}");
         assert_eq!(server.connections(), 1, "one multiplexed connection");
+    }
+
+    /// An HTTP/2 server that resets a stream with `REFUSED_STREAM` has not processed the
+    /// request ("Any request that was sent on the reset stream can be safely retried", RFC
+    /// 9113 8.7), so even a `POST` without an idempotency key is retried; when every attempt is
+    /// refused, the error says the request was not processed. (reqwest re-sends such a request
+    /// too; hyper keeps h2's error as the source of its own.)
+    pub(super) async fn a_post_whose_http_2_stream_is_refused_unprocessed_is_retried(b: Backend) {
+        let refused = || Reply::fault(Fault::RefusedStream);
+        let server = FaultServer::start_tls_h2_frames(FaultServer::script([
+            refused(),
+            Reply::json(200, ENTITY),
+        ]));
+        let client = b.client_trusting(config(&server.url("")), server.certificate_der().unwrap());
+        let response = client.post("/x").body("{}").send().await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.attempts(), 2);
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2);
+        assert!(
+            seen.iter().all(|s| s.method == "POST" && s.body == "{}"),
+            "{seen:?}"
+        );
+
+        let server = FaultServer::start_tls_h2_frames(FaultServer::always(refused()));
+        let client = b.client_trusting(config(&server.url("")), server.certificate_der().unwrap());
+        let error = client.post("/x").body("{}").send().await.unwrap_err();
+        assert_eq!(
+            transport_kind(&error),
+            Some(TransportErrorKind::NotProcessed),
+            "{error:?}"
+        );
+        assert!(!error.may_have_been_sent(), "{error:?}");
+        assert_eq!(error.stop_reason(), Some(StopReason::AttemptsExhausted));
+        assert_eq!(server.requests().len(), 3);
+    }
+
+    /// A server that ends an HTTP/2 connection after an answer (`GOAWAY`, RFC 9113 6.8: what
+    /// servers do after so many requests on a connection, or when they shut down) leaves the
+    /// next call a new connection: the closing one is not handed out again, and the call is
+    /// sent once.
+    pub(super) async fn after_an_http_2_goaway_the_next_call_opens_a_new_connection(b: Backend) {
+        let server = FaultServer::start_tls_h2_frames(FaultServer::script([
+            Reply::json(200, ENTITY).with_fault(Fault::GoAwayAfter),
+            Reply::json(200, ENTITY),
+        ]));
+        let client = b.client_trusting(config(&server.url("")), server.certificate_der().unwrap());
+        let first = client.get("/x").send().await.unwrap();
+        assert_eq!(first.version(), http::Version::HTTP_2);
+        // The GOAWAY follows the answer on the wire; give it the time to arrive.
+        sleep(b, ms(200)).await;
+        let second = client.post("/x").body("{}").send().await.unwrap();
+        assert_eq!(second.attempts(), 1);
+        assert_eq!(second.json::<Entity>().unwrap().id, "7");
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_ne!(seen[0].connection, seen[1].connection);
+        assert_eq!(server.connections(), 2);
+    }
+
+    /// A request whose HTTP/2 stream lies above the last stream identifier of the server's
+    /// `GOAWAY` was not processed ("can be safely retried", RFC 9113 6.8): even a `POST` is
+    /// sent again, on a new connection.
+    pub(super) async fn a_post_on_a_stream_above_an_http_2_goaways_last_stream_is_sent_again(
+        b: Backend,
+    ) {
+        let server = GoAwayBelowFirstStream::start();
+        let client = b.client_trusting(config(&server.url("")), server.certificate_der());
+        let response = client.post("/x").body("{}").send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.attempts(), 2);
+        assert_eq!(server.requests(), 2);
+        assert_eq!(server.connections(), 2);
     }
 
     pub(super) async fn an_unregistered_status_is_read_like_any_other(b: Backend) {
@@ -1546,6 +1622,9 @@ parity!(
     a_broken_chunk_is_a_protocol_error,
     an_idle_connection_is_closed_when_its_idle_timeout_passes,
     https_speaks_http_2_over_one_multiplexed_connection,
+    a_post_whose_http_2_stream_is_refused_unprocessed_is_retried,
+    after_an_http_2_goaway_the_next_call_opens_a_new_connection,
+    a_post_on_a_stream_above_an_http_2_goaways_last_stream_is_sent_again,
     an_unregistered_status_is_read_like_any_other,
     a_header_value_that_is_not_ascii_is_kept_as_its_bytes,
     an_interim_response_before_the_answer_is_skipped,

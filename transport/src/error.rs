@@ -83,6 +83,16 @@ pub fn error_kind(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
                 _ => {}
             }
         }
+        // An HTTP/2 server that refused the stream before processing it, by resetting it with
+        // REFUSED_STREAM or by a GOAWAY whose last stream identifier is below it: h2 gives a
+        // stream a remote GOAWAY error only then (a stream at or below that identifier that
+        // the connection's end cuts short gets a broken pipe). RFC 9113 8.7: safe to retry.
+        // Only before the response head: a server that answered has processed the request.
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if stage == Stage::Head && h2.is_remote() && refused_unprocessed(h2) {
+                return Kind::NotProcessed;
+            }
+        }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_parse() || h.is_parse_status() || h.is_user() {
                 return Kind::Protocol;
@@ -104,6 +114,11 @@ pub fn error_kind(error: &(dyn StdError + 'static), stage: Stage) -> Kind {
         Stage::Head => Kind::Other,
         Stage::Body => Kind::ClosedDuringBody,
     }
+}
+
+/// Whether an HTTP/2 error says the peer did not process the stream (RFC 9113 8.7).
+fn refused_unprocessed(error: &h2::Error) -> bool {
+    error.is_go_away() || (error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// Maps a connector's failure to open a connection.

@@ -262,6 +262,8 @@ mod tests {
             K::Connect,
             K::ConnectTimeout,
             K::PoolTimeout,
+            // Reached the server, which refused it unprocessed (RFC 9113 8.7: safe to retry).
+            K::NotProcessed,
         ] {
             assert_eq!(
                 failure(kind, Method::POST),
