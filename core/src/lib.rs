@@ -162,6 +162,10 @@
 //!
 //! - `test-util`: [`test_util`], the scripted transport, manual clock, instant sleeper and
 //!   scenario runner. Not for production.
+//! - `metrics`: attempt durations, retries and budget refusals through the `metrics` facade.
+//! - `gzip`, `deflate`, `brotli`, `zstd`: decoding those content codings (each adds its
+//!   coding to `Accept-Encoding`). Off in the core; the backend crates turn all four on by
+//!   default.
 //!
 //! # MSRV
 //!
