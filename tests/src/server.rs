@@ -502,14 +502,7 @@ impl FaultServer {
     }
 
     fn start_shared(shared: Shared, certificate: Option<Vec<u8>>) -> Self {
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-        std_listener
-            .set_nonblocking(true)
-            .expect("a socket can be made non-blocking");
-        let addr = std_listener
-            .local_addr()
-            .expect("a bound socket has an address");
+        let (std_listener, addr) = loopback_listener();
         let shared = Arc::new(shared);
         let (stop, stopped) = watch::channel(false);
         let serving = shared.clone();
@@ -1220,14 +1213,8 @@ impl GoAwayBelowFirstStream {
     pub fn start() -> Self {
         let cert = TestCertificate::generate();
         let acceptor = cert.acceptor_offering(&[b"h2"]);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-        listener
-            .set_nonblocking(true)
-            .expect("a socket can be made non-blocking");
-        let port = listener
-            .local_addr()
-            .expect("a bound socket has an address")
-            .port();
+        let (listener, addr) = loopback_listener();
+        let port = addr.port();
         let (requests, connections) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (counted, accepted) = (requests.clone(), connections.clone());
         let (stop, mut stopped) = watch::channel(false);
@@ -1294,6 +1281,18 @@ impl Drop for GoAwayBelowFirstStream {
             let _ = thread.join();
         }
     }
+}
+
+/// A non-blocking listener on 127.0.0.1 and a free port, and its address.
+fn loopback_listener() -> (std::net::TcpListener, SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    listener
+        .set_nonblocking(true)
+        .expect("a listener can be made non-blocking");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    (listener, addr)
 }
 
 /// One HTTP/2 frame: its 9-byte header (RFC 9113 4.1) and `payload`.
@@ -1377,14 +1376,8 @@ impl Silent {
     /// Binds 127.0.0.1 on a free port and starts accepting.
     pub fn start() -> Self {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-        listener
-            .set_nonblocking(true)
-            .expect("a listener can be made non-blocking");
-        let port = listener
-            .local_addr()
-            .expect("a bound listener has an address")
-            .port();
+        let (listener, addr) = loopback_listener();
+        let port = addr.port();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
